@@ -1,0 +1,80 @@
+//! One INSERT of an encoded batch, and what its failure means.
+
+use bytes::Bytes;
+
+/// How a failed insert should be handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Network trouble, overload, missing table or credentials: retrying can succeed.
+    Transient(String),
+    /// The server rejected the data itself; the same bytes will always fail.
+    Deterministic { code: u32, message: String },
+}
+
+/// ClickHouse error codes that mean "this data can never be inserted".
+/// 10 NOT_FOUND_COLUMN_IN_BLOCK, 16 NO_SUCH_COLUMN_IN_TABLE, 6 CANNOT_PARSE_TEXT, 26 CANNOT_PARSE_QUOTED_STRING, 27 CANNOT_PARSE_INPUT_ASSERTION_FAILED,
+/// 32 ATTEMPT_TO_READ_AFTER_EOF, 33 CANNOT_READ_ALL_DATA, 38 CANNOT_PARSE_DATE,
+/// 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
+/// 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE.
+/// Everything else (including 40 CHECKSUM_DOESNT_MATCH, damage in transit) is retried.
+pub const DETERMINISTIC_CODES: &[u32] = &[6, 10, 16, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131];
+
+pub async fn insert(client: &clickhouse::Client, sql: &str, data: Bytes) -> Result<(), Failure> {
+    let mut insert = client.insert_formatted_with(sql.to_owned());
+    insert.send(data).await.map_err(classify)?;
+    insert.end().await.map_err(classify)
+}
+
+pub fn classify(e: clickhouse::error::Error) -> Failure {
+    use clickhouse::error::Error;
+    match &e {
+        Error::BadResponse(msg) => match server_code(msg) {
+            Some(code) if DETERMINISTIC_CODES.contains(&code) => Failure::Deterministic {
+                code,
+                message: first_line(msg),
+            },
+            _ => Failure::Transient(first_line(msg)),
+        },
+        _ => Failure::Transient(e.to_string()),
+    }
+}
+
+/// The `Code: N` of a ClickHouse error text (all versions start with it).
+pub fn server_code(msg: &str) -> Option<u32> {
+    let rest = &msg[msg.find("Code: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn first_line(msg: &str) -> String {
+    crate::enrich::url::truncate(msg.lines().next().unwrap_or(""), 500).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_from_old_and_new_servers() {
+        assert_eq!(
+            server_code("Code: 27, e.displayText() = DB::Exception: Cannot parse input"),
+            Some(27)
+        );
+        assert_eq!(
+            server_code("Code: 60. DB::Exception: Table x doesn't exist. (UNKNOWN_TABLE)"),
+            Some(60)
+        );
+        assert_eq!(server_code("connection refused"), None);
+    }
+
+    #[test]
+    fn classification() {
+        use clickhouse::error::Error;
+        let bad = Error::BadResponse("Code: 33, e.displayText() = DB::Exception: Cannot read all data".into());
+        assert!(matches!(classify(bad), Failure::Deterministic { code: 33, .. }));
+        let missing =
+            Error::BadResponse("Code: 60, e.displayText() = DB::Exception: Table default.x doesn't exist.".into());
+        assert!(matches!(classify(missing), Failure::Transient(_)));
+        assert!(matches!(classify(Error::TimedOut), Failure::Transient(_)));
+    }
+}

@@ -1,0 +1,267 @@
+//! User-agent classification: browser, OS and device class for people; a named reason for bots.
+//!
+//! woothee does the parsing. Its `is_crawler()` misses most automation, so bots are decided from
+//! `parse()`'s category plus our own rules that run first. The raw string is never kept: the
+//! result holds only short class names and major versions.
+
+use woothee::parser::Parser;
+
+use crate::check::DropReason;
+
+/// Longer user agents are cut before parsing: real browsers stay far below this.
+pub const MAX_UA_LEN: usize = 512;
+/// Shorter ones are not browsers ("Mozilla/5.0" alone is 11 bytes).
+pub const MIN_UA_LEN: usize = 12;
+const MAX_VERSION_LEN: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    Desktop,
+    Mobile,
+    Tablet,
+    Other,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Desktop => "desktop",
+            Device::Mobile => "mobile",
+            Device::Tablet => "tablet",
+            Device::Other => "other",
+        }
+    }
+}
+
+/// What is stored about a person's browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    pub device: Device,
+}
+
+/// Substrings (lower case) of automation that presents itself as a browser.
+const HEADLESS: &[&str] = &[
+    "headlesschrome",
+    "phantomjs",
+    "slimerjs",
+    "puppeteer",
+    "playwright",
+    "selenium",
+    "webdriver",
+];
+
+/// Prefixes (lower case) of HTTP libraries and command-line tools.
+const HTTP_CLIENTS: &[&str] = &[
+    "curl/",
+    "wget/",
+    "python-requests/",
+    "python-urllib/",
+    "python-httpx/",
+    "aiohttp/",
+    "go-http-client/",
+    "okhttp/",
+    "java/",
+    "apache-httpclient/",
+    "axios/",
+    "node-fetch/",
+    "undici",
+    "got ",
+    "libwww-perl/",
+    "ruby",
+    "php/",
+    "guzzlehttp/",
+    "httpie/",
+    "postmanruntime/",
+    "insomnia/",
+    "dart:io",
+    "reqwest/",
+    "rest-client/",
+    "faraday ",
+    "scrapy/",
+];
+
+/// Substrings (lower case) of crawlers woothee does not know.
+const CRAWLERS: &[&str] = &[
+    "bot/",
+    "bot;",
+    "bot ",
+    "-bot",
+    "_bot",
+    "crawler",
+    "spider",
+    "gptbot",
+    "claudebot",
+    "claude-web",
+    "ccbot",
+    "perplexitybot",
+    "bytespider",
+    "anthropic-ai",
+    "chatgpt-user",
+    "oai-searchbot",
+    "amazonbot",
+    "applebot",
+    "facebookexternalhit",
+    "meta-externalagent",
+    "semrush",
+    "ahrefs",
+    "mj12bot",
+    "dotbot",
+    "petalbot",
+    "yandex",
+    "baiduspider",
+    "uptimerobot",
+    "pingdom",
+    "statuscake",
+    "site24x7",
+    "headless",
+    "lighthouse",
+    "pagespeed",
+    "gtmetrix",
+    "preview",
+    "slurp",
+    "duckduckbot",
+    "archive.org_bot",
+    "ia_archiver",
+    "feedfetcher",
+    "monitor",
+    "validator",
+    "checker",
+];
+
+/// Classifies a user agent; `Err` names why it is not a person's browser.
+pub fn classify(ua: &str) -> Result<Client, DropReason> {
+    let ua = crate::enrich::url::truncate(ua.trim(), MAX_UA_LEN);
+    if ua.len() < MIN_UA_LEN {
+        return Err(DropReason::NoUserAgent);
+    }
+    if !ua.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        // Browsers send printable ASCII; anything else is forged or garbage.
+        return Err(DropReason::NotABrowser);
+    }
+    let lower = ua.to_ascii_lowercase();
+    if HEADLESS.iter().any(|k| lower.contains(k)) {
+        return Err(DropReason::Headless);
+    }
+    if HTTP_CLIENTS.iter().any(|k| lower.starts_with(k)) {
+        return Err(DropReason::HttpClient);
+    }
+    if CRAWLERS.iter().any(|k| lower.contains(k)) || lower.ends_with("bot") {
+        return Err(DropReason::Crawler);
+    }
+    let parsed = Parser::new().parse(ua).ok_or(DropReason::NotABrowser)?;
+    let device = match parsed.category {
+        "crawler" => return Err(DropReason::Crawler),
+        "pc" => Device::Desktop,
+        "smartphone" | "mobilephone" => Device::Mobile,
+        "appliance" | "misc" => Device::Other,
+        _ => return Err(DropReason::NotABrowser),
+    };
+    if parsed.name == "UNKNOWN" && device != Device::Other {
+        return Err(DropReason::NotABrowser);
+    }
+    let device = if is_tablet(&lower, device) {
+        Device::Tablet
+    } else {
+        device
+    };
+    Ok(Client {
+        browser: known(parsed.name).to_string(),
+        browser_version: major(parsed.version).to_string(),
+        os: known(parsed.os).to_string(),
+        os_version: crate::enrich::url::truncate(known(&parsed.os_version), MAX_VERSION_LEN).to_string(),
+        device,
+    })
+}
+
+/// woothee has no tablet class: iPads, Android without "Mobile", and named tablets are tablets.
+fn is_tablet(lower: &str, device: Device) -> bool {
+    if lower.contains("ipad") || lower.contains("tablet") || lower.contains("kindle") || lower.contains("silk/") {
+        return true;
+    }
+    lower.contains("android") && !lower.contains("mobile") && matches!(device, Device::Mobile | Device::Desktop)
+}
+
+fn known(value: &str) -> &str {
+    if value == "UNKNOWN" { "" } else { value }
+}
+
+fn major(version: &str) -> &str {
+    let v = known(version);
+    crate::enrich::url::truncate(v.split('.').next().unwrap_or(""), MAX_VERSION_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.91 Safari/537.36";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+    const IPAD: &str = "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1";
+    const ANDROID_TABLET: &str = "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    const ANDROID_PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
+    const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+
+    #[test]
+    fn browsers_and_devices() {
+        let c = classify(CHROME_WIN).unwrap();
+        assert_eq!(
+            (c.browser.as_str(), c.browser_version.as_str(), c.os.as_str(), c.device),
+            ("Chrome", "124", "Windows 10", Device::Desktop)
+        );
+        let c = classify(IPHONE).unwrap();
+        assert_eq!(
+            (c.browser.as_str(), c.browser_version.as_str(), c.os.as_str(), c.device),
+            ("Safari", "17", "iPhone", Device::Mobile)
+        );
+        assert_eq!(c.os_version, "17.4");
+        assert_eq!(classify(IPAD).unwrap().device, Device::Tablet);
+        assert_eq!(classify(ANDROID_TABLET).unwrap().device, Device::Tablet);
+        assert_eq!(classify(ANDROID_PHONE).unwrap().device, Device::Mobile);
+        let c = classify(FIREFOX_LINUX).unwrap();
+        assert_eq!((c.browser.as_str(), c.device), ("Firefox", Device::Desktop));
+    }
+
+    #[test]
+    fn bots_are_named() {
+        let cases = [
+            ("", DropReason::NoUserAgent),
+            ("Mozilla/5.0", DropReason::NoUserAgent),
+            ("curl/8.5.0 (x86_64-pc-linux-gnu)", DropReason::HttpClient),
+            ("python-requests/2.31.0 (compat)", DropReason::HttpClient),
+            ("Go-http-client/1.1 (compatible)", DropReason::HttpClient),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+                DropReason::Headless,
+            ),
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0) Chrome/124.0 Safari/537.36 \u{e9}",
+                DropReason::NotABrowser,
+            ),
+        ];
+        for (ua, want) in cases {
+            assert_eq!(classify(ua), Err(want), "{ua:?}");
+        }
+    }
+
+    #[test]
+    fn overlong_ua_is_cut_not_rejected() {
+        let ua = format!("{CHROME_WIN} {}", "x".repeat(10_000));
+        assert_eq!(classify(&ua).unwrap().browser, "Chrome");
+    }
+}

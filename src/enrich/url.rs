@@ -1,0 +1,298 @@
+//! Page URL and referrer normalisation.
+//!
+//! Only what a dashboard needs is kept: the host (without `www.`), the path (query and fragment
+//! removed; the fragment kept only in hash mode), and the five UTM parameters. Query strings can
+//! carry personal data (emails, tokens), so they never reach storage.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+/// Longest UTM value or host kept; longer ones are cut at a character boundary.
+pub const MAX_UTM_LEN: usize = 256;
+pub const MAX_HOST_LEN: usize = 253;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Utm<'a> {
+    pub source: Cow<'a, str>,
+    pub medium: Cow<'a, str>,
+    pub campaign: Cow<'a, str>,
+    pub content: Cow<'a, str>,
+    pub term: Cow<'a, str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<'a> {
+    /// Lower case, no `www.`, no port.
+    pub hostname: Cow<'a, str>,
+    /// Percent-decoded path; `/` when empty.
+    pub pathname: Cow<'a, str>,
+    pub utm: Utm<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("not an absolute URL (expected scheme://host/path)")]
+    NotAbsolute,
+    #[error("URL has no host")]
+    NoHost,
+}
+
+/// The parts of an absolute URL, as slices of the input.
+struct Parts<'a> {
+    host: &'a str,
+    path: &'a str,
+    query: &'a str,
+    fragment: Option<&'a str>,
+}
+
+fn split(url: &str) -> Result<Parts<'_>, UrlError> {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").ok_or(UrlError::NotAbsolute)?;
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        return Err(UrlError::NotAbsolute);
+    }
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((a, f)) => (a, Some(f)),
+        None => (rest, None),
+    };
+    let (before_query, query) = before_fragment.split_once('?').unwrap_or((before_fragment, ""));
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    // Drop userinfo, then the port (IPv6 literals keep their brackets' content).
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']').map_or(v6, |(h, _)| h)
+    } else {
+        authority.split_once(':').map_or(authority, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() {
+        return Err(UrlError::NoHost);
+    }
+    Ok(Parts {
+        host,
+        path,
+        query,
+        fragment,
+    })
+}
+
+/// Lower-cases and strips `www.`; borrows when the host is already normal.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = truncate(host, MAX_HOST_LEN);
+    let lowered: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    match lowered {
+        Cow::Borrowed(h) => Cow::Borrowed(h.strip_prefix("www.").unwrap_or(h)),
+        Cow::Owned(h) => Cow::Owned(h.strip_prefix("www.").map(str::to_owned).unwrap_or(h)),
+    }
+}
+
+/// Parses the page URL of an event.
+pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
+    let parts = split(url)?;
+    let mut pathname = decode(if parts.path.is_empty() { "/" } else { parts.path });
+    if hash_mode {
+        if let Some(fragment) = parts.fragment.filter(|f| !f.is_empty()) {
+            pathname = Cow::Owned(format!("{pathname}#{}", decode(fragment)));
+        }
+    }
+    Ok(Page {
+        hostname: normalize_host(parts.host),
+        pathname,
+        utm: utm(parts.query),
+    })
+}
+
+/// A referrer reduced to `host/path`, or `None` when absent, unparseable or from the same site.
+pub fn normalize_referrer<'a>(referrer: Option<&'a str>, page_host: &str) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
+    let parts = split(referrer?).ok()?;
+    let host = normalize_host(parts.host);
+    if host == page_host {
+        return None;
+    }
+    let path = decode(parts.path.trim_end_matches('/'));
+    let full = if path.is_empty() {
+        host.clone()
+    } else {
+        Cow::Owned(format!("{host}{path}"))
+    };
+    Some((host, full))
+}
+
+fn utm(query: &str) -> Utm<'_> {
+    let mut utm = Utm::default();
+    if query.is_empty() {
+        return utm;
+    }
+    let mut fallback_source: Option<Cow<'_, str>> = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match k {
+            "utm_source" => &mut utm.source,
+            "utm_medium" => &mut utm.medium,
+            "utm_campaign" => &mut utm.campaign,
+            "utm_content" => &mut utm.content,
+            "utm_term" => &mut utm.term,
+            // Plausible also reads `ref` and `source` when there is no utm_source.
+            "ref" | "source" => {
+                if fallback_source.is_none() {
+                    fallback_source = Some(decode_query_value(v));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_empty() {
+            *slot = decode_query_value(v);
+        }
+    }
+    if utm.source.is_empty() {
+        if let Some(s) = fallback_source {
+            utm.source = s;
+        }
+    }
+    utm
+}
+
+fn decode_query_value(v: &str) -> Cow<'_, str> {
+    let v = truncate(v, MAX_UTM_LEN * 3);
+    let decoded = if v.contains('+') {
+        Cow::Owned(decode(&v.replace('+', " ")).into_owned())
+    } else {
+        decode(v)
+    };
+    match decoded {
+        Cow::Borrowed(s) => Cow::Borrowed(truncate(s.trim(), MAX_UTM_LEN)),
+        Cow::Owned(s) => Cow::Owned(truncate(s.trim(), MAX_UTM_LEN).to_owned()),
+    }
+}
+
+/// Percent-decodes, replacing invalid UTF-8; borrows when there is nothing to decode.
+fn decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    match percent_decode_str(s).decode_utf8_lossy() {
+        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Owned(o) => Cow::Owned(o),
+    }
+}
+
+/// Cuts at a character boundary at or below `max` bytes.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_path_and_no_query() {
+        let p = parse_page(
+            "https://WWW.Example.com:8443/pricing?email=a@b.c&utm_source=news#top",
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.hostname, "example.com");
+        assert_eq!(p.pathname, "/pricing");
+        assert_eq!(p.utm.source, "news");
+        let p = parse_page("https://example.com", false).unwrap();
+        assert_eq!(p.pathname, "/");
+        let p = parse_page("http://user:pw@[2001:db8::1]:80/a", false).unwrap();
+        assert_eq!(p.hostname, "2001:db8::1");
+    }
+
+    #[test]
+    fn fragment_only_in_hash_mode() {
+        let url = "https://app.example.com/#/settings/profile?x=1";
+        assert_eq!(parse_page(url, false).unwrap().pathname, "/");
+        assert_eq!(parse_page(url, true).unwrap().pathname, "/#/settings/profile?x=1");
+        assert_eq!(parse_page("https://a.com/x#", true).unwrap().pathname, "/x");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        let p = parse_page("https://a.com/caf%C3%A9?utm_campaign=spring+sale%21", false).unwrap();
+        assert_eq!(p.pathname, "/café");
+        assert_eq!(p.utm.campaign, "spring sale!");
+        let p = parse_page("https://a.com/bad%FF", false).unwrap();
+        assert_eq!(p.pathname, "/bad\u{FFFD}");
+    }
+
+    #[test]
+    fn all_utm_fields_and_ref_fallback() {
+        let p = parse_page(
+            "https://a.com/?utm_source=s&utm_medium=m&utm_campaign=c&utm_content=co&utm_term=t&ref=ignored",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                &*p.utm.source,
+                &*p.utm.medium,
+                &*p.utm.campaign,
+                &*p.utm.content,
+                &*p.utm.term
+            ),
+            ("s", "m", "c", "co", "t")
+        );
+        assert_eq!(
+            parse_page("https://a.com/?ref=producthunt", false).unwrap().utm.source,
+            "producthunt"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(
+            parse_page(&format!("https://a.com/?utm_term={long}"), false)
+                .unwrap()
+                .utm
+                .term
+                .len(),
+            MAX_UTM_LEN
+        );
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert_eq!(parse_page("/relative/path", false), Err(UrlError::NotAbsolute));
+        assert_eq!(parse_page("https:///nohost", false), Err(UrlError::NoHost));
+        assert_eq!(parse_page("java script://x", false), Err(UrlError::NotAbsolute));
+    }
+
+    #[test]
+    fn referrer_host_and_path_only() {
+        let (host, full) = normalize_referrer(Some("https://www.Google.com/search?q=secret"), "a.com").unwrap();
+        assert_eq!((&*host, &*full), ("google.com", "google.com/search"));
+        let (_, full) = normalize_referrer(Some("https://news.ycombinator.com/"), "a.com").unwrap();
+        assert_eq!(full, "news.ycombinator.com");
+        assert_eq!(
+            normalize_referrer(Some("https://www.a.com/other"), "a.com"),
+            None,
+            "same site"
+        );
+        assert_eq!(normalize_referrer(Some("not a url"), "a.com"), None);
+        assert_eq!(normalize_referrer(None, "a.com"), None);
+        let (host, _) = normalize_referrer(Some("android-app://com.google.android.gm/"), "a.com").unwrap();
+        assert_eq!(host, "com.google.android.gm");
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,174 @@
+//! The stored row: what survives anonymisation. It has no field that could hold an IP address or
+//! a user-agent string, so neither can reach ClickHouse or the spool by construction.
+//!
+//! Rows are encoded straight to ClickHouse RowBinary, once, on the request's own thread; batches
+//! are then plain byte buffers that need no further work to insert (or to spool).
+
+/// Column names and types of the insert table, in RowBinary order. `schema/` must agree; an
+/// integration test compares this list with the live table.
+pub const COLUMNS: &[(&str, &str)] = &[
+    ("timestamp", "DateTime"),
+    ("site", "String"),
+    ("name", "String"),
+    ("hostname", "String"),
+    ("pathname", "String"),
+    ("referrer", "String"),
+    ("referrer_source", "String"),
+    ("utm_source", "String"),
+    ("utm_medium", "String"),
+    ("utm_campaign", "String"),
+    ("utm_content", "String"),
+    ("utm_term", "String"),
+    ("country_code", "String"),
+    ("region", "String"),
+    ("browser", "String"),
+    ("browser_version", "String"),
+    ("os", "String"),
+    ("os_version", "String"),
+    ("device", "String"),
+    ("visitor_id", "UInt64"),
+    ("interactive", "UInt8"),
+    ("revenue_micros", "Int64"),
+    ("revenue_currency", "String"),
+    ("prop_keys", "Array(String)"),
+    ("prop_values", "Array(String)"),
+];
+
+/// The insert statement for [`COLUMNS`].
+pub fn insert_sql(table: &str) -> String {
+    let cols: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+    format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event<'a> {
+    pub timestamp: u32,
+    pub site: &'a str,
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub pathname: &'a str,
+    pub referrer: &'a str,
+    pub referrer_source: &'a str,
+    pub utm_source: &'a str,
+    pub utm_medium: &'a str,
+    pub utm_campaign: &'a str,
+    pub utm_content: &'a str,
+    pub utm_term: &'a str,
+    pub country_code: &'a str,
+    pub region: &'a str,
+    pub browser: &'a str,
+    pub browser_version: &'a str,
+    pub os: &'a str,
+    pub os_version: &'a str,
+    pub device: &'a str,
+    pub visitor_id: u64,
+    pub interactive: bool,
+    pub revenue_micros: i64,
+    pub revenue_currency: &'a str,
+    pub props: &'a [(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)],
+}
+
+impl Event<'_> {
+    /// Appends this row in RowBinary; the field order is [`COLUMNS`]'s.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.timestamp.to_le_bytes());
+        for s in [
+            self.site,
+            self.name,
+            self.hostname,
+            self.pathname,
+            self.referrer,
+            self.referrer_source,
+            self.utm_source,
+            self.utm_medium,
+            self.utm_campaign,
+            self.utm_content,
+            self.utm_term,
+            self.country_code,
+            self.region,
+            self.browser,
+            self.browser_version,
+            self.os,
+            self.os_version,
+            self.device,
+        ] {
+            put_str(out, s);
+        }
+        out.extend_from_slice(&self.visitor_id.to_le_bytes());
+        out.push(u8::from(self.interactive));
+        out.extend_from_slice(&self.revenue_micros.to_le_bytes());
+        put_str(out, self.revenue_currency);
+        put_varint(out, self.props.len() as u64);
+        for (k, _) in self.props {
+            put_str(out, k);
+        }
+        put_varint(out, self.props.len() as u64);
+        for (_, v) in self.props {
+            put_str(out, v);
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Unsigned LEB128, as RowBinary uses for lengths.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn varint_matches_leb128() {
+        let mut out = Vec::new();
+        put_varint(&mut out, 0);
+        put_varint(&mut out, 127);
+        put_varint(&mut out, 128);
+        put_varint(&mut out, 300);
+        assert_eq!(out, [0x00, 0x7f, 0x80, 0x01, 0xac, 0x02]);
+    }
+
+    #[test]
+    fn encoding_layout() {
+        let props = [(Cow::Borrowed("plan"), Cow::Borrowed("pro"))];
+        let e = Event {
+            timestamp: 1,
+            site: "a.com",
+            visitor_id: 7,
+            interactive: true,
+            props: &props,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        e.encode(&mut out);
+        let mut want = vec![1, 0, 0, 0, 5];
+        want.extend_from_slice(b"a.com");
+        want.extend_from_slice(&[0; 17]); // 17 empty strings
+        want.extend_from_slice(&7u64.to_le_bytes());
+        want.push(1);
+        want.extend_from_slice(&0i64.to_le_bytes());
+        want.push(0); // currency
+        want.extend_from_slice(&[1, 4]);
+        want.extend_from_slice(b"plan");
+        want.extend_from_slice(&[1, 3]);
+        want.extend_from_slice(b"pro");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn insert_sql_lists_every_column() {
+        let sql = insert_sql("events_in");
+        assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
+        assert!(sql.ends_with("prop_values) FORMAT RowBinary"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Glimpse: a privacy-friendly web analytics collector.
+//!
+//! A request flows through these stages, each a module, in this order:
+//!
+//! 1. [`parse`]: body bytes → payload (Plausible-compatible fields)
+//! 2. [`check`]: record it or not: site known? URL valid? a person's browser?
+//! 3. [`enrich`]: coarse location, browser class, page/referrer/UTM fields
+//! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here
+//! 5. [`batch`]: encoded rows gathered into large batches
+//! 6. [`deliver`]: batches inserted into ClickHouse, transient failures retried
+//! 7. [`store`]: the ClickHouse schema, migrations, retention and salts table
+//!
+//! [`pipeline`] runs stages 1–4 for a request; [`server`] is the HTTP front and [`collector`]
+//! wires everything together.
+
+pub mod config;
+
+pub mod anonymize;
+pub mod batch;
+pub mod check;
+pub mod deliver;
+pub mod enrich;
+pub mod event;
+pub mod parse;
+pub mod store;
+
+pub mod clientip;
+pub mod clock;
+pub mod collector;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;

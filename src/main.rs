@@ -1,0 +1,113 @@
+//! The `glimpse` command: thin wrapper over the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use glimpse::clock::Clock;
+use glimpse::collector::Collector;
+use glimpse::config::{Config, LogFormat};
+use glimpse::store::{self, ServerVersion, schema};
+
+#[derive(Parser)]
+#[command(
+    name = "glimpse",
+    version,
+    about = "Privacy-friendly web analytics collector for ClickHouse"
+)]
+struct Cli {
+    /// TOML configuration file; every key can also be set as GLIMPSE_<SECTION>_<KEY>.
+    #[arg(long, short, global = true, env = "GLIMPSE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, then accept events until SIGTERM/SIGINT.
+    Serve,
+    /// Create the database and apply pending migrations, then exit.
+    Migrate,
+    /// Print the DDL that `migrate` would apply.
+    Schema {
+        /// Render for this server version (e.g. 18.16 or 26.3) instead of asking the server.
+        #[arg(long)]
+        server_version: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The config path comes from clap, so GLIMPSE_CONFIG is not a setting.
+    // SAFETY: single-threaded at this point; no other thread reads the environment.
+    unsafe { std::env::remove_var("GLIMPSE_CONFIG") };
+    let config = Config::from_file_and_env(cli.config.as_deref())?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let (server, db) = store::clients(&config.clickhouse);
+            let version = store::server_version(&server)
+                .await
+                .context("cannot reach ClickHouse")?;
+            let ran = store::migrate(&server, &db, &config.clickhouse.database, version).await?;
+            println!("ClickHouse {version}: {} migration(s) applied", ran.len());
+            Ok(())
+        }
+        Command::Schema { server_version } => {
+            let version = match server_version {
+                Some(v) => {
+                    ServerVersion::parse(&v).with_context(|| format!("--server-version {v:?} is not like 24.8"))?
+                }
+                None => {
+                    let (server, _) = store::clients(&config.clickhouse);
+                    store::server_version(&server)
+                        .await
+                        .context("cannot reach ClickHouse (or pass --server-version)")?
+                }
+            };
+            print!("{}", schema::script(version, config.events_retention_days > 0));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let collector = Collector::start(config.clone(), Clock::default())
+        .await
+        .context("start-up failed")?;
+    tracing::info!(listen = %listener.local_addr()?, sites = config.sites.len(), "accepting events");
+    collector.serve(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,539 @@
+//! Stage 1 — parse: request body bytes to a [`Payload`] that borrows from the body where it can.
+//!
+//! Accepts the Plausible Events API payload (short and long field names), so existing integrations
+//! work unchanged. Every rejection says which field is wrong and why.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// Limits that keep one event small; they mirror what Plausible accepts.
+pub const MAX_NAME_LEN: usize = 120;
+pub const MAX_URL_LEN: usize = 2000;
+pub const MAX_PROPS: usize = 30;
+pub const MAX_PROP_KEY_LEN: usize = 300;
+pub const MAX_PROP_VALUE_LEN: usize = 2000;
+pub const MAX_DOMAINS: usize = 10;
+
+/// One event as sent by a browser, not yet trusted beyond its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload<'a> {
+    pub name: Cow<'a, str>,
+    pub url: Cow<'a, str>,
+    /// Raw `d` field: one site or a comma-separated list.
+    pub domain: Option<Cow<'a, str>>,
+    pub referrer: Option<Cow<'a, str>>,
+    pub props: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub hash_mode: bool,
+    pub interactive: bool,
+    pub revenue: Option<Revenue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revenue {
+    /// Amount in millionths of the currency unit.
+    pub micros: i64,
+    /// ISO 4217 code, upper case.
+    pub currency: [u8; 3],
+}
+
+/// Why a payload was rejected; the text goes back to the client in a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// Parses a JSON body. serde_json's recursion limit bounds nesting depth.
+pub fn parse_json(body: &[u8]) -> Result<Payload<'_>, ParseError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError(
+            "empty body: expected a JSON object with at least `n` and `u`".into(),
+        ));
+    }
+    let raw: RawPayload<'_> = serde_json::from_slice(body).map_err(|e| ParseError(describe_json_error(&e)))?;
+    raw.finish()
+}
+
+/// Parses the query string of the no-JavaScript pixel (`/api/event.gif?n=pageview&u=…`).
+pub fn parse_query(query: &str) -> Result<Payload<'_>, ParseError> {
+    let mut raw = RawPayload::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = decode_component(v);
+        match k {
+            "n" | "name" => raw.name = Some(v),
+            "u" | "url" => raw.url = Some(v),
+            "d" | "domain" => raw.domain = Some(v),
+            "r" | "referrer" => raw.referrer = Some(v),
+            "h" | "hashMode" => raw.hash_mode = v != "0" && v != "false" && !v.is_empty(),
+            "i" | "interactive" => raw.interactive = Some(v != "0" && v != "false"),
+            "p" | "props" | "m" | "meta" => raw.props = parse_props_string(&v)?,
+            _ => {}
+        }
+    }
+    raw.finish()
+}
+
+fn decode_component(v: &str) -> Cow<'_, str> {
+    if !v.contains(['%', '+']) {
+        return Cow::Borrowed(v);
+    }
+    let spaced = v.replace('+', " ");
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// serde_json's messages are good but name no field when a type is wrong at the top level;
+/// ours prefix the field (see `field_err`), so only syntax errors are reworded here.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => format!("body is not valid JSON: {e}"),
+        Category::Io => format!("could not read body: {e}"),
+        Category::Data => e.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct RawPayload<'a> {
+    name: Option<Cow<'a, str>>,
+    url: Option<Cow<'a, str>>,
+    domain: Option<Cow<'a, str>>,
+    referrer: Option<Cow<'a, str>>,
+    props: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    hash_mode: bool,
+    interactive: Option<bool>,
+    revenue: Option<Revenue>,
+}
+
+impl<'a> RawPayload<'a> {
+    fn finish(self) -> Result<Payload<'a>, ParseError> {
+        let name = self
+            .name
+            .ok_or_else(|| ParseError("missing field `n` (event name)".into()))?;
+        let url = self
+            .url
+            .ok_or_else(|| ParseError("missing field `u` (page URL)".into()))?;
+        check_len("n", &name, MAX_NAME_LEN)?;
+        if name.trim().is_empty() {
+            return Err(ParseError("`n`: event name must not be empty".into()));
+        }
+        check_len("u", &url, MAX_URL_LEN)?;
+        if url.is_empty() {
+            return Err(ParseError("`u`: page URL must not be empty".into()));
+        }
+        if let Some(r) = &self.referrer {
+            check_len("r", r, MAX_URL_LEN)?;
+        }
+        if let Some(d) = &self.domain {
+            check_len("d", d, MAX_DOMAINS * 254)?;
+            if d.split(',').filter(|s| !s.trim().is_empty()).count() > MAX_DOMAINS {
+                return Err(ParseError(format!("`d`: at most {MAX_DOMAINS} domains")));
+            }
+        }
+        Ok(Payload {
+            name,
+            url,
+            domain: self.domain.filter(|d| !d.trim().is_empty()),
+            referrer: self.referrer.filter(|r| !r.is_empty()),
+            props: self.props,
+            hash_mode: self.hash_mode,
+            interactive: self.interactive.unwrap_or(true),
+            revenue: self.revenue,
+        })
+    }
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ParseError> {
+    if value.len() > max {
+        return Err(ParseError(format!(
+            "`{field}`: longer than {max} bytes ({} bytes)",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn field_err<E: de::Error>(field: &str, e: impl fmt::Display) -> E {
+    E::custom(format!("`{field}`: {e}"))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawPayload<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PayloadVisitor)
+    }
+}
+
+struct PayloadVisitor;
+
+impl<'de> Visitor<'de> for PayloadVisitor {
+    type Value = RawPayload<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with at least `n` (event name) and `u` (page URL)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawPayload::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "n" | "name" => raw.name = Some(next_string(&mut map, "n")?),
+                "u" | "url" => raw.url = Some(next_string(&mut map, "u")?),
+                "d" | "domain" => raw.domain = next_opt_string(&mut map, "d")?,
+                "r" | "referrer" => raw.referrer = next_opt_string(&mut map, "r")?,
+                "p" | "props" | "m" | "meta" => {
+                    raw.props = map.next_value::<Props<'de>>().map_err(|e| field_err(&key, e))?.0;
+                }
+                "h" | "hashMode" => raw.hash_mode = map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0,
+                "i" | "interactive" => {
+                    raw.interactive = Some(map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0);
+                }
+                "revenue" | "$" => {
+                    raw.revenue = map
+                        .next_value::<Option<RevenueIn>>()
+                        .map_err(|e| field_err(&key, e))?
+                        .map(|r| r.0)
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+fn next_string<'de, A: MapAccess<'de>>(map: &mut A, field: &str) -> Result<Cow<'de, str>, A::Error> {
+    map.next_value::<BorrowedStr<'de>>()
+        .map(|s| s.0)
+        .map_err(|e| field_err(field, e))
+}
+
+fn next_opt_string<'de, A: MapAccess<'de>>(map: &mut A, field: &str) -> Result<Option<Cow<'de, str>>, A::Error> {
+    map.next_value::<Option<BorrowedStr<'de>>>()
+        .map(|s| s.map(|s| s.0))
+        .map_err(|e| field_err(field, e))
+}
+
+/// A string that borrows from the input unless it contains escapes.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A boolean that also accepts 0/1, as some clients send numbers.
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, 0 or 1")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Flag, E> {
+                Ok(Flag(v != 0))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Flag, E> {
+                Ok(Flag(v != 0))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Custom properties: a JSON object, or a string holding one (older trackers send that).
+struct Props<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Props<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values, or a string holding one")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Props(Vec::new()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_props_string(v).map(Props).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
+                    let key = key.0;
+                    let value = map.next_value::<PropValue<'de>>().map_err(|e| field_err(&key, e))?;
+                    let Some(value) = value.0 else { continue };
+                    if out.len() == MAX_PROPS {
+                        return Err(de::Error::custom(format!("at most {MAX_PROPS} properties")));
+                    }
+                    if key.is_empty() || key.len() > MAX_PROP_KEY_LEN {
+                        return Err(de::Error::custom(format!(
+                            "property names must be 1 to {MAX_PROP_KEY_LEN} bytes"
+                        )));
+                    }
+                    if value.len() > MAX_PROP_VALUE_LEN {
+                        return Err(de::Error::custom(format!(
+                            "`{key}`: value longer than {MAX_PROP_VALUE_LEN} bytes"
+                        )));
+                    }
+                    out.push((key, value));
+                }
+                Ok(Props(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_props_string(s: &str) -> Result<Vec<(Cow<'static, str>, Cow<'static, str>)>, ParseError> {
+    if s.trim().is_empty() || s.trim() == "null" {
+        return Ok(Vec::new());
+    }
+    let props: Props<'_> = serde_json::from_str(s).map_err(|e| ParseError(format!("`p`: {e}")))?;
+    Ok(props
+        .0
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+        .collect())
+}
+
+/// A property value: strings kept, numbers and booleans turned into text, null skipped.
+struct PropValue<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PropValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PropValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(PropValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(PropValue(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(de::Error::custom(
+                    "values must be strings, numbers or booleans, not objects",
+                ))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(de::Error::custom(
+                    "values must be strings, numbers or booleans, not arrays",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct RevenueIn(Revenue);
+
+impl<'de> Deserialize<'de> for RevenueIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw<'a> {
+            amount: Amount,
+            #[serde(borrow)]
+            currency: Cow<'a, str>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Amount {
+            Number(f64),
+            Text(String),
+        }
+        let raw = Raw::deserialize(d)?;
+        let amount = match raw.amount {
+            Amount::Number(n) => n,
+            Amount::Text(t) => t
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| de::Error::custom(format!("amount {t:?} is not a number")))?,
+        };
+        if !amount.is_finite() || amount.abs() >= 1e12 {
+            return Err(de::Error::custom("amount must be a finite number below 10^12"));
+        }
+        let c = raw.currency.as_bytes();
+        if c.len() != 3 || !c.iter().all(u8::is_ascii_alphabetic) {
+            return Err(de::Error::custom(format!(
+                "currency {:?} is not a 3-letter ISO 4217 code",
+                raw.currency
+            )));
+        }
+        Ok(RevenueIn(Revenue {
+            micros: (amount * 1e6).round() as i64,
+            currency: [
+                c[0].to_ascii_uppercase(),
+                c[1].to_ascii_uppercase(),
+                c[2].to_ascii_uppercase(),
+            ],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> Payload<'_> {
+        parse_json(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    fn err(body: &str) -> String {
+        parse_json(body.as_bytes()).unwrap_err().0
+    }
+
+    #[test]
+    fn short_and_long_names() {
+        let a = ok(r#"{"n":"pageview","u":"https://a.com/x","d":"a.com","r":"https://b.org/","h":1,"i":false}"#);
+        let b = ok(
+            r#"{"name":"pageview","url":"https://a.com/x","domain":"a.com","referrer":"https://b.org/","hashMode":true,"interactive":false}"#,
+        );
+        assert_eq!(a, b);
+        assert!(!a.interactive, "\"i\": false must be honoured");
+        assert!(a.hash_mode);
+        assert!(matches!(a.name, Cow::Borrowed(_)), "no escapes: borrowed");
+    }
+
+    #[test]
+    fn defaults() {
+        let p = ok(r#"{"n":"pageview","u":"https://a.com/"}"#);
+        assert!(p.interactive);
+        assert!(!p.hash_mode);
+        assert_eq!(p.domain, None);
+        assert_eq!(p.referrer, None);
+        assert!(p.props.is_empty());
+        let p = ok(r#"{"n":"pageview","u":"https://a.com/","r":null,"d":"","p":null}"#);
+        assert_eq!(p.referrer, None);
+        assert_eq!(p.domain, None);
+    }
+
+    #[test]
+    fn props_as_object_or_string() {
+        let a = ok(r#"{"n":"Signup","u":"https://a.com/","p":{"plan":"pro","seats":3,"trial":true,"x":null}}"#);
+        let b = ok(r#"{"n":"Signup","u":"https://a.com/","m":"{\"plan\":\"pro\",\"seats\":3,\"trial\":true}"}"#);
+        let want = vec![
+            ("plan".into(), "pro".into()),
+            ("seats".into(), "3".into()),
+            ("trial".into(), "true".into()),
+        ];
+        assert_eq!(a.props, want);
+        assert_eq!(b.props, want);
+    }
+
+    #[test]
+    fn revenue() {
+        let p = ok(r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":9.99,"currency":"eur"}}"#);
+        assert_eq!(
+            p.revenue,
+            Some(Revenue {
+                micros: 9_990_000,
+                currency: *b"EUR"
+            })
+        );
+        let p = ok(r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":"1322.22","currency":"USD"}}"#);
+        assert_eq!(p.revenue.unwrap().micros, 1_322_220_000);
+        assert!(
+            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1,"currency":"EURO"}}"#).contains("`revenue`")
+        );
+        assert!(
+            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1e300,"currency":"EUR"}}"#).contains("finite")
+        );
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert!(err("").contains("empty body"));
+        assert!(err("{").contains("not valid JSON"));
+        assert!(err("[1,2]").contains("JSON object"));
+        assert!(err(r#"{"u":"https://a.com/"}"#).contains("missing field `n`"));
+        assert!(err(r#"{"n":"pageview"}"#).contains("missing field `u`"));
+        assert!(err(r#"{"n":5,"u":"x"}"#).contains("`n`: invalid type"));
+        assert!(err(r#"{"n":"a","u":"x","i":"yes"}"#).contains("`i`"));
+        assert!(err(r#"{"n":"a","u":"x","p":{"a":{"b":1}}}"#).contains("not objects"));
+        assert!(err(r#"{"n":"a","u":"x","p":{"a":[1]}}"#).contains("not arrays"));
+        assert!(err(r#"{"n":"","u":"x"}"#).contains("must not be empty"));
+        let long = "x".repeat(MAX_URL_LEN + 1);
+        assert!(err(&format!(r#"{{"n":"a","u":"{long}"}}"#)).contains("longer than"));
+    }
+
+    #[test]
+    fn too_many_props_and_deep_nesting() {
+        let props: Vec<String> = (0..31).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let body = format!(r#"{{"n":"a","u":"x","p":{{{}}}}}"#, props.join(","));
+        assert!(err(&body).contains("at most 30"));
+        // Nesting never recurses in our code: unknown fields are skipped iteratively, known
+        // fields reject a nested value at its first level.
+        let open = "[".repeat(100_000);
+        let close = "]".repeat(100_000);
+        assert!(parse_json(format!(r#"{{"n":"a","u":"x","zz":{open}{close}}}"#).as_bytes()).is_ok());
+        assert!(err(&format!(r#"{{"n":"a","u":"x","p":{{"k":{open}{close}}}}}"#)).contains("not arrays"));
+        assert!(err(&format!(r#"{{"n":{open}{close},"u":"x"}}"#)).contains("`n`"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected() {
+        let body = b"{\"n\":\"a\xff\",\"u\":\"x\"}";
+        assert!(parse_json(body).is_err());
+    }
+
+    #[test]
+    fn query_string_form() {
+        let p = parse_query("n=pageview&u=https%3A%2F%2Fa.com%2Fx%3Fq%3D1&d=a.com&r=&i=0").unwrap();
+        assert_eq!(p.url, "https://a.com/x?q=1");
+        assert_eq!(p.referrer, None);
+        assert!(!p.interactive);
+        assert!(parse_query("u=x").unwrap_err().0.contains("`n`"));
+    }
+}

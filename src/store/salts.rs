@@ -1,0 +1,84 @@
+//! The `glimpse_salts` table. Salts are stored hex-encoded; reads select only the days asked for.
+
+use clickhouse::Client;
+
+use super::StoreError;
+use crate::anonymize::Salt;
+
+const TABLE: &str = "glimpse_salts";
+
+/// Every stored salt for `days`, in (day, salt) order.
+pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreError> {
+    let list: Vec<String> = days.iter().map(u16::to_string).collect();
+    let sql = format!(
+        "SELECT toUInt16(day), salt FROM {TABLE} WHERE toUInt16(day) IN ({}) ORDER BY day, salt",
+        list.join(",")
+    );
+    let rows: Vec<(u16, String)> = db.query(&sql).fetch_all().await?;
+    rows.into_iter()
+        .map(|(day, hex)| {
+            decode_hex(&hex)
+                .map(|b| (day, Salt(b)))
+                .ok_or_else(|| StoreError::Unexpected {
+                    table: TABLE,
+                    detail: format!("salt for day {day} is not 64 hex digits"),
+                })
+        })
+        .collect()
+}
+
+pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError> {
+    let hex = zeroize::Zeroizing::new(encode_hex(&salt.0));
+    db.query(&format!("INSERT INTO {TABLE} (day, salt) VALUES (toDate(?), ?)"))
+        .bind(day)
+        .bind(hex.as_str())
+        .execute()
+        .await?;
+    Ok(())
+}
+
+pub async fn stored_days(db: &Client) -> Result<Vec<u16>, StoreError> {
+    super::partition_days(db, TABLE).await
+}
+
+/// Drops the day's partition: the salt's data part is unlinked, not just hidden.
+pub async fn destroy(db: &Client, day: u16) -> Result<(), StoreError> {
+    super::drop_day_partition(db, TABLE, day).await?;
+    tracing::info!(day = %crate::clock::date_string(day), "salt destroyed");
+    Ok(())
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+fn decode_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let salt = Salt::random();
+        assert_eq!(decode_hex(&encode_hex(&salt.0)), Some(salt.0));
+        assert_eq!(decode_hex("zz"), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The DDL in `schema/`, embedded in the binary and rendered for the server's version.
+//!
+//! The files are written for a current server. For older servers, rendering removes what they
+//! lack instead of giving it up everywhere: `LowCardinality(T)` becomes `T`, column `CODEC(...)`
+//! clauses are removed, and a line marked `-- requires: ttl` is left out.
+
+/// Numbered migrations, applied in this order and recorded in `glimpse_migrations`.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events.sql", include_str!("../../schema/0001_events.sql")),
+    ("0002_aggregates.sql", include_str!("../../schema/0002_aggregates.sql")),
+    ("0003_salts.sql", include_str!("../../schema/0003_salts.sql")),
+];
+
+/// The view that stores raw rows; present only when raw events are retained.
+pub const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
+
+/// Table the collector inserts into.
+pub const INSERT_TABLE: &str = "events_in";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// Parses `18.16.1`, `24.8.4.13` or `26.3`.
+    pub fn parse(s: &str) -> Option<ServerVersion> {
+        let mut parts = s.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+        Some(ServerVersion { major, minor })
+    }
+
+    pub fn features(self) -> Features {
+        let at_least = |major, minor| self >= ServerVersion { major, minor };
+        Features {
+            // LowCardinality left experimental and column codecs arrived in 19.1; TTL in 19.6.
+            low_cardinality: at_least(19, 1),
+            codecs: at_least(19, 1),
+            ttl: at_least(19, 6),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    pub low_cardinality: bool,
+    pub codecs: bool,
+    pub ttl: bool,
+}
+
+/// The statements of one SQL file, rendered for a server with `features`.
+pub fn render(sql: &str, features: Features) -> Vec<String> {
+    let mut text = String::with_capacity(sql.len());
+    for line in sql.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") {
+            continue;
+        }
+        let (code, directive) = match line.split_once("-- requires:") {
+            Some((code, feature)) => (code, Some(feature.trim())),
+            None => (line, None),
+        };
+        if directive == Some("ttl") && !features.ttl {
+            continue;
+        }
+        text.push_str(code.trim_end());
+        text.push('\n');
+    }
+    if !features.low_cardinality {
+        text = unwrap_call(&text, "LowCardinality(");
+    }
+    if !features.codecs {
+        text = remove_call(&text, " CODEC(");
+    }
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `LowCardinality(String)` → `String`.
+fn unwrap_call(text: &str, open: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(open) {
+        out.push_str(&rest[..i]);
+        let inner_start = i + open.len();
+        let close = matching_paren(&rest[inner_start..]).map_or(rest.len(), |j| inner_start + j);
+        out.push_str(&rest[inner_start..close]);
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// ` CODEC(Delta, ZSTD(1))` → ``.
+fn remove_call(text: &str, open: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(open) {
+        out.push_str(&rest[..i]);
+        let inner_start = i + open.len();
+        let close = matching_paren(&rest[inner_start..]).map_or(rest.len(), |j| inner_start + j);
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Index of the `)` closing an already-opened parenthesis.
+fn matching_paren(s: &str) -> Option<usize> {
+    let mut depth = 1usize;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Everything `glimpse migrate` would run, as one SQL script, for `glimpse schema`.
+pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
+    let f = version.features();
+    let mut out = format!(
+        "-- Glimpse schema rendered for ClickHouse {version} (features: low_cardinality={}, codecs={}, ttl={})\n",
+        f.low_cardinality, f.codecs, f.ttl
+    );
+    let mut files: Vec<(&str, &str)> = MIGRATIONS.to_vec();
+    if keep_raw_events {
+        files.push(("events_raw_mv.sql", EVENTS_RAW_MV));
+    }
+    for (name, sql) in files {
+        out.push_str(&format!("\n-- {name}\n"));
+        for stmt in render(sql, f) {
+            out.push_str(&stmt);
+            out.push_str(";\n\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: ServerVersion = ServerVersion { major: 18, minor: 16 };
+    const NEW: ServerVersion = ServerVersion { major: 26, minor: 3 };
+
+    #[test]
+    fn versions() {
+        assert_eq!(ServerVersion::parse("18.16.1"), Some(OLD));
+        assert_eq!(ServerVersion::parse("26.3.1.5"), Some(NEW));
+        assert_eq!(ServerVersion::parse("26"), Some(ServerVersion { major: 26, minor: 0 }));
+        assert_eq!(ServerVersion::parse("x"), None);
+        assert!(!OLD.features().low_cardinality && !OLD.features().ttl);
+        assert!(NEW.features().low_cardinality && NEW.features().codecs && NEW.features().ttl);
+    }
+
+    #[test]
+    fn old_server_rendering_drops_modern_features() {
+        let all = script(OLD, true);
+        assert!(!all.contains("LowCardinality"), "{all}");
+        assert!(!all.contains("CODEC"));
+        assert!(!all.contains("TTL"));
+        assert!(all.contains("site String,"));
+        assert!(all.contains("timestamp DateTime,"));
+    }
+
+    #[test]
+    fn new_server_rendering_keeps_them() {
+        let all = script(NEW, true);
+        assert!(all.contains("site LowCardinality(String)"));
+        assert!(all.contains("timestamp DateTime CODEC(Delta, ZSTD(1))"));
+        assert!(all.contains("TTL day + INTERVAL 2 DAY"));
+        assert!(!all.contains("requires:"));
+    }
+
+    #[test]
+    fn statements_split_and_comments_go() {
+        let stmts = render(MIGRATIONS[1].1, NEW.features());
+        assert_eq!(stmts.len(), 4);
+        assert!(stmts.iter().all(|s| !s.contains("--")));
+    }
+
+    #[test]
+    fn every_schema_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = MIGRATIONS.iter().map(|(n, _)| n.to_string()).collect();
+        embedded.push("events_raw_mv.sql".into());
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn insert_table_columns_match_event_encoder() {
+        // The Null table's column list must be exactly event::COLUMNS, in order.
+        let stmts = render(MIGRATIONS[0].1, OLD.features());
+        let create = stmts.iter().find(|s| s.contains("events_in")).unwrap();
+        let body = &create[create.find('(').unwrap() + 1..create.rfind(')').unwrap()];
+        let cols: Vec<(String, String)> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, t) = l.split_once(' ').unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect();
+        let want: Vec<(String, String)> = crate::event::COLUMNS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(cols, want);
+    }
+}
