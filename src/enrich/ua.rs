@@ -135,7 +135,7 @@ const CRAWLERS: &[&str] = &[
 /// Classifies a user agent; `Err` names why it is not a person's browser.
 pub fn classify(ua: &str) -> Result<Client, DropReason> {
     let ua = crate::enrich::url::truncate(ua.trim(), MAX_UA_LEN);
-    if ua.len() < MIN_UA_LEN {
+    if ua.is_empty() {
         return Err(DropReason::NoUserAgent);
     }
     if !ua.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -151,6 +151,9 @@ pub fn classify(ua: &str) -> Result<Client, DropReason> {
     }
     if CRAWLERS.iter().any(|k| lower.contains(k)) || lower.ends_with("bot") {
         return Err(DropReason::Crawler);
+    }
+    if ua.len() < MIN_UA_LEN {
+        return Err(DropReason::NoUserAgent);
     }
     let parsed = Parser::new().parse(ua).ok_or(DropReason::NotABrowser)?;
     let device = match parsed.category {
@@ -231,6 +234,8 @@ mod tests {
             ("", DropReason::NoUserAgent),
             ("Mozilla/5.0", DropReason::NoUserAgent),
             ("curl/8.5.0 (x86_64-pc-linux-gnu)", DropReason::HttpClient),
+            ("curl/8.5.0", DropReason::HttpClient),
+            ("Wget/1.21", DropReason::HttpClient),
             ("python-requests/2.31.0 (compat)", DropReason::HttpClient),
             ("Go-http-client/1.1 (compatible)", DropReason::HttpClient),
             (

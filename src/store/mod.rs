@@ -36,7 +36,7 @@ pub fn clients(cfg: &ClickHouseConfig) -> (Client, Client) {
         // `event::Event::encode`, checked against the live table in the integration tests.
         .with_validation(false)
         // 18.x reports an error found mid-stream inside a 200 response unless told to wait.
-        .with_option("wait_end_of_query", "1");
+        .with_setting("wait_end_of_query", "1");
     let db = server.clone().with_database(&cfg.database);
     (server, db)
 }

@@ -1,0 +1,565 @@
+//! End-to-end: HTTP event in, anonymized rows and aggregates out, against a real ClickHouse.
+
+mod support;
+
+use std::time::Duration;
+
+use glimpse::anonymize::Salts;
+use glimpse::clock::{Clock, SECS_PER_DAY, day_of};
+use glimpse::store::{self, salts};
+use support::{ClickHouse, Glimpse, UA_CHROME_WIN, UA_FIREFOX, UA_IPHONE, pageview, test_config};
+
+const DB: &str = "glimpse";
+
+fn visitor_ids(ch: &ClickHouse, filter: &str) -> Vec<String> {
+    ch.rows(
+        DB,
+        &format!("SELECT visitor_id FROM events WHERE {filter} ORDER BY timestamp, site"),
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pageview_lands_with_the_right_enrichment() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let body = r#"{"n":"pageview","u":"https://www.a.com/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=spring&email=jo@x.io#plans","r":"https://www.google.com/search?q=private"}"#;
+    let r = g.send(body, UA_IPHONE, "81.2.69.10").await;
+    assert_eq!((r.status, r.body.as_str(), r.dropped), (202, "ok", None));
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    let custom = r#"{"n":"Signup","u":"https://a.com/register","d":"a.com","p":{"plan":"pro","seats":3},"revenue":{"amount":9.99,"currency":"EUR"},"i":false}"#;
+    assert_eq!(g.send(custom, UA_CHROME_WIN, "2001:db8:1::5").await.status, 202);
+    g.stop().await;
+
+    let rows = ch.rows(
+        DB,
+        "SELECT site, name, hostname, pathname, referrer, referrer_source, utm_source, utm_medium, utm_campaign, \
+         country_code, region, browser, browser_version, os, device, interactive, visitor_id != 0 \
+         FROM events WHERE name = 'pageview'",
+    );
+    let want = [
+        "a.com",
+        "pageview",
+        "a.com",
+        "/pricing",
+        "google.com/search",
+        "newsletter",
+        "newsletter",
+        "email",
+        "spring",
+        "GB",
+        "England",
+        "Safari",
+        "17",
+        "iPhone",
+        "mobile",
+        "1",
+        "1",
+    ];
+    assert_eq!(rows, vec![want.map(String::from).to_vec()]);
+
+    let rows = ch.rows(
+        DB,
+        "SELECT name, pathname, referrer, country_code, region, browser, os, device, interactive, \
+         revenue_micros, revenue_currency, prop_keys, prop_values FROM events WHERE name = 'Signup'",
+    );
+    let want = [
+        "Signup",
+        "/register",
+        "",
+        "DE",
+        "Berlin",
+        "Chrome",
+        "Windows 10",
+        "desktop",
+        "0",
+        "9990000",
+        "EUR",
+        "['plan','seats']",
+        "['pro','3']",
+    ];
+    assert_eq!(rows, vec![want.map(String::from).to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_unknown_sites_and_bad_input_are_not_recorded() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let page = pageview("https://a.com/");
+    let cases = [
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "crawler",
+        ),
+        ("curl/8.5.0", "http_client"),
+        ("python-requests/2.31.0", "http_client"),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+            "headless_browser",
+        ),
+        ("", "no_user_agent"),
+    ];
+    for (ua, reason) in cases {
+        let r = g.send(&page, ua, "203.0.113.5").await;
+        assert_eq!((r.status, r.dropped.as_deref()), (202, Some(reason)), "{ua:?}");
+    }
+    let r = g
+        .send(&pageview("https://unknown.net/"), UA_FIREFOX, "203.0.113.5")
+        .await;
+    assert_eq!((r.status, r.dropped.as_deref()), (202, Some("unknown_site")));
+
+    let r = g.send("{not json", UA_FIREFOX, "203.0.113.5").await;
+    assert_eq!(r.status, 400);
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("not valid JSON"), "{}", r.body);
+    let r = g.send(r#"{"n":"pageview"}"#, UA_FIREFOX, "203.0.113.5").await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("missing field `u`"), "{}", r.body);
+
+    assert_eq!(g.send(&page, UA_FIREFOX, "203.0.113.5").await.status, 202);
+    let metrics = reqwest::get(g.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("glimpse_events_dropped_total{reason=\"http_client\"} 2"),
+        "{metrics}"
+    );
+    g.stop().await;
+    assert_eq!(
+        ch.count(DB, "SELECT count() FROM events"),
+        1,
+        "only the real browser's page view is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_gets_unrelated_ids_per_site_and_per_day() {
+    let ch = ClickHouse::start();
+    let clock = Clock::default();
+    let g = Glimpse::start_with_clock(test_config(&ch, DB), clock.clone()).await;
+    let ip = "198.51.100.23";
+    g.send(&pageview("https://a.com/"), UA_FIREFOX, ip).await;
+    g.send(&pageview("https://b.org/"), UA_FIREFOX, ip).await;
+    // One event for two sites records two rows, each with its own site's id.
+    g.send(
+        r#"{"n":"pageview","u":"https://a.com/x","d":"a.com,b.org"}"#,
+        UA_FIREFOX,
+        ip,
+    )
+    .await;
+    g.send(&pageview("https://a.com/again"), UA_FIREFOX, ip).await;
+
+    // Next day: the keeper moves to tomorrow's salt.
+    clock.advance(SECS_PER_DAY as i64);
+    g.salts.refresh(&g.db, clock.now()).await.unwrap();
+    g.send(&pageview("https://a.com/tomorrow"), UA_FIREFOX, ip).await;
+    g.stop().await;
+
+    let a = visitor_ids(&ch, "site = 'a.com' AND pathname != '/tomorrow'");
+    let b = visitor_ids(&ch, "site = 'b.org'");
+    assert_eq!(a.len(), 3);
+    assert!(a.iter().all(|id| *id == a[0]), "same site, same day, same id: {a:?}");
+    assert_eq!(b.len(), 2);
+    assert!(b.iter().all(|id| *id == b[0]));
+    assert_ne!(a[0], b[0], "same person on two sites must get unrelated ids");
+    let tomorrow = visitor_ids(&ch, "pathname = '/tomorrow'");
+    assert_eq!(tomorrow.len(), 1);
+    assert_ne!(tomorrow[0], a[0], "a new day gives a new id");
+    assert_eq!(ch.count(DB, "SELECT uniqExact(toDate(timestamp)) FROM events"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ip_address_or_user_agent_is_stored_anywhere() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let ua = format!("{UA_FIREFOX} GlimpseMarker/7391");
+    let ips = ["203.0.113.77", "2001:db8:1::77", "81.2.69.77"];
+    for ip in ips {
+        for page in ["/", "/a?ip=x", "/b"] {
+            let body = format!(r#"{{"n":"pageview","u":"https://a.com{page}","r":"https://ref.example/"}}"#);
+            assert_eq!(g.send(&body, &ua, ip).await.status, 202);
+        }
+    }
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 9);
+
+    let tables = ch.rows(
+        DB,
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE '%View%'",
+    );
+    assert!(tables.len() >= 6, "{tables:?}");
+    let mut needles: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
+    needles.extend([
+        "GlimpseMarker".into(),
+        "rv:125.0".into(),
+        "X11; Linux".into(),
+        "203.0.113".into(),
+        "2001:db8:1:".into(),
+    ]);
+    for t in tables {
+        let dump = ch.sql(DB, &format!("SELECT * FROM `{}` FORMAT TSV", t[0]));
+        for n in &needles {
+            assert!(!dump.contains(n.as_str()), "table {} contains {n:?}", t[0]);
+        }
+    }
+    // Aggregates: states are binary; compare the hex form too.
+    for n in &needles {
+        let hex: String = n.bytes().map(|b| format!("{b:02X}")).collect();
+        for t in ["stats_hourly", "stats_daily"] {
+            let dump = ch.sql(DB, &format!("SELECT hex(toString(tuple(*))) FROM {t} FORMAT TSV"));
+            assert!(!dump.contains(&hex), "{t} contains {n:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_match_raw_counts() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];
+    let ips = [
+        "81.2.69.1",
+        "203.0.113.2",
+        "198.51.100.3",
+        "2001:db8:1::4",
+        "192.0.2.5",
+        "10.9.9.9",
+    ];
+    let pages = ["/", "/pricing", "/blog/one", "/blog/two"];
+    let mut sent = 0;
+    for (i, ip) in ips.iter().enumerate() {
+        for (j, page) in pages.iter().enumerate() {
+            let ua = uas[(i + j) % uas.len()];
+            let referrer = ["", "https://news.ycombinator.com/", "https://t.co/x"][(i * j) % 3];
+            let body = format!(r#"{{"n":"pageview","u":"https://a.com{page}?utm_source=s{j}","r":"{referrer}"}}"#);
+            assert_eq!(g.send(&body, ua, ip).await.status, 202);
+            sent += 1;
+            if j % 2 == 0 {
+                let body = format!(r#"{{"n":"Download","u":"https://b.org{page}"}}"#);
+                assert_eq!(g.send(&body, ua, ip).await.status, 202);
+                sent += 1;
+            }
+        }
+    }
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), sent);
+
+    let raw = ch.rows(
+        DB,
+        "SELECT site, countIf(name = 'pageview'), countIf(name != 'pageview'), uniqExact(visitor_id) \
+         FROM events GROUP BY site ORDER BY site",
+    );
+    let agg = ch.rows(
+        DB,
+        "SELECT site, sumMerge(pageviews), sumMerge(events), uniqMerge(visitors) \
+         FROM stats_hourly GROUP BY site ORDER BY site",
+    );
+    assert_eq!(raw, agg);
+    assert_eq!(raw.len(), 2);
+
+    for (dimension, column) in [
+        ("page", "pathname"),
+        ("country", "country_code"),
+        ("browser", "browser"),
+        ("device", "device"),
+        ("source", "referrer_source"),
+        ("utm_source", "utm_source"),
+        ("os", "os"),
+        ("region", "if(region = '', '', concat(country_code, '-', region))"),
+    ] {
+        let raw = ch.rows(
+            DB,
+            &format!(
+                "SELECT site, {column} AS v, countIf(name = 'pageview'), countIf(name != 'pageview'), uniqExact(visitor_id) \
+                 FROM events GROUP BY site, v ORDER BY site, v"
+            ),
+        );
+        let agg = ch.rows(
+            DB,
+            &format!(
+                "SELECT site, value, sumMerge(pageviews), sumMerge(events), uniqMerge(visitors) FROM stats_daily \
+                 WHERE dimension = '{dimension}' GROUP BY site, value ORDER BY site, value"
+            ),
+        );
+        assert_eq!(raw, agg, "dimension {dimension}");
+    }
+    let countries = ch.rows(
+        DB,
+        "SELECT DISTINCT value FROM stats_daily WHERE dimension = 'country' ORDER BY value",
+    );
+    assert_eq!(countries.concat(), ["", "DE", "FR", "GB", "JP", "US"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_todays_salt_and_collectors_share_it() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    g.send(&pageview("https://a.com/first"), UA_FIREFOX, "203.0.113.9")
+        .await;
+    g.stop().await;
+
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let other = Glimpse::start(test_config(&ch, DB)).await;
+    g.send(&pageview("https://a.com/second"), UA_FIREFOX, "203.0.113.9")
+        .await;
+    other
+        .send(&pageview("https://a.com/third"), UA_FIREFOX, "203.0.113.9")
+        .await;
+    g.stop().await;
+    other.stop().await;
+    let ids = visitor_ids(&ch, "1");
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(
+        ch.count(DB, "SELECT count() FROM glimpse_salts"),
+        2,
+        "today and tomorrow, created once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_collectors_converge_on_one_salt_per_day() {
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    let (server, db) = store::clients(&cfg.clickhouse);
+    let version = store::server_version(&server).await.unwrap();
+    store::migrate(&server, &db, DB, version).await.unwrap();
+    let now = Clock::default().now();
+    let (a, b) = (Salts::default(), Salts::default());
+    let (ra, rb) = tokio::join!(a.refresh(&db, now), b.refresh(&db, now));
+    ra.unwrap();
+    rb.unwrap();
+    // Whatever the interleaving, a second refresh leaves both on the same salt.
+    a.refresh(&db, now).await.unwrap();
+    b.refresh(&db, now).await.unwrap();
+    let today = day_of(now);
+    let ip = "203.0.113.1".parse().unwrap();
+    let id = |s: &Salts| glimpse::anonymize::visitor_id(s.load().get(today).unwrap(), "a.com", ip, UA_FIREFOX);
+    assert_eq!(id(&a), id(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salts_are_destroyed_within_48_hours() {
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    let (server, db) = store::clients(&cfg.clickhouse);
+    let version = store::server_version(&server).await.unwrap();
+    store::migrate(&server, &db, DB, version).await.unwrap();
+    let today = day_of(Clock::default().now());
+    for day in [today - 3, today - 2, today - 1] {
+        salts::insert(&db, day, &glimpse::anonymize::Salt::random())
+            .await
+            .unwrap();
+    }
+    let days = || {
+        ch.rows(DB, "SELECT DISTINCT toUInt16(day) FROM glimpse_salts ORDER BY day")
+            .concat()
+    };
+    let keeper = Salts::default();
+    let midnight = u64::from(today) * SECS_PER_DAY;
+
+    // 01:00: yesterday's salt began 25 h ago and stays; older ones go.
+    keeper.refresh(&db, midnight + 3600).await.unwrap();
+    assert_eq!(days(), [today - 1, today, today + 1].map(|d| d.to_string()));
+    // 23:00: yesterday's began 47 h ago, so it is destroyed before the 48 h mark.
+    keeper.refresh(&db, midnight + 23 * 3600).await.unwrap();
+    assert_eq!(days(), [today, today + 1].map(|d| d.to_string()));
+    // Gone from the table's parts too, not only hidden.
+    let parts = ch.count(
+        DB,
+        &format!(
+            "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'glimpse_salts' \
+             AND active AND partition_id < '{}'",
+            glimpse::clock::date_string(today).replace('-', "")
+        ),
+    );
+    assert_eq!(parts, 0);
+    assert_eq!(
+        keeper.load().days(),
+        [today, today + 1],
+        "memory holds only today and tomorrow"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_recorded() {
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    let (server, db) = store::clients(&cfg.clickhouse);
+    let version = store::server_version(&server).await.unwrap();
+    let first = store::migrate(&server, &db, DB, version).await.unwrap();
+    assert_eq!(first.len(), store::schema::MIGRATIONS.len());
+    let second = store::migrate(&server, &db, DB, version).await.unwrap();
+    assert!(second.is_empty());
+    // Starting a collector re-runs migrations and retention on the same database.
+    Glimpse::start(cfg.clone()).await.stop().await;
+    let tables = ch.sql(
+        DB,
+        "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name",
+    );
+    assert!(tables.contains("events_raw_mv"));
+    Glimpse::start(cfg).await.stop().await;
+    assert_eq!(
+        ch.sql(
+            DB,
+            "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"
+        ),
+        tables
+    );
+    assert_eq!(
+        ch.count(DB, "SELECT count() FROM glimpse_migrations"),
+        store::schema::MIGRATIONS.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_table_matches_the_row_encoder() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    g.stop().await;
+    let live: Vec<(String, String)> = ch
+        .rows(DB, "DESCRIBE TABLE events_in")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let want: Vec<(String, String)> = glimpse::event::COLUMNS
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(live, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_only_mode_stores_no_raw_events() {
+    let ch = ClickHouse::start();
+    // Start with raw events kept, then switch to aggregates-only: old raw rows go too.
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    g.send(&pageview("https://a.com/before"), UA_FIREFOX, "203.0.113.1")
+        .await;
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 1);
+
+    let mut cfg = test_config(&ch, DB);
+    cfg.events_retention_days = 0;
+    let g = Glimpse::start(cfg).await;
+    assert_eq!(
+        ch.count(DB, "SELECT count() FROM events"),
+        0,
+        "existing raw rows dropped"
+    );
+    for page in ["/x", "/y", "/z"] {
+        assert_eq!(
+            g.send(&pageview(&format!("https://a.com{page}")), UA_FIREFOX, "203.0.113.1")
+                .await
+                .status,
+            202
+        );
+    }
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 0);
+    assert_eq!(ch.count(DB, "SELECT sumMerge(pageviews) FROM stats_hourly"), 4);
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_raw_mv'"
+        ),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_expired_days() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    g.stop().await;
+    let now = Clock::default().now();
+    for days_ago in [45u64, 31, 30, 29, 1, 0] {
+        let ts = now - days_ago * SECS_PER_DAY;
+        ch.sql(
+            DB,
+            &format!("INSERT INTO events (timestamp, site, name) VALUES ({ts}, 'a.com', 'pageview')"),
+        );
+    }
+    let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
+    let version = store::server_version(&db).await.unwrap();
+    let dropped = store::apply_retention(&db, version, 30, now).await.unwrap();
+    assert_eq!(dropped.len(), 3, "45, 31 and 30 days old");
+    let left = ch.rows(
+        DB,
+        &format!("SELECT intDiv({now} - toUInt32(timestamp), 86400) AS d FROM events ORDER BY d"),
+    );
+    assert_eq!(left.concat(), ["0", "1", "29"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_surface() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(g.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(g.url("/readyz")).send().await.unwrap().status(), 200);
+    let pre = client
+        .request(reqwest::Method::OPTIONS, g.url("/api/event"))
+        .header("origin", "https://a.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+
+    let big = format!(
+        r#"{{"n":"pageview","u":"https://a.com/","p":{{"k":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    let r = support::Reply::from(client.post(g.url("/api/event")).body(big).send().await.unwrap()).await;
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains("larger than 65536 bytes"));
+    let r = client
+        .post(g.url("/api/event"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = client.get(g.url("/api/event")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(client.get(g.url("/nope")).send().await.unwrap().status(), 404);
+    let r = g
+        .send(
+            r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#,
+            UA_FIREFOX,
+            "203.0.113.1",
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    // application/json works as well as text/plain.
+    let r = client
+        .post(g.url("/api/event"))
+        .header("content-type", "application/json")
+        .header("user-agent", UA_FIREFOX)
+        .body(pageview("https://a.com/json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 2);
+
+    // With ClickHouse gone, readiness says so and liveness does not care.
+    let mut ch = ch;
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    ch.stop();
+    let r = client.get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(client.get(g.url("/healthz")).send().await.unwrap().status(), 200);
+    let abort = tokio::time::timeout(Duration::from_secs(1), g.stop()).await;
+    drop(abort);
+}

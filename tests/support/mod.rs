@@ -1,0 +1,338 @@
+//! Shared integration-test harness: a real, throwaway ClickHouse server and Glimpse instances
+//! (in-process or as the real binary) pointed at it. Each test gets its own server and data dir.
+//!
+//! Missing components fail the test with an install hint; nothing is skipped.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glimpse::anonymize::Salts;
+use glimpse::clock::Clock;
+use glimpse::collector::Collector;
+use glimpse::config::{Config, Site};
+use glimpse::server::App;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const UA_FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+pub const UA_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+pub const UA_CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.91 Safari/537.36";
+
+const SERVER_CANDIDATES: &[&str] = &["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"];
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A ClickHouse server in a temp dir, on free loopback ports; killed on drop.
+pub struct ClickHouse {
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let binary = SERVER_CANDIDATES.iter().find(|p| Path::new(p).exists()).unwrap_or_else(|| {
+            panic!(
+                "clickhouse-server not found (looked in {SERVER_CANDIDATES:?}). Install it with \
+                 `sudo apt-get install -y clickhouse-server`, or run `scripts/test.sh`, which installs everything the tests need."
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        let http_port = free_port();
+        let tcp_port = free_port();
+        let fill = |t: &str| {
+            t.replace("{{DIR}}", &d)
+                .replace("{{HTTP_PORT}}", &http_port.to_string())
+                .replace("{{TCP_PORT}}", &tcp_port.to_string())
+        };
+        let config = std::fs::read_to_string(repo_path("scripts/clickhouse/config.xml")).unwrap();
+        let users = std::fs::read_to_string(repo_path("scripts/clickhouse/users.xml")).unwrap();
+        std::fs::write(dir.path().join("config.xml"), fill(&config)).unwrap();
+        std::fs::write(dir.path().join("users.xml"), users).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config-file={d}/config.xml"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let ch = ClickHouse { http_port, dir, child };
+        ch.wait_ready(Duration::from_secs(30));
+        ch
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok((200, body)) = http("GET", self.http_port, "/ping", "") {
+                if body.starts_with("Ok.") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log")).unwrap_or_default();
+        panic!("ClickHouse did not answer /ping within {limit:?}; its error log:\n{log}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Runs one statement and returns its TSV output.
+    pub fn sql(&self, database: &str, query: &str) -> String {
+        let (status, text) = http("POST", self.http_port, &format!("/?database={database}"), query)
+            .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"));
+        assert!(status == 200, "query failed ({status}): {query}\n{text}");
+        text
+    }
+
+    /// TSV rows as vectors of fields.
+    pub fn rows(&self, database: &str, query: &str) -> Vec<Vec<String>> {
+        self.sql(database, &format!("{query} FORMAT TSV"))
+            .lines()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect()
+    }
+
+    pub fn count(&self, database: &str, query: &str) -> u64 {
+        self.sql(database, query)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {query}"))
+    }
+
+    /// Polls until `query` returns at least `want`, then returns what it returned.
+    pub fn wait_count(&self, database: &str, query: &str, want: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let n = self.count(database, query);
+            if n >= want || start.elapsed() > Duration::from_secs(20) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        // SIGTERM for a clean shutdown; the test harness never leaves a server behind.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.0 exchange on loopback, usable from sync and async tests alike.
+pub fn http(method: &str, port: u16, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
+/// The configuration the tests use: two sites, the GeoIP2 fixture, loopback as trusted proxy
+/// (so tests choose client addresses with X-Forwarded-For) and quick flushes.
+pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
+    let mut cfg = Config::load(None, &Default::default()).unwrap();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.clickhouse.url = ch.url();
+    cfg.clickhouse.database = database.to_owned();
+    cfg.sites = vec![Site { domain: "a.com".into() }, Site { domain: "b.org".into() }];
+    cfg.geoip_databases = vec![repo_path("tests/fixtures/geoip2-city-test.mmdb")];
+    cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    cfg.batch.max_delay = Duration::from_millis(50);
+    cfg.shutdown_grace = Duration::from_secs(10);
+    cfg
+}
+
+/// Glimpse running in this process on a loopback port.
+pub struct Glimpse {
+    pub addr: SocketAddr,
+    pub clock: Clock,
+    pub salts: Arc<Salts>,
+    pub app: Arc<App>,
+    pub db: clickhouse::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub dropped: Option<String>,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Glimpse {
+    pub async fn start(config: Config) -> Glimpse {
+        Glimpse::start_with_clock(config, Clock::default()).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Glimpse {
+        let (_, db) = glimpse::store::clients(&config.clickhouse);
+        let collector = Collector::start(config.clone(), clock.clone())
+            .await
+            .expect("collector start");
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (app, salts) = (collector.app.clone(), collector.salts.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(collector.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Glimpse {
+            addr,
+            clock,
+            salts,
+            app,
+            db,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs an event as a browser at `ip` with user agent `ua` would (through the trusted proxy).
+    pub async fn send(&self, body: &str, ua: &str, ip: &str) -> Reply {
+        let res = reqwest::Client::new()
+            .post(self.url("/api/event"))
+            .header("content-type", "text/plain")
+            .header("user-agent", ua)
+            .header("x-forwarded-for", ip)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        Reply::from(res).await
+    }
+
+    /// Graceful stop: flushes everything accepted to ClickHouse.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap();
+    }
+}
+
+impl Reply {
+    pub async fn from(res: reqwest::Response) -> Reply {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let dropped = headers.get("x-glimpse-dropped").map(|v| v.to_str().unwrap().to_owned());
+        let body = res.text().await.unwrap();
+        Reply {
+            status,
+            dropped,
+            body,
+            headers,
+        }
+    }
+}
+
+pub fn pageview(url: &str) -> String {
+    format!(r#"{{"n":"pageview","u":"{url}"}}"#)
+}
+
+/// The `glimpse` binary as a child process, with its stderr captured to a file.
+pub struct GlimpseProcess {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl GlimpseProcess {
+    pub fn start(env: &[(&str, String)], log: PathBuf) -> GlimpseProcess {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_glimpse"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("GLIMPSE_LISTEN", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn glimpse");
+        let p = GlimpseProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            child,
+        };
+        let start = Instant::now();
+        while http("GET", port, "/healthz", "").is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "glimpse did not start: {}",
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+}
+
+impl Drop for GlimpseProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
