@@ -104,14 +104,22 @@ mod tests {
     async fn flushes_at_size() {
         let (tx, rx) = mpsc::channel(100);
         let (btx, mut brx) = mpsc::channel(10);
-        let task = tokio::spawn(run(rx, btx, 5, Duration::from_secs(3600), std::future::pending()));
+        let task = tokio::spawn(run(
+            rx,
+            btx,
+            5,
+            Duration::from_secs(3600),
+            std::future::pending(),
+        ));
         for _ in 0..6 {
             tx.send(rows(1)).await.unwrap();
         }
         let b = brx.recv().await.unwrap();
         assert!(b.rows >= 5);
         drop(tx);
-        let rest: usize = std::iter::from_fn(|| brx.try_recv().ok()).map(|b| b.rows).sum();
+        let rest: usize = std::iter::from_fn(|| brx.try_recv().ok())
+            .map(|b| b.rows)
+            .sum();
         task.await.unwrap();
         let rest = rest
             + std::iter::from_fn(|| brx.try_recv().ok())
@@ -124,7 +132,13 @@ mod tests {
     async fn flushes_at_time() {
         let (tx, rx) = mpsc::channel(100);
         let (btx, mut brx) = mpsc::channel(10);
-        tokio::spawn(run(rx, btx, 1000, Duration::from_millis(250), std::future::pending()));
+        tokio::spawn(run(
+            rx,
+            btx,
+            1000,
+            Duration::from_millis(250),
+            std::future::pending(),
+        ));
         tx.send(rows(2)).await.unwrap();
         let start = Instant::now();
         let b = brx.recv().await.unwrap();
@@ -139,7 +153,14 @@ mod tests {
         let (btx, mut brx) = mpsc::channel(10);
         tx.send(rows(3)).await.unwrap();
         drop(tx);
-        run(rx, btx, 1000, Duration::from_secs(60), std::future::pending()).await;
+        run(
+            rx,
+            btx,
+            1000,
+            Duration::from_secs(60),
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(brx.recv().await.unwrap().rows, 3);
         assert!(brx.recv().await.is_none());
     }

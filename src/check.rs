@@ -81,7 +81,11 @@ pub struct Checked<'a, 's> {
     pub client: Client,
 }
 
-pub fn check<'a, 's>(payload: Payload<'a>, user_agent: &str, sites: &'s Sites) -> Result<Checked<'a, 's>, Rejection> {
+pub fn check<'a, 's>(
+    payload: Payload<'a>,
+    user_agent: &str,
+    sites: &'s Sites,
+) -> Result<Checked<'a, 's>, Rejection> {
     // Lifetimes: the page borrows from the payload's URL, so parse it from a clone of that Cow;
     // in the common case (no escapes) it is a borrow of the request body and the clone is free.
     let page = match payload.url.clone() {
@@ -138,7 +142,14 @@ mod tests {
     const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
 
     fn sites() -> Sites {
-        Sites::new(&[Site { domain: "a.com".into() }, Site { domain: "b.org".into() }])
+        Sites::new(&[
+            Site {
+                domain: "a.com".into(),
+            },
+            Site {
+                domain: "b.org".into(),
+            },
+        ])
     }
 
     fn run(body: &str, ua: &str) -> Result<Vec<String>, Rejection> {
@@ -170,7 +181,10 @@ mod tests {
             Err(Rejection::Dropped(DropReason::UnknownSite))
         );
         assert_eq!(
-            run(r#"{"n":"pageview","u":"https://a.com/"}"#, "curl/8.0.1 (x86_64)"),
+            run(
+                r#"{"n":"pageview","u":"https://a.com/"}"#,
+                "curl/8.0.1 (x86_64)"
+            ),
             Err(Rejection::Dropped(DropReason::HttpClient))
         );
     }

@@ -48,7 +48,9 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 fn hops(headers: &HeaderMap, name: &str, item: fn(&str) -> Option<IpAddr>) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for value in headers.get_all(name) {
-        let Ok(text) = value.to_str() else { return Vec::new() };
+        let Ok(text) = value.to_str() else {
+            return Vec::new();
+        };
         for part in text.split(',') {
             match item(part.trim()) {
                 Some(ip) => out.push(canonical(ip)),
@@ -110,7 +112,10 @@ mod tests {
     #[test]
     fn untrusted_peer_headers_are_ignored() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
-        assert_eq!(client_ip(ip("203.0.113.9"), &h, &trusted()), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &h, &trusted()),
+            ip("203.0.113.9")
+        );
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
     }
 
@@ -122,7 +127,10 @@ mod tests {
             ip("203.0.113.7"),
             "6.6.6.6 could be forged"
         );
-        let h = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "203.0.113.7:5555")]);
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "203.0.113.7:5555"),
+        ]);
         assert_eq!(client_ip(ip("::1"), &h, &trusted()), ip("203.0.113.7"));
         let h = headers(&[("x-forwarded-for", "10.2.2.2, 10.3.3.3")]);
         assert_eq!(
@@ -131,7 +139,10 @@ mod tests {
             "all trusted: leftmost"
         );
         let h = headers(&[("x-forwarded-for", "203.0.113.7, garbage, 198.51.100.1")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted()), ip("198.51.100.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted()),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
@@ -140,7 +151,10 @@ mod tests {
             "forwarded",
             r#"for=192.0.2.43, for="[2001:db8:cafe::17]:4711";proto=https"#,
         )]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted()), ip("2001:db8:cafe::17"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted()),
+            ip("2001:db8:cafe::17")
+        );
     }
 
     #[test]

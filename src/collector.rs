@@ -137,11 +137,18 @@ impl Collector {
         tracing::info!("stopped accepting; flushing queued events");
         let _ = self.stop.send(true);
         let _ = self.batcher.await;
-        let remaining = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        let remaining = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
         let deliverer_abort = self.deliverer.abort_handle();
-        if tokio::time::timeout(remaining, self.deliverer).await.is_err() {
+        if tokio::time::timeout(remaining, self.deliverer)
+            .await
+            .is_err()
+        {
             deliverer_abort.abort();
-            tracing::error!("ClickHouse did not take the last batches within the shutdown grace period");
+            tracing::error!(
+                "ClickHouse did not take the last batches within the shutdown grace period"
+            );
         }
         for task in self.background {
             task.abort();
@@ -154,7 +161,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn keep_salts(salts: Arc<Salts>, db: clickhouse::Client, clock: Clock, stop: impl Future<Output = ()>) {
+async fn keep_salts(
+    salts: Arc<Salts>,
+    db: clickhouse::Client,
+    clock: Clock,
+    stop: impl Future<Output = ()>,
+) {
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {

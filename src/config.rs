@@ -45,14 +45,24 @@ pub mod keys {
         "GLIMPSE_CLICKHOUSE_DATABASE",
         "glimpse"
     );
-    key!(CLICKHOUSE_USER, "clickhouse.user", "GLIMPSE_CLICKHOUSE_USER", "default");
+    key!(
+        CLICKHOUSE_USER,
+        "clickhouse.user",
+        "GLIMPSE_CLICKHOUSE_USER",
+        "default"
+    );
     key!(
         CLICKHOUSE_PASSWORD,
         "clickhouse.password",
         "GLIMPSE_CLICKHOUSE_PASSWORD",
         ""
     );
-    key!(GEOIP_DATABASE, "geoip.database", "GLIMPSE_GEOIP_DATABASE", "");
+    key!(
+        GEOIP_DATABASE,
+        "geoip.database",
+        "GLIMPSE_GEOIP_DATABASE",
+        ""
+    );
     key!(SITES, "sites", "GLIMPSE_SITES", "");
     key!(PROXY_TRUSTED, "proxy.trusted", "GLIMPSE_PROXY_TRUSTED", "");
     key!(
@@ -61,7 +71,12 @@ pub mod keys {
         "GLIMPSE_RETENTION_EVENTS_DAYS",
         "30"
     );
-    key!(BATCH_MAX_ROWS, "batch.max_rows", "GLIMPSE_BATCH_MAX_ROWS", "50000");
+    key!(
+        BATCH_MAX_ROWS,
+        "batch.max_rows",
+        "GLIMPSE_BATCH_MAX_ROWS",
+        "50000"
+    );
     key!(
         BATCH_MAX_DELAY_MS,
         "batch.max_delay_ms",
@@ -173,7 +188,10 @@ pub struct ConfigError(pub Vec<String>);
 
 impl Config {
     /// Loads from optional TOML text and an environment map (only `GLIMPSE_*` entries matter).
-    pub fn load(toml_text: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    pub fn load(
+        toml_text: Option<&str>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let mut r = Reader::new(toml_text, env);
         let cfg = Config {
             listen: r.socket_addr(keys::LISTEN),
@@ -183,7 +201,11 @@ impl Config {
                 user: r.string(keys::CLICKHOUSE_USER),
                 password: r.string(keys::CLICKHOUSE_PASSWORD),
             },
-            geoip_databases: r.list(keys::GEOIP_DATABASE).into_iter().map(PathBuf::from).collect(),
+            geoip_databases: r
+                .list(keys::GEOIP_DATABASE)
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             sites: r.sites(),
             trusted_proxies: r
                 .list(keys::PROXY_TRUSTED)
@@ -198,12 +220,19 @@ impl Config {
             },
             max_body_bytes: r.bounded(keys::INGEST_MAX_BODY_BYTES, 256, 16 << 20) as usize,
             max_connections: r.bounded(keys::SERVER_MAX_CONNECTIONS, 1, 1_000_000) as usize,
-            shutdown_grace: Duration::from_millis(r.bounded(keys::SERVER_SHUTDOWN_GRACE_MS, 0, 3_600_000)),
+            shutdown_grace: Duration::from_millis(r.bounded(
+                keys::SERVER_SHUTDOWN_GRACE_MS,
+                0,
+                3_600_000,
+            )),
             log_format: match r.string(keys::LOG_FORMAT).as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 other => {
-                    r.error(keys::LOG_FORMAT, format!("must be \"text\" or \"json\", got {other:?}"));
+                    r.error(
+                        keys::LOG_FORMAT,
+                        format!("must be \"text\" or \"json\", got {other:?}"),
+                    );
                     LogFormat::Text
                 }
             },
@@ -216,13 +245,17 @@ impl Config {
     /// Loads from the process environment and an optional file.
     pub fn from_file_and_env(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", p.display())]))?,
-            ),
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(vec![format!(
+                    "cannot read config file {}: {e}",
+                    p.display()
+                )])
+            })?),
             None => None,
         };
-        let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("GLIMPSE_")).collect();
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("GLIMPSE_"))
+            .collect();
         Config::load(text.as_deref(), &env)
     }
 
@@ -253,7 +286,8 @@ impl<'e> Reader<'e> {
     }
 
     fn error(&mut self, key: Key, msg: impl std::fmt::Display) {
-        self.errors.push(format!("{} ({}): {msg}", key.toml, key.env));
+        self.errors
+            .push(format!("{} ({}): {msg}", key.toml, key.env));
     }
 
     fn toml_value(&self, key: Key) -> Option<&toml::Value> {
@@ -300,7 +334,10 @@ impl<'e> Reader<'e> {
         match raw.trim().replace('_', "").parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => v,
             _ => {
-                self.error(key, format!("expected a whole number from {min} to {max}, got {raw:?}"));
+                self.error(
+                    key,
+                    format!("expected a whole number from {min} to {max}, got {raw:?}"),
+                );
                 key.default.parse().unwrap_or(min)
             }
         }
@@ -309,8 +346,13 @@ impl<'e> Reader<'e> {
     fn url(&mut self, key: Key) -> String {
         let raw = self.string(key);
         let trimmed = raw.trim_end_matches('/').to_string();
-        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
-            self.error(key, format!("expected an http:// or https:// URL, got {raw:?}"));
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+            || trimmed.len() < 10
+        {
+            self.error(
+                key,
+                format!("expected an http:// or https:// URL, got {raw:?}"),
+            );
         }
         trimmed
     }
@@ -322,7 +364,10 @@ impl<'e> Reader<'e> {
             && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !raw.starts_with(|c: char| c.is_ascii_digit());
         if !ok {
-            self.error(key, format!("expected a name of letters, digits and _, got {raw:?}"));
+            self.error(
+                key,
+                format!("expected a name of letters, digits and _, got {raw:?}"),
+            );
         }
         raw
     }
@@ -346,7 +391,10 @@ impl<'e> Reader<'e> {
                 for item in items.clone() {
                     match item {
                         toml::Value::String(s) => out.push(s),
-                        other => self.error(key, format!("list items must be strings, got {}", other.type_str())),
+                        other => self.error(
+                            key,
+                            format!("list items must be strings, got {}", other.type_str()),
+                        ),
                     }
                 }
                 out
@@ -395,9 +443,9 @@ impl<'e> Reader<'e> {
                         }
                         match t.get("domain") {
                             Some(toml::Value::String(d)) => out.push(d.clone()),
-                            _ => self
-                                .errors
-                                .push(format!("sites[{i}].domain: required, a host name like \"example.com\"")),
+                            _ => self.errors.push(format!(
+                                "sites[{i}].domain: required, a host name like \"example.com\""
+                            )),
                         }
                     }
                     out
@@ -419,7 +467,10 @@ impl<'e> Reader<'e> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
             if !valid {
-                self.error(key, format!("{raw:?} is not a host name (no scheme, path or port)"));
+                self.error(
+                    key,
+                    format!("{raw:?} is not a host name (no scheme, path or port)"),
+                );
             } else if !seen.insert(domain.clone()) {
                 self.error(key, format!("{domain:?} is listed twice"));
             } else {
@@ -432,7 +483,10 @@ impl<'e> Reader<'e> {
     fn finish(mut self) -> Result<(), ConfigError> {
         // Unknown keys in the file: walk two levels (top-level keys and tables).
         let known: BTreeSet<&str> = keys::ALL.iter().map(|k| k.toml).collect();
-        let sections: BTreeSet<&str> = known.iter().filter_map(|k| k.split_once('.').map(|(s, _)| s)).collect();
+        let sections: BTreeSet<&str> = known
+            .iter()
+            .filter_map(|k| k.split_once('.').map(|(s, _)| s))
+            .collect();
         for (name, value) in &self.table {
             if known.contains(name.as_str()) {
                 continue;
@@ -446,7 +500,8 @@ impl<'e> Reader<'e> {
                         }
                     }
                 } else {
-                    self.errors.push(format!("{name}: expected a [{name}] table"));
+                    self.errors
+                        .push(format!("{name}: expected a [{name}] table"));
                 }
             } else {
                 self.errors.push(format!("{name}: unknown key"));
@@ -455,7 +510,8 @@ impl<'e> Reader<'e> {
         let known_env: BTreeSet<&str> = keys::ALL.iter().map(|k| k.env).collect();
         for name in self.env.keys() {
             if name.starts_with("GLIMPSE_") && !known_env.contains(name.as_str()) {
-                self.errors.push(format!("{name}: unknown environment setting"));
+                self.errors
+                    .push(format!("{name}: unknown environment setting"));
             }
         }
         if self.errors.is_empty() {
@@ -471,7 +527,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -501,7 +560,8 @@ mod tests {
             [[sites]]
             domain = "shop.example.org"
         "#;
-        let cfg = Config::load(Some(text), &env(&[("GLIMPSE_RETENTION_EVENTS_DAYS", "0")])).unwrap();
+        let cfg =
+            Config::load(Some(text), &env(&[("GLIMPSE_RETENTION_EVENTS_DAYS", "0")])).unwrap();
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.clickhouse.url, "http://ch:8123");
         assert_eq!(cfg.clickhouse.database, "analytics");
@@ -525,7 +585,10 @@ mod tests {
         "#;
         let err = Config::load(
             Some(text),
-            &env(&[("GLIMPSE_NOPE", "1"), ("GLIMPSE_PROXY_TRUSTED", "300.1.1.1")]),
+            &env(&[
+                ("GLIMPSE_NOPE", "1"),
+                ("GLIMPSE_PROXY_TRUSTED", "300.1.1.1"),
+            ]),
         )
         .unwrap_err();
         let all = err.to_string();

@@ -44,7 +44,9 @@ fn main() -> Result<()> {
     unsafe { std::env::remove_var("GLIMPSE_CONFIG") };
     let config = Config::from_file_and_env(cli.config.as_deref())?;
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command, config))
 }
 
@@ -62,9 +64,8 @@ async fn run(command: Command, config: Config) -> Result<()> {
         }
         Command::Schema { server_version } => {
             let version = match server_version {
-                Some(v) => {
-                    ServerVersion::parse(&v).with_context(|| format!("--server-version {v:?} is not like 24.8"))?
-                }
+                Some(v) => ServerVersion::parse(&v)
+                    .with_context(|| format!("--server-version {v:?} is not like 24.8"))?,
                 None => {
                     let (server, _) = store::clients(&config.clickhouse);
                     store::server_version(&server)
@@ -72,7 +73,10 @@ async fn run(command: Command, config: Config) -> Result<()> {
                         .context("cannot reach ClickHouse (or pass --server-version)")?
                 }
             };
-            print!("{}", schema::script(version, config.events_retention_days > 0));
+            print!(
+                "{}",
+                schema::script(version, config.events_retention_days > 0)
+            );
             Ok(())
         }
     }

@@ -41,7 +41,10 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn dropped(&self, reason: DropReason) -> &Counter {
-        let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         &self.dropped[i]
     }
 
@@ -93,7 +96,12 @@ impl Metrics {
         );
         let dropped: Vec<(String, u64)> = DropReason::ALL
             .iter()
-            .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), self.dropped(*r).get()))
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    self.dropped(*r).get(),
+                )
+            })
             .collect();
         let dropped: Vec<(&str, u64)> = dropped.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         counter(

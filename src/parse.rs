@@ -51,7 +51,8 @@ pub fn parse_json(body: &[u8]) -> Result<Payload<'_>, ParseError> {
             "empty body: expected a JSON object with at least `n` and `u`".into(),
         ));
     }
-    let raw: RawPayload<'_> = serde_json::from_slice(body).map_err(|e| ParseError(describe_json_error(&e)))?;
+    let raw: RawPayload<'_> =
+        serde_json::from_slice(body).map_err(|e| ParseError(describe_json_error(&e)))?;
     raw.finish()
 }
 
@@ -186,11 +187,17 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                 "d" | "domain" => raw.domain = next_opt_string(&mut map, "d")?,
                 "r" | "referrer" => raw.referrer = next_opt_string(&mut map, "r")?,
                 "p" | "props" | "m" | "meta" => {
-                    raw.props = map.next_value::<Props<'de>>().map_err(|e| field_err(&key, e))?.0;
+                    raw.props = map
+                        .next_value::<Props<'de>>()
+                        .map_err(|e| field_err(&key, e))?
+                        .0;
                 }
-                "h" | "hashMode" => raw.hash_mode = map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0,
+                "h" | "hashMode" => {
+                    raw.hash_mode = map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0
+                }
                 "i" | "interactive" => {
-                    raw.interactive = Some(map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0);
+                    raw.interactive =
+                        Some(map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0);
                 }
                 "revenue" | "$" => {
                     raw.revenue = map
@@ -207,13 +214,19 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 }
 
-fn next_string<'de, A: MapAccess<'de>>(map: &mut A, field: &str) -> Result<Cow<'de, str>, A::Error> {
+fn next_string<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    field: &str,
+) -> Result<Cow<'de, str>, A::Error> {
     map.next_value::<BorrowedStr<'de>>()
         .map(|s| s.0)
         .map_err(|e| field_err(field, e))
 }
 
-fn next_opt_string<'de, A: MapAccess<'de>>(map: &mut A, field: &str) -> Result<Option<Cow<'de, str>>, A::Error> {
+fn next_opt_string<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    field: &str,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
     map.next_value::<Option<BorrowedStr<'de>>>()
         .map(|s| s.map(|s| s.0))
         .map_err(|e| field_err(field, e))
@@ -293,7 +306,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
                     let key = key.0;
-                    let value = map.next_value::<PropValue<'de>>().map_err(|e| field_err(&key, e))?;
+                    let value = map
+                        .next_value::<PropValue<'de>>()
+                        .map_err(|e| field_err(&key, e))?;
                     let Some(value) = value.0 else { continue };
                     if out.len() == MAX_PROPS {
                         return Err(de::Error::custom(format!("at most {MAX_PROPS} properties")));
@@ -347,7 +362,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for PropValue<'a> {
                 Ok(PropValue(Some(Cow::Owned(v.to_owned()))))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(PropValue(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+                Ok(PropValue(Some(Cow::Borrowed(if v {
+                    "true"
+                } else {
+                    "false"
+                }))))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 Ok(PropValue(Some(Cow::Owned(v.to_string()))))
@@ -402,7 +421,9 @@ impl<'de> Deserialize<'de> for RevenueIn {
                 .map_err(|_| de::Error::custom(format!("amount {t:?} is not a number")))?,
         };
         if !amount.is_finite() || amount.abs() >= 1e12 {
-            return Err(de::Error::custom("amount must be a finite number below 10^12"));
+            return Err(de::Error::custom(
+                "amount must be a finite number below 10^12",
+            ));
         }
         let c = raw.currency.as_bytes();
         if c.len() != 3 || !c.iter().all(u8::is_ascii_alphabetic) {
@@ -436,7 +457,9 @@ mod tests {
 
     #[test]
     fn short_and_long_names() {
-        let a = ok(r#"{"n":"pageview","u":"https://a.com/x","d":"a.com","r":"https://b.org/","h":1,"i":false}"#);
+        let a = ok(
+            r#"{"n":"pageview","u":"https://a.com/x","d":"a.com","r":"https://b.org/","h":1,"i":false}"#,
+        );
         let b = ok(
             r#"{"name":"pageview","url":"https://a.com/x","domain":"a.com","referrer":"https://b.org/","hashMode":true,"interactive":false}"#,
         );
@@ -461,8 +484,12 @@ mod tests {
 
     #[test]
     fn props_as_object_or_string() {
-        let a = ok(r#"{"n":"Signup","u":"https://a.com/","p":{"plan":"pro","seats":3,"trial":true,"x":null}}"#);
-        let b = ok(r#"{"n":"Signup","u":"https://a.com/","m":"{\"plan\":\"pro\",\"seats\":3,\"trial\":true}"}"#);
+        let a = ok(
+            r#"{"n":"Signup","u":"https://a.com/","p":{"plan":"pro","seats":3,"trial":true,"x":null}}"#,
+        );
+        let b = ok(
+            r#"{"n":"Signup","u":"https://a.com/","m":"{\"plan\":\"pro\",\"seats\":3,\"trial\":true}"}"#,
+        );
         let want = vec![
             ("plan".into(), "pro".into()),
             ("seats".into(), "3".into()),
@@ -474,7 +501,9 @@ mod tests {
 
     #[test]
     fn revenue() {
-        let p = ok(r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":9.99,"currency":"eur"}}"#);
+        let p = ok(
+            r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":9.99,"currency":"eur"}}"#,
+        );
         assert_eq!(
             p.revenue,
             Some(Revenue {
@@ -482,13 +511,17 @@ mod tests {
                 currency: *b"EUR"
             })
         );
-        let p = ok(r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":"1322.22","currency":"USD"}}"#);
+        let p = ok(
+            r#"{"n":"Purchase","u":"https://a.com/","revenue":{"amount":"1322.22","currency":"USD"}}"#,
+        );
         assert_eq!(p.revenue.unwrap().micros, 1_322_220_000);
         assert!(
-            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1,"currency":"EURO"}}"#).contains("`revenue`")
+            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1,"currency":"EURO"}}"#)
+                .contains("`revenue`")
         );
         assert!(
-            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1e300,"currency":"EUR"}}"#).contains("finite")
+            err(r#"{"n":"P","u":"https://a.com/","revenue":{"amount":1e300,"currency":"EUR"}}"#)
+                .contains("finite")
         );
     }
 
@@ -517,8 +550,13 @@ mod tests {
         // fields reject a nested value at its first level.
         let open = "[".repeat(100_000);
         let close = "]".repeat(100_000);
-        assert!(parse_json(format!(r#"{{"n":"a","u":"x","zz":{open}{close}}}"#).as_bytes()).is_ok());
-        assert!(err(&format!(r#"{{"n":"a","u":"x","p":{{"k":{open}{close}}}}}"#)).contains("not arrays"));
+        assert!(
+            parse_json(format!(r#"{{"n":"a","u":"x","zz":{open}{close}}}"#).as_bytes()).is_ok()
+        );
+        assert!(
+            err(&format!(r#"{{"n":"a","u":"x","p":{{"k":{open}{close}}}}}"#))
+                .contains("not arrays")
+        );
         assert!(err(&format!(r#"{{"n":{open}{close},"u":"x"}}"#)).contains("`n`"));
     }
 

@@ -45,7 +45,12 @@ pub struct Limits {
 
 /// Serves until `shutdown` completes, then stops accepting and gives open connections up to
 /// `limits.shutdown_grace` to finish their current request.
-pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>, app: Arc<App>, limits: Limits) {
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    app: Arc<App>,
+    limits: Limits,
+) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -108,7 +113,10 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => ready(app).await,
         (&Method::GET, "/metrics") => metrics(app),
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint; events go to POST /api/event"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; events go to POST /api/event",
+        ),
     }
 }
 
@@ -139,14 +147,31 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         .to_owned();
     let body = Limited::new(req.into_body(), app.max_body_bytes);
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, body.collect()).await {
-        Err(_) => return cors(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(_) => {
+            return cors(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ));
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return cors(too_large(app.max_body_bytes));
         }
-        Ok(Err(_)) => return cors(error(StatusCode::BAD_REQUEST, "could not read request body")),
+        Ok(Err(_)) => {
+            return cors(error(
+                StatusCode::BAD_REQUEST,
+                "could not read request body",
+            ));
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    cors(outcome_response(app.pipeline.ingest_json(&body, ip, &user_agent)))
+    cors(outcome_response(app.pipeline.ingest_json(
+        &body,
+        ip,
+        &user_agent,
+    )))
 }
 
 pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {
@@ -154,12 +179,17 @@ pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {
         Outcome::Accepted { .. } => text(StatusCode::ACCEPTED, "ok"),
         Outcome::Dropped(reason) => {
             let mut r = text(StatusCode::ACCEPTED, "ok");
-            r.headers_mut()
-                .insert("x-glimpse-dropped", HeaderValue::from_static(reason.as_str()));
+            r.headers_mut().insert(
+                "x-glimpse-dropped",
+                HeaderValue::from_static(reason.as_str()),
+            );
             r
         }
         Outcome::Invalid(msg) => error(StatusCode::BAD_REQUEST, &msg),
-        Outcome::Busy => retry_later(StatusCode::TOO_MANY_REQUESTS, "collector queue is full; retry shortly"),
+        Outcome::Busy => retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "collector queue is full; retry shortly",
+        ),
         Outcome::NoSalt => retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             "visitor salt not available yet; retry shortly",
@@ -175,7 +205,10 @@ async fn ready(app: &App) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("ClickHouse not reachable: {e}"),
         ),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "ClickHouse did not answer within 2 s"),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ClickHouse did not answer within 2 s",
+        ),
     }
 }
 
@@ -210,8 +243,10 @@ pub fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": msg }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -234,7 +269,8 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("method not allowed; use {allow}"),
     );
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -250,14 +286,20 @@ fn preflight() -> Response<Full<Bytes>> {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("content-type"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     r
 }
 
 /// Any site may send events; the dropped reason is readable from scripts for debugging.
 fn cors(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("x-glimpse-dropped"),

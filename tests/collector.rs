@@ -30,7 +30,10 @@ async fn pageview_lands_with_the_right_enrichment() {
     assert_eq!((r.status, r.body.as_str(), r.dropped), (202, "ok", None));
     assert_eq!(r.headers["access-control-allow-origin"], "*");
     let custom = r#"{"n":"Signup","u":"https://a.com/register","d":"a.com","p":{"plan":"pro","seats":3},"revenue":{"amount":9.99,"currency":"EUR"},"i":false}"#;
-    assert_eq!(g.send(custom, UA_CHROME_WIN, "2001:db8:1::5").await.status, 202);
+    assert_eq!(
+        g.send(custom, UA_CHROME_WIN, "2001:db8:1::5").await.status,
+        202
+    );
     g.stop().await;
 
     let rows = ch.rows(
@@ -103,23 +106,41 @@ async fn bots_unknown_sites_and_bad_input_are_not_recorded() {
     ];
     for (ua, reason) in cases {
         let r = g.send(&page, ua, "203.0.113.5").await;
-        assert_eq!((r.status, r.dropped.as_deref()), (202, Some(reason)), "{ua:?}");
+        assert_eq!(
+            (r.status, r.dropped.as_deref()),
+            (202, Some(reason)),
+            "{ua:?}"
+        );
     }
     let r = g
         .send(&pageview("https://unknown.net/"), UA_FIREFOX, "203.0.113.5")
         .await;
-    assert_eq!((r.status, r.dropped.as_deref()), (202, Some("unknown_site")));
+    assert_eq!(
+        (r.status, r.dropped.as_deref()),
+        (202, Some("unknown_site"))
+    );
 
     let r = g.send("{not json", UA_FIREFOX, "203.0.113.5").await;
     assert_eq!(r.status, 400);
     let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert!(err["error"].as_str().unwrap().contains("not valid JSON"), "{}", r.body);
-    let r = g.send(r#"{"n":"pageview"}"#, UA_FIREFOX, "203.0.113.5").await;
+    assert!(
+        err["error"].as_str().unwrap().contains("not valid JSON"),
+        "{}",
+        r.body
+    );
+    let r = g
+        .send(r#"{"n":"pageview"}"#, UA_FIREFOX, "203.0.113.5")
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("missing field `u`"), "{}", r.body);
 
     assert_eq!(g.send(&page, UA_FIREFOX, "203.0.113.5").await.status, 202);
-    let metrics = reqwest::get(g.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(g.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("glimpse_events_dropped_total{reason=\"http_client\"} 2"),
         "{metrics}"
@@ -147,25 +168,36 @@ async fn one_person_gets_unrelated_ids_per_site_and_per_day() {
         ip,
     )
     .await;
-    g.send(&pageview("https://a.com/again"), UA_FIREFOX, ip).await;
+    g.send(&pageview("https://a.com/again"), UA_FIREFOX, ip)
+        .await;
 
     // Next day: the keeper moves to tomorrow's salt.
     clock.advance(SECS_PER_DAY as i64);
     g.salts.refresh(&g.db, clock.now()).await.unwrap();
-    g.send(&pageview("https://a.com/tomorrow"), UA_FIREFOX, ip).await;
+    g.send(&pageview("https://a.com/tomorrow"), UA_FIREFOX, ip)
+        .await;
     g.stop().await;
 
     let a = visitor_ids(&ch, "site = 'a.com' AND pathname != '/tomorrow'");
     let b = visitor_ids(&ch, "site = 'b.org'");
     assert_eq!(a.len(), 3);
-    assert!(a.iter().all(|id| *id == a[0]), "same site, same day, same id: {a:?}");
+    assert!(
+        a.iter().all(|id| *id == a[0]),
+        "same site, same day, same id: {a:?}"
+    );
     assert_eq!(b.len(), 2);
     assert!(b.iter().all(|id| *id == b[0]));
-    assert_ne!(a[0], b[0], "same person on two sites must get unrelated ids");
+    assert_ne!(
+        a[0], b[0],
+        "same person on two sites must get unrelated ids"
+    );
     let tomorrow = visitor_ids(&ch, "pathname = '/tomorrow'");
     assert_eq!(tomorrow.len(), 1);
     assert_ne!(tomorrow[0], a[0], "a new day gives a new id");
-    assert_eq!(ch.count(DB, "SELECT uniqExact(toDate(timestamp)) FROM events"), 2);
+    assert_eq!(
+        ch.count(DB, "SELECT uniqExact(toDate(timestamp)) FROM events"),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +208,9 @@ async fn no_ip_address_or_user_agent_is_stored_anywhere() {
     let ips = ["203.0.113.77", "2001:db8:1::77", "81.2.69.77"];
     for ip in ips {
         for page in ["/", "/a?ip=x", "/b"] {
-            let body = format!(r#"{{"n":"pageview","u":"https://a.com{page}","r":"https://ref.example/"}}"#);
+            let body = format!(
+                r#"{{"n":"pageview","u":"https://a.com{page}","r":"https://ref.example/"}}"#
+            );
             assert_eq!(g.send(&body, &ua, ip).await.status, 202);
         }
     }
@@ -206,7 +240,10 @@ async fn no_ip_address_or_user_agent_is_stored_anywhere() {
     for n in &needles {
         let hex: String = n.bytes().map(|b| format!("{b:02X}")).collect();
         for t in ["stats_hourly", "stats_daily"] {
-            let dump = ch.sql(DB, &format!("SELECT hex(toString(tuple(*))) FROM {t} FORMAT TSV"));
+            let dump = ch.sql(
+                DB,
+                &format!("SELECT hex(toString(tuple(*))) FROM {t} FORMAT TSV"),
+            );
             assert!(!dump.contains(&hex), "{t} contains {n:?}");
         }
     }
@@ -231,7 +268,9 @@ async fn aggregates_match_raw_counts() {
         for (j, page) in pages.iter().enumerate() {
             let ua = uas[(i + j) % uas.len()];
             let referrer = ["", "https://news.ycombinator.com/", "https://t.co/x"][(i * j) % 3];
-            let body = format!(r#"{{"n":"pageview","u":"https://a.com{page}?utm_source=s{j}","r":"{referrer}"}}"#);
+            let body = format!(
+                r#"{{"n":"pageview","u":"https://a.com{page}?utm_source=s{j}","r":"{referrer}"}}"#
+            );
             assert_eq!(g.send(&body, ua, ip).await.status, 202);
             sent += 1;
             if j % 2 == 0 {
@@ -265,7 +304,10 @@ async fn aggregates_match_raw_counts() {
         ("source", "referrer_source"),
         ("utm_source", "utm_source"),
         ("os", "os"),
-        ("region", "if(region = '', '', concat(country_code, '-', region))"),
+        (
+            "region",
+            "if(region = '', '', concat(country_code, '-', region))",
+        ),
     ] {
         let raw = ch.rows(
             DB,
@@ -334,7 +376,9 @@ async fn racing_collectors_converge_on_one_salt_per_day() {
     b.refresh(&db, now).await.unwrap();
     let today = day_of(now);
     let ip = "203.0.113.1".parse().unwrap();
-    let id = |s: &Salts| glimpse::anonymize::visitor_id(s.load().get(today).unwrap(), "a.com", ip, UA_FIREFOX);
+    let id = |s: &Salts| {
+        glimpse::anonymize::visitor_id(s.load().get(today).unwrap(), "a.com", ip, UA_FIREFOX)
+    };
     assert_eq!(id(&a), id(&b));
 }
 
@@ -352,8 +396,11 @@ async fn salts_are_destroyed_within_48_hours() {
             .unwrap();
     }
     let days = || {
-        ch.rows(DB, "SELECT DISTINCT toUInt16(day) FROM glimpse_salts ORDER BY day")
-            .concat()
+        ch.rows(
+            DB,
+            "SELECT DISTINCT toUInt16(day) FROM glimpse_salts ORDER BY day",
+        )
+        .concat()
     };
     let keeper = Salts::default();
     let midnight = u64::from(today) * SECS_PER_DAY;
@@ -449,15 +496,22 @@ async fn aggregates_only_mode_stores_no_raw_events() {
     );
     for page in ["/x", "/y", "/z"] {
         assert_eq!(
-            g.send(&pageview(&format!("https://a.com{page}")), UA_FIREFOX, "203.0.113.1")
-                .await
-                .status,
+            g.send(
+                &pageview(&format!("https://a.com{page}")),
+                UA_FIREFOX,
+                "203.0.113.1"
+            )
+            .await
+            .status,
             202
         );
     }
     g.stop().await;
     assert_eq!(ch.count(DB, "SELECT count() FROM events"), 0);
-    assert_eq!(ch.count(DB, "SELECT sumMerge(pageviews) FROM stats_hourly"), 4);
+    assert_eq!(
+        ch.count(DB, "SELECT sumMerge(pageviews) FROM stats_hourly"),
+        4
+    );
     assert_eq!(
         ch.count(
             DB,
@@ -477,7 +531,9 @@ async fn retention_drops_whole_expired_days() {
         let ts = now - days_ago * SECS_PER_DAY;
         ch.sql(
             DB,
-            &format!("INSERT INTO events (timestamp, site, name) VALUES ({ts}, 'a.com', 'pageview')"),
+            &format!(
+                "INSERT INTO events (timestamp, site, name) VALUES ({ts}, 'a.com', 'pageview')"
+            ),
         );
     }
     let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
@@ -496,8 +552,14 @@ async fn http_surface() {
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
     let client = reqwest::Client::new();
-    assert_eq!(client.get(g.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(g.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client.get(g.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        client.get(g.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
     let pre = client
         .request(reqwest::Method::OPTIONS, g.url("/api/event"))
         .header("origin", "https://a.com")
@@ -518,7 +580,15 @@ async fn http_surface() {
         r#"{{"n":"pageview","u":"https://a.com/","p":{{"k":"{}"}}}}"#,
         "x".repeat(70_000)
     );
-    let r = support::Reply::from(client.post(g.url("/api/event")).body(big).send().await.unwrap()).await;
+    let r = support::Reply::from(
+        client
+            .post(g.url("/api/event"))
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 413);
     assert!(r.body.contains("larger than 65536 bytes"));
     let r = client
@@ -531,7 +601,10 @@ async fn http_surface() {
     assert_eq!(r.status(), 415);
     let r = client.get(g.url("/api/event")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(client.get(g.url("/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client.get(g.url("/nope")).send().await.unwrap().status(),
+        404
+    );
     let r = g
         .send(
             r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#,
@@ -559,7 +632,10 @@ async fn http_surface() {
     ch.stop();
     let r = client.get(g.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(client.get(g.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client.get(g.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
     let abort = tokio::time::timeout(Duration::from_secs(1), g.stop()).await;
     drop(abort);
 }

@@ -150,11 +150,26 @@ mod tests {
         let salt = Salt::random();
         let ip = "203.0.113.7".parse().unwrap();
         let base = visitor_id(&salt, "a.com", ip, UA);
-        assert_eq!(base, visitor_id(&salt, "a.com", ip, UA), "deterministic within a day");
-        assert_ne!(base, visitor_id(&salt, "b.com", ip, UA), "site is part of the hash");
-        assert_ne!(base, visitor_id(&salt, "a.com", "203.0.113.8".parse().unwrap(), UA));
+        assert_eq!(
+            base,
+            visitor_id(&salt, "a.com", ip, UA),
+            "deterministic within a day"
+        );
+        assert_ne!(
+            base,
+            visitor_id(&salt, "b.com", ip, UA),
+            "site is part of the hash"
+        );
+        assert_ne!(
+            base,
+            visitor_id(&salt, "a.com", "203.0.113.8".parse().unwrap(), UA)
+        );
         assert_ne!(base, visitor_id(&salt, "a.com", ip, "Mozilla/5.0 other"));
-        assert_ne!(base, visitor_id(&Salt::random(), "a.com", ip, UA), "new salt, new id");
+        assert_ne!(
+            base,
+            visitor_id(&Salt::random(), "a.com", ip, UA),
+            "new salt, new id"
+        );
     }
 
     #[test]

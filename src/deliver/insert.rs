@@ -17,7 +17,8 @@ pub enum Failure {
 /// 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
 /// 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE.
 /// Everything else (including 40 CHECKSUM_DOESNT_MATCH, damage in transit) is retried.
-pub const DETERMINISTIC_CODES: &[u32] = &[6, 10, 16, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131];
+pub const DETERMINISTIC_CODES: &[u32] =
+    &[6, 10, 16, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131];
 
 pub async fn insert(client: &clickhouse::Client, sql: &str, data: Bytes) -> Result<(), Failure> {
     let mut insert = client.insert_formatted_with(sql.to_owned());
@@ -70,10 +71,16 @@ mod tests {
     #[test]
     fn classification() {
         use clickhouse::error::Error;
-        let bad = Error::BadResponse("Code: 33, e.displayText() = DB::Exception: Cannot read all data".into());
-        assert!(matches!(classify(bad), Failure::Deterministic { code: 33, .. }));
-        let missing =
-            Error::BadResponse("Code: 60, e.displayText() = DB::Exception: Table default.x doesn't exist.".into());
+        let bad = Error::BadResponse(
+            "Code: 33, e.displayText() = DB::Exception: Cannot read all data".into(),
+        );
+        assert!(matches!(
+            classify(bad),
+            Failure::Deterministic { code: 33, .. }
+        ));
+        let missing = Error::BadResponse(
+            "Code: 60, e.displayText() = DB::Exception: Table default.x doesn't exist.".into(),
+        );
         assert!(matches!(classify(missing), Failure::Transient(_)));
         assert!(matches!(classify(Error::TimedOut), Failure::Transient(_)));
     }

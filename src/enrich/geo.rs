@@ -34,11 +34,16 @@ pub struct Geo {
 impl Geo {
     /// No database: every lookup is empty.
     pub fn empty() -> Geo {
-        Geo { readers: Vec::new() }
+        Geo {
+            readers: Vec::new(),
+        }
     }
 
     pub fn open(paths: &[PathBuf]) -> Result<Geo, GeoError> {
-        let readers = paths.iter().map(|p| open_one(p)).collect::<Result<_, _>>()?;
+        let readers = paths
+            .iter()
+            .map(|p| open_one(p))
+            .collect::<Result<_, _>>()?;
         Ok(Geo { readers })
     }
 
@@ -52,7 +57,9 @@ impl Geo {
             if ip.is_ipv6() && reader.metadata().ip_version == 4 {
                 continue;
             }
-            let Ok(found) = reader.lookup(ip) else { continue };
+            let Ok(found) = reader.lookup(ip) else {
+                continue;
+            };
             let Ok(Some(record)) = found.decode::<Record<'_>>() else {
                 continue;
             };
@@ -227,7 +234,9 @@ mod tests {
     #[test]
     fn no_database_and_bad_path() {
         assert_eq!(at(&Geo::empty(), "81.2.69.10"), Location::default());
-        let err = Geo::open(&[PathBuf::from("/nonexistent/geo.mmdb")]).err().unwrap();
+        let err = Geo::open(&[PathBuf::from("/nonexistent/geo.mmdb")])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("/nonexistent/geo.mmdb"));
     }
 }

@@ -22,7 +22,11 @@ pub struct Enriched<'a, 's, 'g> {
     pub referrer_source: Cow<'a, str>,
 }
 
-pub fn enrich<'a, 's, 'g>(checked: Checked<'a, 's>, ip: IpAddr, geo: &'g Geo) -> Enriched<'a, 's, 'g> {
+pub fn enrich<'a, 's, 'g>(
+    checked: Checked<'a, 's>,
+    ip: IpAddr,
+    geo: &'g Geo,
+) -> Enriched<'a, 's, 'g> {
     let location = geo.lookup(ip);
     let referrer_raw: Option<&'a str> = match &checked.payload.referrer {
         Some(Cow::Borrowed(r)) => Some(r),
@@ -30,7 +34,9 @@ pub fn enrich<'a, 's, 'g>(checked: Checked<'a, 's>, ip: IpAddr, geo: &'g Geo) ->
     };
     // A referrer with escapes was copied during parsing; normalise that copy into owned strings.
     let (ref_host, referrer) = match (referrer_raw, &checked.payload.referrer) {
-        (Some(r), _) => url::normalize_referrer(Some(r), &checked.page.hostname).unwrap_or_default(),
+        (Some(r), _) => {
+            url::normalize_referrer(Some(r), &checked.page.hostname).unwrap_or_default()
+        }
         (None, Some(owned)) => url::normalize_referrer(Some(owned), &checked.page.hostname)
             .map(|(h, f)| (Cow::Owned(h.into_owned()), Cow::Owned(f.into_owned())))
             .unwrap_or_default(),

@@ -175,17 +175,24 @@ pub fn classify(ua: &str) -> Result<Client, DropReason> {
         browser: known(parsed.name).to_string(),
         browser_version: major(parsed.version).to_string(),
         os: known(parsed.os).to_string(),
-        os_version: crate::enrich::url::truncate(known(&parsed.os_version), MAX_VERSION_LEN).to_string(),
+        os_version: crate::enrich::url::truncate(known(&parsed.os_version), MAX_VERSION_LEN)
+            .to_string(),
         device,
     })
 }
 
 /// woothee has no tablet class: iPads, Android without "Mobile", and named tablets are tablets.
 fn is_tablet(lower: &str, device: Device) -> bool {
-    if lower.contains("ipad") || lower.contains("tablet") || lower.contains("kindle") || lower.contains("silk/") {
+    if lower.contains("ipad")
+        || lower.contains("tablet")
+        || lower.contains("kindle")
+        || lower.contains("silk/")
+    {
         return true;
     }
-    lower.contains("android") && !lower.contains("mobile") && matches!(device, Device::Mobile | Device::Desktop)
+    lower.contains("android")
+        && !lower.contains("mobile")
+        && matches!(device, Device::Mobile | Device::Desktop)
 }
 
 fn known(value: &str) -> &str {
@@ -206,18 +213,29 @@ mod tests {
     const IPAD: &str = "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1";
     const ANDROID_TABLET: &str = "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
     const ANDROID_PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
-    const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    const FIREFOX_LINUX: &str =
+        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
 
     #[test]
     fn browsers_and_devices() {
         let c = classify(CHROME_WIN).unwrap();
         assert_eq!(
-            (c.browser.as_str(), c.browser_version.as_str(), c.os.as_str(), c.device),
+            (
+                c.browser.as_str(),
+                c.browser_version.as_str(),
+                c.os.as_str(),
+                c.device
+            ),
             ("Chrome", "124", "Windows 10", Device::Desktop)
         );
         let c = classify(IPHONE).unwrap();
         assert_eq!(
-            (c.browser.as_str(), c.browser_version.as_str(), c.os.as_str(), c.device),
+            (
+                c.browser.as_str(),
+                c.browser_version.as_str(),
+                c.os.as_str(),
+                c.device
+            ),
             ("Safari", "17", "iPhone", Device::Mobile)
         );
         assert_eq!(c.os_version, "17.4");

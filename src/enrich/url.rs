@@ -49,14 +49,20 @@ struct Parts<'a> {
 fn split(url: &str) -> Result<Parts<'_>, UrlError> {
     let url = url.trim();
     let (scheme, rest) = url.split_once("://").ok_or(UrlError::NotAbsolute)?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return Err(UrlError::NotAbsolute);
     }
     let (before_fragment, fragment) = match rest.split_once('#') {
         Some((a, f)) => (a, Some(f)),
         None => (rest, None),
     };
-    let (before_query, query) = before_fragment.split_once('?').unwrap_or((before_fragment, ""));
+    let (before_query, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
     let (authority, path) = match before_query.find('/') {
         Some(i) => before_query.split_at(i),
         None => (before_query, ""),
@@ -97,7 +103,11 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 /// Parses the page URL of an event.
 pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
     let parts = split(url)?;
-    let mut pathname = decode(if parts.path.is_empty() { "/" } else { parts.path });
+    let mut pathname = decode(if parts.path.is_empty() {
+        "/"
+    } else {
+        parts.path
+    });
     if hash_mode {
         if let Some(fragment) = parts.fragment.filter(|f| !f.is_empty()) {
             pathname = Cow::Owned(format!("{pathname}#{}", decode(fragment)));
@@ -111,7 +121,10 @@ pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
 }
 
 /// A referrer reduced to `host/path`, or `None` when absent, unparseable or from the same site.
-pub fn normalize_referrer<'a>(referrer: Option<&'a str>, page_host: &str) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
+pub fn normalize_referrer<'a>(
+    referrer: Option<&'a str>,
+    page_host: &str,
+) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
     let parts = split(referrer?).ok()?;
     let host = normalize_host(parts.host);
     if host == page_host {
@@ -221,7 +234,10 @@ mod tests {
     fn fragment_only_in_hash_mode() {
         let url = "https://app.example.com/#/settings/profile?x=1";
         assert_eq!(parse_page(url, false).unwrap().pathname, "/");
-        assert_eq!(parse_page(url, true).unwrap().pathname, "/#/settings/profile?x=1");
+        assert_eq!(
+            parse_page(url, true).unwrap().pathname,
+            "/#/settings/profile?x=1"
+        );
         assert_eq!(parse_page("https://a.com/x#", true).unwrap().pathname, "/x");
     }
 
@@ -252,7 +268,10 @@ mod tests {
             ("s", "m", "c", "co", "t")
         );
         assert_eq!(
-            parse_page("https://a.com/?ref=producthunt", false).unwrap().utm.source,
+            parse_page("https://a.com/?ref=producthunt", false)
+                .unwrap()
+                .utm
+                .source,
             "producthunt"
         );
         let long = "x".repeat(1000);
@@ -268,14 +287,21 @@ mod tests {
 
     #[test]
     fn bad_urls() {
-        assert_eq!(parse_page("/relative/path", false), Err(UrlError::NotAbsolute));
+        assert_eq!(
+            parse_page("/relative/path", false),
+            Err(UrlError::NotAbsolute)
+        );
         assert_eq!(parse_page("https:///nohost", false), Err(UrlError::NoHost));
-        assert_eq!(parse_page("java script://x", false), Err(UrlError::NotAbsolute));
+        assert_eq!(
+            parse_page("java script://x", false),
+            Err(UrlError::NotAbsolute)
+        );
     }
 
     #[test]
     fn referrer_host_and_path_only() {
-        let (host, full) = normalize_referrer(Some("https://www.Google.com/search?q=secret"), "a.com").unwrap();
+        let (host, full) =
+            normalize_referrer(Some("https://www.Google.com/search?q=secret"), "a.com").unwrap();
         assert_eq!((&*host, &*full), ("google.com", "google.com/search"));
         let (_, full) = normalize_referrer(Some("https://news.ycombinator.com/"), "a.com").unwrap();
         assert_eq!(full, "news.ycombinator.com");
@@ -286,7 +312,8 @@ mod tests {
         );
         assert_eq!(normalize_referrer(Some("not a url"), "a.com"), None);
         assert_eq!(normalize_referrer(None, "a.com"), None);
-        let (host, _) = normalize_referrer(Some("android-app://com.google.android.gm/"), "a.com").unwrap();
+        let (host, _) =
+            normalize_referrer(Some("android-app://com.google.android.gm/"), "a.com").unwrap();
         assert_eq!(host, "com.google.android.gm");
     }
 

@@ -16,7 +16,9 @@ pub enum StoreError {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("ClickHouse reports version {0:?}, which Glimpse cannot read")]
     Version(String),
-    #[error("migration {name} was changed after it was applied (checksum {applied} in the database, {current} now)")]
+    #[error(
+        "migration {name} was changed after it was applied (checksum {applied} in the database, {current} now)"
+    )]
     ChangedMigration {
         name: String,
         applied: String,
@@ -111,7 +113,9 @@ pub async fn apply_retention(
             db.query(&stmt).execute().await?;
         }
     } else {
-        db.query("DROP TABLE IF EXISTS events_raw_mv").execute().await?;
+        db.query("DROP TABLE IF EXISTS events_raw_mv")
+            .execute()
+            .await?;
     }
     let today = day_of(now);
     let mut dropped = Vec::new();
@@ -125,7 +129,10 @@ pub async fn apply_retention(
 }
 
 /// Days of the active partitions of a table partitioned by a `Date`.
-pub(crate) async fn partition_days(db: &Client, table: &'static str) -> Result<Vec<u16>, StoreError> {
+pub(crate) async fn partition_days(
+    db: &Client,
+    table: &'static str,
+) -> Result<Vec<u16>, StoreError> {
     let ids: Vec<String> = db
         .query(
             "SELECT DISTINCT partition_id FROM system.parts \
@@ -164,7 +171,11 @@ fn parse_partition_id(id: &str) -> Option<u16> {
     u16::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
-pub(crate) async fn drop_day_partition(db: &Client, table: &'static str, day: u16) -> Result<(), StoreError> {
+pub(crate) async fn drop_day_partition(
+    db: &Client,
+    table: &'static str,
+    day: u16,
+) -> Result<(), StoreError> {
     let sql = format!("ALTER TABLE {table} DROP PARTITION '{}'", date_string(day));
     db.query(&sql).execute().await?;
     Ok(())

@@ -29,11 +29,13 @@ pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreEr
 
 pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError> {
     let hex = zeroize::Zeroizing::new(encode_hex(&salt.0));
-    db.query(&format!("INSERT INTO {TABLE} (day, salt) VALUES (toDate(?), ?)"))
-        .bind(day)
-        .bind(hex.as_str())
-        .execute()
-        .await?;
+    db.query(&format!(
+        "INSERT INTO {TABLE} (day, salt) VALUES (toDate(?), ?)"
+    ))
+    .bind(day)
+    .bind(hex.as_str())
+    .execute()
+    .await?;
     Ok(())
 }
 

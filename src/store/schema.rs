@@ -6,9 +6,18 @@
 
 /// Numbered migrations, applied in this order and recorded in `glimpse_migrations`.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_events.sql", include_str!("../../schema/0001_events.sql")),
-    ("0002_aggregates.sql", include_str!("../../schema/0002_aggregates.sql")),
-    ("0003_salts.sql", include_str!("../../schema/0003_salts.sql")),
+    (
+        "0001_events.sql",
+        include_str!("../../schema/0001_events.sql"),
+    ),
+    (
+        "0002_aggregates.sql",
+        include_str!("../../schema/0002_aggregates.sql"),
+    ),
+    (
+        "0003_salts.sql",
+        include_str!("../../schema/0003_salts.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
@@ -159,14 +168,26 @@ pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
 mod tests {
     use super::*;
 
-    const OLD: ServerVersion = ServerVersion { major: 18, minor: 16 };
-    const NEW: ServerVersion = ServerVersion { major: 26, minor: 3 };
+    const OLD: ServerVersion = ServerVersion {
+        major: 18,
+        minor: 16,
+    };
+    const NEW: ServerVersion = ServerVersion {
+        major: 26,
+        minor: 3,
+    };
 
     #[test]
     fn versions() {
         assert_eq!(ServerVersion::parse("18.16.1"), Some(OLD));
         assert_eq!(ServerVersion::parse("26.3.1.5"), Some(NEW));
-        assert_eq!(ServerVersion::parse("26"), Some(ServerVersion { major: 26, minor: 0 }));
+        assert_eq!(
+            ServerVersion::parse("26"),
+            Some(ServerVersion {
+                major: 26,
+                minor: 0
+            })
+        );
         assert_eq!(ServerVersion::parse("x"), None);
         assert!(!OLD.features().low_cardinality && !OLD.features().ttl);
         assert!(NEW.features().low_cardinality && NEW.features().codecs && NEW.features().ttl);

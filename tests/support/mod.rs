@@ -18,7 +18,8 @@ use glimpse::server::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const UA_FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+pub const UA_FIREFOX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
 pub const UA_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
 pub const UA_CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.91 Safari/537.36";
 
@@ -29,7 +30,11 @@ pub fn repo_path(rel: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A ClickHouse server in a temp dir, on free loopback ports; killed on drop.
@@ -69,7 +74,11 @@ impl ClickHouse {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-        let ch = ClickHouse { http_port, dir, child };
+        let ch = ClickHouse {
+            http_port,
+            dir,
+            child,
+        };
         ch.wait_ready(Duration::from_secs(30));
         ch
     }
@@ -84,7 +93,8 @@ impl ClickHouse {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log"))
+            .unwrap_or_default();
         panic!("ClickHouse did not answer /ping within {limit:?}; its error log:\n{log}");
     }
 
@@ -94,8 +104,13 @@ impl ClickHouse {
 
     /// Runs one statement and returns its TSV output.
     pub fn sql(&self, database: &str, query: &str) -> String {
-        let (status, text) = http("POST", self.http_port, &format!("/?database={database}"), query)
-            .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"));
+        let (status, text) = http(
+            "POST",
+            self.http_port,
+            &format!("/?database={database}"),
+            query,
+        )
+        .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"));
         assert!(status == 200, "query failed ({status}): {query}\n{text}");
         text
     }
@@ -166,7 +181,9 @@ pub fn http(method: &str, port: u16, path: &str, body: &str) -> std::io::Result<
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
     Ok((status, body))
 }
 
@@ -177,7 +194,14 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.clickhouse.url = ch.url();
     cfg.clickhouse.database = database.to_owned();
-    cfg.sites = vec![Site { domain: "a.com".into() }, Site { domain: "b.org".into() }];
+    cfg.sites = vec![
+        Site {
+            domain: "a.com".into(),
+        },
+        Site {
+            domain: "b.org".into(),
+        },
+    ];
     cfg.geoip_databases = vec![repo_path("tests/fixtures/geoip2-city-test.mmdb")];
     cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     cfg.batch.max_delay = Duration::from_millis(50);
@@ -262,7 +286,9 @@ impl Reply {
     pub async fn from(res: reqwest::Response) -> Reply {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        let dropped = headers.get("x-glimpse-dropped").map(|v| v.to_str().unwrap().to_owned());
+        let dropped = headers
+            .get("x-glimpse-dropped")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = res.text().await.unwrap();
         Reply {
             status,

@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Check that Glimpse's modern-server DDL and aggregate queries work on a real
+modern ClickHouse engine, using chdb (ClickHouse in-process, no server).
+
+What it does:
+  1. Runs `$GLIMPSE_BIN schema --server-version 26.3` to get the DDL Glimpse
+     renders for a modern server, and checks that the modern features
+     (LowCardinality, CODEC, TTL) appear in it.
+  2. In a fresh temporary chdb session, creates database `glimpse`, applies
+     every statement in order, then applies the whole DDL again to prove it
+     is idempotent (IF NOT EXISTS everywhere).
+  3. Inserts ~30 test rows (2 sites, 2 days, pageviews and custom events)
+     into the Null-engine table `events_in`.
+  4. Checks that `events` holds exactly those rows (via events_raw_mv), that
+     `stats_hourly` and `stats_daily` agree with raw GROUP BY queries over
+     `events`, and that the created tables really use LowCardinality, CODEC
+     and TTL.
+  5. Runs every `schema/queries/**/*.sql` file, if that directory exists;
+     files containing `{` (placeholders) are skipped as parameterised.
+  6. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
+
+Usage (from anywhere):
+
+    scripts/check-modern-schema.py [--server-version 26.3]
+
+Environment:
+    GLIMPSE_BIN  the glimpse binary (default: <repo>/target/debug/glimpse;
+                 build it with `cargo build`).
+
+Requires only Python 3 and chdb (`pip install chdb-core`).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "glimpse"
+QUERIES_DIR = REPO_ROOT / "schema" / "queries"
+DATABASE = "glimpse"
+
+# Columns of events_in / events, in DDL order.
+COLUMNS = [
+    "timestamp", "site", "name", "hostname", "pathname", "referrer",
+    "referrer_source", "utm_source", "utm_medium", "utm_campaign",
+    "utm_content", "utm_term", "country_code", "region", "browser",
+    "browser_version", "os", "os_version", "device", "visitor_id",
+    "interactive", "revenue_micros", "revenue_currency", "prop_keys",
+    "prop_values",
+]
+
+# stats_daily dimension -> equivalent expression over raw `events` columns.
+DAILY_DIMENSIONS = {
+    "page": "pathname",
+    "hostname": "hostname",
+    "country": "country_code",
+    "region": "if(region = '', '', concat(country_code, '-', region))",
+    "browser": "browser",
+    "device": "device",
+    "os": "os",
+    "source": "referrer_source",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "event": "if(name = 'pageview', '', name)",
+}
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def fail(msg):
+    raise CheckFailed(msg)
+
+
+# --------------------------------------------------------------------------
+# DDL
+
+
+def render_ddl(server_version):
+    glimpse_bin = os.environ.get("GLIMPSE_BIN") or str(DEFAULT_BIN)
+    if not (os.path.isfile(glimpse_bin) and os.access(glimpse_bin, os.X_OK)):
+        fail(f"glimpse binary not found or not executable: {glimpse_bin}\n"
+             f"hint: build it with `cargo build` (or set GLIMPSE_BIN)")
+    cmd = [glimpse_bin, "schema", "--server-version", server_version]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        fail(f"`{' '.join(cmd)}` exited with {proc.returncode}:\n"
+             f"{proc.stderr.strip()}")
+    ddl = proc.stdout
+    for needle in ("LowCardinality(", "CODEC(", "TTL "):
+        if needle not in ddl:
+            fail(f"rendered DDL for {server_version} lacks {needle!r}; "
+                 f"modern features must be enabled for a modern server")
+    return ddl
+
+
+def split_statements(text):
+    """Split SQL into (label, statement) pairs.
+
+    Whole-line `--` comments are dropped (the most recent `-- *.sql` comment
+    becomes the label); a statement ends at a line ending with `;`.
+    """
+    statements, current, label = [], [], "?"
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--"):
+            name = stripped[2:].strip()
+            if name.endswith(".sql"):
+                label = name
+            continue
+        if not stripped and not current:
+            continue
+        current.append(line)
+        if stripped.endswith(";"):
+            sql = "\n".join(current).strip().rstrip(";").strip()
+            if sql:
+                statements.append((label, sql))
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append((label, tail))
+    return statements
+
+
+# --------------------------------------------------------------------------
+# chdb helpers
+
+
+class Engine:
+    def __init__(self, session):
+        self.s = session
+
+    def exec(self, sql, what=None):
+        try:
+            return str(self.s.query(sql, "TabSeparated"))
+        except Exception as e:  # chdb raises ChdbError / RuntimeError
+            head = "\n".join(sql.splitlines()[:6])
+            fail(f"ClickHouse rejected {what or 'statement'}:\n"
+                 f"    {head.replace(chr(10), chr(10) + '    ')}\n"
+                 f"error: {str(e).strip()}")
+
+    def rows(self, sql):
+        out = None
+        try:
+            out = str(self.s.query(sql, "JSONEachRow"))
+        except Exception as e:
+            fail(f"check query failed:\n    {sql}\nerror: {str(e).strip()}")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def scalar(self, sql):
+        return self.exec(sql, "check query").strip()
+
+
+def apply_ddl(engine, statements, round_no):
+    for i, (label, sql) in enumerate(statements, 1):
+        engine.exec(sql, f"statement {i}/{len(statements)} from {label} "
+                         f"(pass {round_no})")
+
+
+# --------------------------------------------------------------------------
+# test data
+
+
+def sql_literal(v):
+    if isinstance(v, list):
+        return "[" + ", ".join(sql_literal(x) for x in v) + "]"
+    if isinstance(v, int):
+        return str(v)
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def make_rows():
+    today = dt.datetime.now(dt.timezone.utc).date()
+    days = [today - dt.timedelta(days=2), today - dt.timedelta(days=1)]
+    visitors = [
+        0x1, 0x2A, 0xDEADBEEF, 0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFF0,
+        123456789012345, 987654321,
+    ]
+    pages = ["/", "/pricing", "/blog/hello-world", "/docs/it's-fine", "/café"]
+    geo = [("DE", "BE"), ("US", "CA"), ("FR", ""), ("GB", "ENG"), ("", "")]
+    browsers = [("Firefox", "128"), ("Chrome", "126"), ("Safari", "17")]
+    oses = [("Linux", ""), ("Windows", "11"), ("macOS", "14"), ("iOS", "17")]
+    devices = ["desktop", "mobile", "tablet"]
+    sources = [("", ""), ("https://www.google.com/", "Google"),
+               ("https://news.ycombinator.com/item?id=1", "Hacker News")]
+    utms = [("", "", ""), ("newsletter", "email", "spring"),
+            ("twitter", "social", "")]
+    custom = ["signup", "purchase", "outbound-link"]
+
+    rows = []
+    for n in range(30):
+        site = "a.com" if n % 3 != 2 else "b.org"
+        day = days[n % 2]
+        ts = dt.datetime.combine(day, dt.time(8 + n % 11, (n * 7) % 60, n % 60))
+        is_custom = n % 4 == 3
+        name = custom[n % 3] if is_custom else "pageview"
+        country, region = geo[n % 5]
+        browser, bver = browsers[n % 3]
+        os_, osver = oses[n % 4]
+        referrer, source = sources[n % 3]
+        utm_source, utm_medium, utm_campaign = utms[(n // 2) % 3]
+        revenue = 12_340_000 if name == "purchase" else 0
+        props = [("plan", "pro"), ("ref", "x")] if is_custom else []
+        rows.append({
+            "timestamp": ts.strftime("%Y-%m-%d %H:%M:%S"),
+            "site": site,
+            "name": name,
+            "hostname": site if n % 5 else "www." + site,
+            "pathname": pages[n % 5],
+            "referrer": referrer,
+            "referrer_source": source,
+            "utm_source": utm_source,
+            "utm_medium": utm_medium,
+            "utm_campaign": utm_campaign,
+            "utm_content": "",
+            "utm_term": "",
+            "country_code": country,
+            "region": region,
+            "browser": browser,
+            "browser_version": bver,
+            "os": os_,
+            "os_version": osver,
+            "device": devices[n % 3],
+            "visitor_id": visitors[(n * 3) % 7],
+            "interactive": 0 if n % 7 == 6 else 1,
+            "revenue_micros": revenue,
+            "revenue_currency": "EUR" if revenue else "",
+            "prop_keys": [k for k, _ in props],
+            "prop_values": [v for _, v in props],
+        })
+    return rows
+
+
+def insert_rows(engine, rows):
+    values = ",\n".join(
+        "(" + ", ".join(sql_literal(r[c]) for c in COLUMNS) + ")" for r in rows)
+    engine.exec(f"INSERT INTO events_in ({', '.join(COLUMNS)}) VALUES\n{values}",
+                "INSERT into events_in")
+
+
+# --------------------------------------------------------------------------
+# checks
+
+
+def row_key(r):
+    return json.dumps([r[c] for c in COLUMNS], sort_keys=True)
+
+
+def check_events(engine, rows):
+    got = engine.rows(f"SELECT {', '.join(COLUMNS)} FROM events")
+    if len(got) != len(rows):
+        fail(f"events holds {len(got)} rows, expected {len(rows)} "
+             f"(events_raw_mv should copy events_in into events exactly once)")
+    want = sorted(row_key(r) for r in rows)
+    have = sorted(row_key(r) for r in got)
+    if want != have:
+        missing = sorted(set(want) - set(have))[:3]
+        extra = sorted(set(have) - set(want))[:3]
+        fail("events does not hold exactly the inserted rows\n"
+             f"  missing (first 3): {missing}\n  unexpected (first 3): {extra}")
+
+
+def compare(label, want, have):
+    if want != have:
+        lines = [f"{label}: aggregate table disagrees with raw events"]
+        for k in sorted(set(want) | set(have)):
+            if want.get(k) != have.get(k):
+                lines.append(f"  {k}: raw={want.get(k)} aggregate={have.get(k)}")
+        fail("\n".join(lines[:20]))
+    if not want:
+        fail(f"{label}: no rows to compare (test data did not reach it?)")
+
+
+def keyed(rows, keys):
+    return {tuple(r[k] for k in keys):
+            (int(r["pageviews"]), int(r["events"]), int(r["visitors"]))
+            for r in rows}
+
+
+RAW_AGG = ("countIf(name = 'pageview') AS pageviews, "
+           "countIf(name != 'pageview') AS events, "
+           "uniqExact(visitor_id) AS visitors")
+MERGED_AGG = ("sumMerge(pageviews) AS pageviews, sumMerge(events) AS events, "
+              "uniqMerge(visitors) AS visitors")
+
+
+def check_hourly(engine):
+    checked = 0
+    for keys, raw_group, agg_group in (
+        (["site"], "site", "site"),
+        (["site", "hour"], "site, toStartOfHour(timestamp) AS hour",
+         "site, hour"),
+    ):
+        raw = keyed(engine.rows(
+            f"SELECT {raw_group}, {RAW_AGG} FROM events "
+            f"GROUP BY {', '.join(keys)}"), keys)
+        agg = keyed(engine.rows(
+            f"SELECT {agg_group}, {MERGED_AGG} FROM stats_hourly "
+            f"GROUP BY {', '.join(keys)}"), keys)
+        compare(f"stats_hourly by {'+'.join(keys)}", raw, agg)
+        checked += len(raw)
+    return checked
+
+
+def check_daily(engine):
+    present = {r["dimension"] for r in engine.rows(
+        "SELECT DISTINCT dimension FROM stats_daily")}
+    missing = sorted(set(DAILY_DIMENSIONS) - present)
+    if missing:
+        fail(f"stats_daily has no rows for dimension(s) {missing}")
+    checked = 0
+    keys = ["site", "day", "value"]
+    for dim, expr in DAILY_DIMENSIONS.items():
+        raw = keyed(engine.rows(
+            f"SELECT site, toDate(timestamp) AS day, {expr} AS value, "
+            f"{RAW_AGG} FROM events GROUP BY site, day, value"), keys)
+        agg = keyed(engine.rows(
+            f"SELECT site, day, value, {MERGED_AGG} FROM stats_daily "
+            f"WHERE dimension = {sql_literal(dim)} "
+            f"GROUP BY site, day, value"), keys)
+        compare(f"stats_daily dimension {dim!r}", raw, agg)
+        checked += len(raw)
+    return checked
+
+
+def check_features(engine):
+    events = engine.scalar("SHOW CREATE TABLE events FORMAT TSVRaw")
+    for needle in ("LowCardinality(", "CODEC("):
+        if needle not in events:
+            fail(f"SHOW CREATE TABLE events lacks {needle!r}:\n{events}")
+    salts = engine.scalar("SHOW CREATE TABLE glimpse_salts FORMAT TSVRaw")
+    if "TTL " not in salts:
+        fail(f"SHOW CREATE TABLE glimpse_salts has no TTL:\n{salts}")
+    engine_of = engine.scalar(
+        f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
+        f"AND name = 'events_in'")
+    if engine_of != "Null":
+        fail(f"events_in should use the Null engine, found {engine_of!r}")
+
+
+def run_query_files(engine):
+    if not QUERIES_DIR.is_dir():
+        print(f"note: {QUERIES_DIR.relative_to(REPO_ROOT)}/ not found; "
+              f"no query files to check")
+        return 0, 0
+    ran = skipped = 0
+    for path in sorted(QUERIES_DIR.rglob("*.sql")):
+        rel = path.relative_to(REPO_ROOT)
+        text = path.read_text()
+        if "{" in text:
+            print(f"skipped {rel} (parameterised)")
+            skipped += 1
+            continue
+        for i, (_, sql) in enumerate(split_statements(text), 1):
+            engine.exec(sql, f"query {i} of {rel}")
+        print(f"ran     {rel}")
+        ran += 1
+    return ran, skipped
+
+
+# --------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server-version", default="26.3",
+                    help="server version to render the DDL for (default 26.3)")
+    args = ap.parse_args()
+    started = time.monotonic()
+
+    try:
+        from chdb import session as chs
+    except ImportError:
+        print("FAIL: python module chdb not found (pip install chdb-core)",
+              file=sys.stderr)
+        return 1
+
+    tmpdir = tempfile.mkdtemp(prefix="glimpse-chdb-")
+    session = None
+    try:
+        ddl = render_ddl(args.server_version)
+        statements = split_statements(ddl)
+        if not statements:
+            fail("glimpse schema produced no SQL statements")
+
+        session = chs.Session(os.path.join(tmpdir, "db"))
+        engine = Engine(session)
+        engine.exec(f"CREATE DATABASE {DATABASE}")
+        engine.exec(f"USE {DATABASE}")
+        if engine.scalar("SELECT currentDatabase()") != DATABASE:
+            fail("USE did not switch the chdb session's current database")
+        version = engine.scalar("SELECT version()")
+
+        apply_ddl(engine, statements, 1)
+        objects = engine.scalar(
+            f"SELECT count() FROM system.tables WHERE database = '{DATABASE}'")
+        apply_ddl(engine, statements, 2)
+        again = engine.scalar(
+            f"SELECT count() FROM system.tables WHERE database = '{DATABASE}'")
+        if objects != again:
+            fail(f"second DDL pass changed the table count: {objects} -> {again}")
+        print(f"applied {len(statements)} statements twice "
+              f"({objects} tables/views in {DATABASE})")
+
+        rows = make_rows()
+        insert_rows(engine, rows)
+        check_events(engine, rows)
+        hourly = check_hourly(engine)
+        daily = check_daily(engine)
+        check_features(engine)
+        print(f"events: {len(rows)} rows match; stats_hourly: {hourly} groups "
+              f"match; stats_daily: {daily} groups over "
+              f"{len(DAILY_DIMENSIONS)} dimensions match")
+        ran, skipped = run_query_files(engine)
+
+        print(f"OK: Glimpse DDL for server {args.server_version} is valid on "
+              f"ClickHouse {version} (chdb); {len(statements)} statements, "
+              f"{len(rows)} rows, {ran} query files run, {skipped} skipped "
+              f"[{time.monotonic() - started:.1f}s]")
+        return 0
+    except CheckFailed as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if session is not None:
+            try:
+                session.close()
+            except Exception:
+                pass
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

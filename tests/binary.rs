@@ -1,0 +1,185 @@
+//! The `glimpse` binary as an operator runs it: CLI, config errors, and logs that never contain a
+//! visitor's IP address or user agent, even at the most verbose level.
+
+mod support;
+
+use std::process::Command;
+
+use support::{ClickHouse, GlimpseProcess, UA_FIREFOX, repo_path};
+
+fn glimpse(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glimpse"));
+    cmd.args(args).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["schema", "--help"],
+    ] {
+        let out = glimpse(args, &[]);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn schema_command_renders_for_a_given_version() {
+    let old = glimpse(&["schema", "--server-version", "18.16"], &[]);
+    let old = String::from_utf8(old.stdout).unwrap();
+    assert!(
+        old.contains("CREATE TABLE IF NOT EXISTS events_in") && !old.contains("LowCardinality")
+    );
+    let new = glimpse(&["schema", "--server-version", "26.3"], &[]);
+    let new = String::from_utf8(new.stdout).unwrap();
+    assert!(new.contains("LowCardinality(String)") && new.contains("TTL day + INTERVAL 2 DAY"));
+    let bad = glimpse(&["schema", "--server-version", "latest"], &[]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn config_errors_are_all_reported_naming_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("glimpse.toml");
+    std::fs::write(
+        &path,
+        "listen = 5\n[batch]\nmax_rows = -1\n[clikhouse]\nurl = 'x'\n",
+    )
+    .unwrap();
+    let out = glimpse(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("GLIMPSE_RETENTION_EVENTS_DAYS", "many")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "listen (GLIMPSE_LISTEN)",
+        "batch.max_rows",
+        "clikhouse: unknown key",
+        "retention.events_days",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = repo_path("scripts/glimpse.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    glimpse::config::Config::load(Some(&text), &Default::default()).unwrap();
+}
+
+#[test]
+fn migrate_command_is_idempotent() {
+    let ch = ClickHouse::start();
+    let env = [("GLIMPSE_CLICKHOUSE_URL", ch.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = glimpse(&["migrate"], &env);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("3 migration(s) applied"));
+    let second = glimpse(&["migrate"], &env);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("0 migration(s) applied"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_ip_or_user_agent() {
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
+        ("GLIMPSE_SITES", "a.com".to_owned()),
+        ("GLIMPSE_PROXY_TRUSTED", "127.0.0.1".to_owned()),
+        (
+            "GLIMPSE_GEOIP_DATABASE",
+            repo_path("tests/fixtures/geoip2-city-test.mmdb")
+                .display()
+                .to_string(),
+        ),
+        ("GLIMPSE_BATCH_MAX_DELAY_MS", "50".to_owned()),
+        // The most verbose setting, for our code and every library.
+        ("GLIMPSE_LOG_LEVEL", "trace".to_owned()),
+    ];
+    let g = GlimpseProcess::start(&env, dir.path().join("glimpse.log"));
+    let client = reqwest::Client::new();
+    let ua = format!("{UA_FIREFOX} LogMarker/4242");
+    let bodies = [
+        r#"{"n":"pageview","u":"https://a.com/page?secret=tok123","r":"https://ref.example/x?q=secret2"}"#,
+        r#"{"n":"pageview","u":"https://unknown.example/"}"#,
+        r#"{"n":"pageview""#,
+    ];
+    for (i, ip) in ["203.0.113.99", "2001:db8:1::99", "81.2.69.99"]
+        .iter()
+        .enumerate()
+    {
+        for body in bodies {
+            client
+                .post(format!("http://{}/api/event", g.addr))
+                .header("user-agent", &ua)
+                .header("x-forwarded-for", *ip)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+        }
+        // A bot and a peer address that is not a trusted proxy, too.
+        let bot = format!("curl/8.{i} LogMarker/4242");
+        client
+            .post(format!("http://{}/api/event", g.addr))
+            .header("user-agent", bot)
+            .body(bodies[0])
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(ch.wait_count("glimpse", "SELECT count() FROM events", 3), 3);
+    let log = g.log_text();
+    let g_addr = g.addr;
+    let code = g.terminate();
+    assert_eq!(code, Some(0), "SIGTERM exits cleanly");
+    assert!(
+        log.contains("accepting events"),
+        "logging works at all:\n{log}"
+    );
+    for needle in [
+        "203.0.113.99",
+        "2001:db8:1::99",
+        "81.2.69.99",
+        "LogMarker",
+        "rv:125.0",
+        "tok123",
+        "secret2",
+    ] {
+        let hits: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+        assert!(
+            hits.is_empty(),
+            "log contains {needle:?}:\n{}",
+            hits.join("\n")
+        );
+    }
+    // The requests came from 127.0.0.1 (the trusted proxy): that address may appear only as our
+    // own listen address or ClickHouse's, never as a peer with an ephemeral port.
+    let ours = [format!("127.0.0.1:{}", ch.http_port), g_addr.to_string()];
+    let peers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("127.0.0.1:") && !ours.iter().any(|o| l.contains(o.as_str())))
+        .collect();
+    assert!(
+        peers.is_empty(),
+        "log names a peer address:\n{}",
+        peers.join("\n")
+    );
+}
