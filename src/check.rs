@@ -98,10 +98,10 @@ pub fn check<'a, 's>(
     match payload.domain.as_deref() {
         Some(list) => {
             for d in list.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-                if let Some(site) = sites.get(&url::normalize_host(d)) {
-                    if !matched.contains(&site) {
-                        matched.push(site);
-                    }
+                if let Some(site) = sites.get(&url::normalize_host(d))
+                    && !matched.contains(&site)
+                {
+                    matched.push(site);
                 }
             }
         }

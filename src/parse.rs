@@ -25,7 +25,7 @@ pub struct Payload<'a> {
     /// Raw `d` field: one site or a comma-separated list.
     pub domain: Option<Cow<'a, str>>,
     pub referrer: Option<Cow<'a, str>>,
-    pub props: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub props: PropList<'a>,
     pub hash_mode: bool,
     pub interactive: bool,
     pub revenue: Option<Revenue>,
@@ -332,7 +332,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
     }
 }
 
-fn parse_props_string(s: &str) -> Result<Vec<(Cow<'static, str>, Cow<'static, str>)>, ParseError> {
+/// Custom properties as (name, value) pairs, in the order sent.
+pub type PropList<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+fn parse_props_string(s: &str) -> Result<PropList<'static>, ParseError> {
     if s.trim().is_empty() || s.trim() == "null" {
         return Ok(Vec::new());
     }

@@ -48,6 +48,10 @@ pub struct SaltSet {
 }
 
 impl SaltSet {
+    pub fn from_days(days: Vec<(u16, Salt)>) -> SaltSet {
+        SaltSet { days }
+    }
+
     pub fn get(&self, day: u16) -> Option<&Salt> {
         self.days.iter().find(|(d, _)| *d == day).map(|(_, s)| s)
     }

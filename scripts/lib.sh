@@ -1,0 +1,60 @@
+# Shared helpers for scripts/run.sh and scripts/test.sh (sourced, not executed).
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+APT_UPDATED=0
+
+# apt_install PKG...: installs the Debian packages that are not installed yet.
+apt_install() {
+    local missing=()
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    echo ">> installing ${missing[*]}"
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        $SUDO apt-get update -q
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+}
+
+# pip_install MODULE PACKAGE: installs a PyPI package unless its module already imports.
+pip_install() {
+    python3 -c "import $1" 2>/dev/null && return 0
+    echo ">> installing $2 (pip)"
+    python3 -m pip install -q "$2" || python3 -m pip install -q --break-system-packages "$2"
+}
+
+require_cargo() {
+    command -v cargo >/dev/null || {
+        echo "error: cargo not found. Install Rust (https://rustup.rs), then rerun." >&2
+        exit 1
+    }
+}
+
+# start_clickhouse DIR HTTP_PORT TCP_PORT: a private clickhouse-server in DIR, unless one
+# already answers on HTTP_PORT. Prints nothing when reusing.
+start_clickhouse() {
+    local dir=$1 http=$2 tcp=$3
+    if curl -fsS "http://127.0.0.1:$http/ping" >/dev/null 2>&1; then
+        return 0
+    fi
+    apt_install clickhouse-server curl
+    mkdir -p "$dir/log"
+    dir=$(cd "$dir" && pwd)
+    sed -e "s#{{DIR}}#$dir#g" -e "s#{{HTTP_PORT}}#$http#g" -e "s#{{TCP_PORT}}#$tcp#g" \
+        "$REPO/scripts/clickhouse/config.xml" >"$dir/config.xml"
+    cp "$REPO/scripts/clickhouse/users.xml" "$dir/users.xml"
+    echo ">> starting ClickHouse in $dir (http://127.0.0.1:$http)"
+    nohup /usr/sbin/clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+    echo $! >"$dir/clickhouse.pid"
+    local i
+    for i in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$http/ping" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "error: ClickHouse did not start; see $dir/log/" >&2
+    exit 1
+}

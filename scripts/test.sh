@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what the tests need (ClickHouse
+# server from Debian, the chdb modern-engine check from PyPI), checks formatting and lints, runs
+# unit and integration tests (each integration test starts its own throwaway ClickHouse), then
+# validates the schema rendered for a modern server on the in-process 26.x engine.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+source scripts/lib.sh
+
+require_cargo
+apt_install clickhouse-server curl
+pip_install chdb chdb-core
+
+echo ">> cargo fmt --check"
+cargo fmt --all -- --check
+echo ">> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --all-targets --no-fail-fast
+else
+    cargo test --all-targets --no-fail-fast
+fi
+
+echo ">> modern ClickHouse engine check"
+cargo build --quiet
+GLIMPSE_BIN=target/debug/glimpse python3 scripts/check-modern-schema.py
