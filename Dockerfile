@@ -1,0 +1,33 @@
+# Multi-stage build of the release binary.
+#   docker build -t glimpse .
+#   docker run -p 8080:8080 -e GLIMPSE_CLICKHOUSE_URL=http://clickhouse:8123 -e GLIMPSE_SITES=example.com glimpse
+# Geo data is not baked in: mount the .mmdb files and set GLIMPSE_GEOIP_DATABASE.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not refetch and rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/stages.rs \
+    && cargo build --release --locked \
+    && rm -rf src benches
+COPY src ./src
+COPY schema ./schema
+COPY benches ./benches
+# Touch so cargo sees the real sources as newer than the placeholder build.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin glimpse
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home glimpse
+COPY --from=build /src/target/release/glimpse /usr/local/bin/glimpse
+USER glimpse
+ENV GLIMPSE_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+# SIGTERM makes glimpse stop accepting and flush what it accepted within the grace period.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/glimpse"]
+CMD ["serve"]
