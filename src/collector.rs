@@ -28,14 +28,6 @@ pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How many encoded batches may wait for the deliverer.
 const BATCH_QUEUE: usize = 2;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Geo(#[from] crate::enrich::geo::GeoError),
-}
-
 pub struct Collector {
     pub app: Arc<App>,
     pub version: ServerVersion,
@@ -49,7 +41,7 @@ pub struct Collector {
 
 impl Collector {
     /// Everything that must succeed before the first request is served.
-    pub async fn start(config: Config, clock: Clock) -> Result<Collector, StartError> {
+    pub async fn start(config: Config, clock: Clock) -> Result<Collector, StoreError> {
         let (server_client, db) = store::clients(&config.clickhouse);
         let version = store::server_version(&server_client).await?;
         tracing::info!(%version, "connected to ClickHouse");
@@ -57,12 +49,13 @@ impl Collector {
         store::apply_retention(&db, version, config.events_retention_days, clock.now()).await?;
         let salts = Arc::new(Salts::default());
         salts.refresh(&db, clock.now()).await?;
-        let geo = if config.geoip_databases.is_empty() {
-            tracing::warn!("no geo database configured: country and region will be empty");
-            Geo::empty()
-        } else {
-            Geo::open(&config.geoip_databases)?
-        };
+        let (geo, geo_errors) = Geo::open_available(&config.geoip_databases);
+        for e in &geo_errors {
+            tracing::warn!(error = %e, "geo database unavailable");
+        }
+        if geo.is_empty() {
+            tracing::warn!("no geo database loaded: country and region will be empty");
+        }
 
         let metrics = Arc::new(Metrics::default());
         let (intake_tx, intake_rx) = mpsc::channel(config.batch.queue_capacity);

@@ -47,6 +47,19 @@ impl Geo {
         Ok(Geo { readers })
     }
 
+    /// Opens what it can: a missing or unreadable file only costs locations, never events, so
+    /// start-up goes on with the databases that did open and reports the others.
+    pub fn open_available(paths: &[PathBuf]) -> (Geo, Vec<GeoError>) {
+        let (mut readers, mut errors) = (Vec::new(), Vec::new());
+        for p in paths {
+            match open_one(p) {
+                Ok(r) => readers.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        (Geo { readers }, errors)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.readers.is_empty()
     }
@@ -238,5 +251,16 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("/nonexistent/geo.mmdb"));
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let (geo, errors) = Geo::open_available(&[
+            PathBuf::from("/nonexistent/geo.mmdb"),
+            root.join("tests/fixtures/flat-city-test.mmdb"),
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            at(&geo, "81.2.69.10").country_code,
+            "GB",
+            "the readable file still serves"
+        );
     }
 }
