@@ -104,6 +104,7 @@ impl Collector {
             trusted_proxies: config.trusted_proxies.clone(),
             max_body_bytes: config.max_body_bytes,
             db,
+            script: crate::beacon::Script::new(),
         });
         Ok(Collector {
             app,

@@ -15,15 +15,25 @@
 
 pub mod config;
 
-pub mod anonymize;
-pub mod batch;
-pub mod check;
-pub mod deliver;
-pub mod enrich;
-pub mod event;
+// The stages, in the order a request meets them.
 pub mod parse;
+
+pub mod check;
+
+pub mod enrich;
+
+pub mod anonymize;
+
+pub mod event;
+
+pub mod batch;
+
+pub mod deliver;
+
 pub mod store;
 
+// Around the stages.
+pub mod beacon;
 pub mod clientip;
 pub mod clock;
 pub mod collector;

@@ -58,6 +58,10 @@ pub fn parse_json(body: &[u8]) -> Result<Payload<'_>, ParseError> {
 
 /// Parses the query string of the no-JavaScript pixel (`/api/event.gif?n=pageview&u=…`).
 pub fn parse_query(query: &str) -> Result<Payload<'_>, ParseError> {
+    parse_query_raw(query)?.finish()
+}
+
+fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
     let mut raw = RawPayload::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -72,6 +76,19 @@ pub fn parse_query(query: &str) -> Result<Payload<'_>, ParseError> {
             "p" | "props" | "m" | "meta" => raw.props = parse_props_string(&v)?,
             _ => {}
         }
+    }
+    Ok(raw)
+}
+
+/// The pixel's query string, with `n` defaulting to `pageview` and `u` to `referer`.
+pub fn parse_query_with_defaults<'a>(
+    query: &'a str,
+    referer: Option<&'a str>,
+) -> Result<Payload<'a>, ParseError> {
+    let mut raw = parse_query_raw(query)?;
+    raw.name.get_or_insert(Cow::Borrowed("pageview"));
+    if raw.url.is_none() {
+        raw.url = referer.map(Cow::Borrowed);
     }
     raw.finish()
 }
@@ -576,5 +593,13 @@ mod tests {
         assert_eq!(p.referrer, None);
         assert!(!p.interactive);
         assert!(parse_query("u=x").unwrap_err().0.contains("`n`"));
+        let p = parse_query_with_defaults("d=a.com", Some("https://a.com/page")).unwrap();
+        assert_eq!((&*p.name, &*p.url), ("pageview", "https://a.com/page"));
+        assert!(
+            parse_query_with_defaults("d=a.com", None)
+                .unwrap_err()
+                .0
+                .contains("`u`")
+        );
     }
 }

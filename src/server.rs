@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::beacon::{self, Script};
 use crate::clientip::client_ip;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
@@ -36,6 +37,7 @@ pub struct App {
     pub max_body_bytes: usize,
     /// For `/readyz`.
     pub db: clickhouse::Client,
+    pub script: Script,
 }
 
 pub struct Limits {
@@ -110,6 +112,8 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
         (&Method::POST, "/api/event") => ingest(app, peer.ip(), req).await,
         (&Method::OPTIONS, "/api/event") => cors(preflight()),
         (_, "/api/event") => method_not_allowed("POST, OPTIONS"),
+        (&Method::GET | &Method::HEAD, "/js/glimpse.js") => script(&app.script, req.headers()),
+        (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(app, peer.ip(), &req),
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => ready(app).await,
         (&Method::GET, "/metrics") => metrics(app),
@@ -172,6 +176,74 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         ip,
         &user_agent,
     )))
+}
+
+/// The no-JavaScript fallback: the same fields as query parameters. `n` defaults to `pageview`
+/// and `u` to the `Referer` of the image request (the page that shows the image).
+fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let h = req.headers();
+    let ip = client_ip(peer, h, &app.trusted_proxies);
+    let user_agent = h
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let referer = h.get(header::REFERER).and_then(|v| v.to_str().ok());
+    let outcome =
+        match crate::parse::parse_query_with_defaults(req.uri().query().unwrap_or(""), referer) {
+            Ok(payload) => app.pipeline.ingest(payload, ip, user_agent),
+            Err(e) => Outcome::Invalid(e.0),
+        };
+    let mut r = outcome_response(outcome);
+    if r.status() == StatusCode::ACCEPTED {
+        // An <img> needs an image; 200 keeps every browser happy.
+        *r.status_mut() = StatusCode::OK;
+        *r.body_mut() = Full::new(Bytes::from_static(beacon::PIXEL));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    cors(r)
+}
+
+/// The beacon script: cached for a day, revalidated by ETag, gzipped when the client accepts it.
+fn script(script: &Script, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let etag = HeaderValue::from_str(&script.etag).expect("hex etag is a valid header");
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == script.etag || t.trim() == "*")
+        });
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut r = if matches {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else if gzip {
+        let mut r = Response::new(Full::new(script.gzip.clone()));
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        Response::new(Full::new(script.plain.clone()))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
+    );
+    h.insert(header::ETAG, etag);
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    cors(r)
 }
 
 pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {

@@ -1,62 +1,69 @@
 // Glimpse browser beacon: sends page views and custom events to a Glimpse collector.
 //
-// <script defer data-domain="example.com" src="https://collector.example/js/glimpse.js"></script>
+//   <script defer data-domain="example.com" src="https://collector.example/js/glimpse.js"></script>
 //
 // Optional attributes on the tag:
-//   data-api="URL"          endpoint (default: the script's origin + /api/event)
-//   data-hash               hash-based routing: the #fragment is part of the page
-//   data-outbound           record clicks on links to other hosts
-//   data-downloads[="a,b"]  record clicks on file links (value replaces the extension list)
-//   data-exclude="/a/*,/b/**"  paths that send nothing (* = one segment, ** = anything)
-//   data-local              also send from localhost and file: pages
-//   data-allow-automation   also send when navigator.webdriver is set
+//   data-api="URL"             endpoint (default: the script's origin + /api/event)
+//   data-hash                  hash-based routing: the #fragment is part of the page
+//   data-outbound              record clicks on links to other hosts
+//   data-downloads[="pdf,zip"] record clicks on file links (a value replaces the default list)
+//   data-exclude="/a/*,/b/**"  pages that send nothing (* = one path segment, ** = anything)
+//   data-local                 also send from localhost and file: pages
+//   data-allow-automation      also send when navigator.webdriver is set
 //
-// Privacy: no cookies, no browser storage, nothing read about the device or browser.
-// The payload uses Plausible's field names so the collector's Events API parses it.
+// Custom events: glimpse('Signup', {props, revenue, interactive: false, callback}).
+//
+// Privacy: no cookies, no browser storage, nothing read about the device or the browser.
+// The payload uses Plausible's field names, which the collector's Events API accepts.
+// Build the committed glimpse.min.js with scripts/build-beacon.sh.
 (() => {
   const win = window;
   const doc = document;
   const loc = location;
+  const nav = navigator;
   const script = doc.currentScript;
-  const attr = (name) => script.getAttribute('data-' + name);
-  const has = (name) => attr(name) != null;
+  // The tag's data-* attributes; a flag counts when present, whatever its value.
+  const data = script.dataset;
+  const on = (target, type, listener) => target.addEventListener(type, listener);
 
-  const endpoint = attr('api') || new URL(script.src).origin + '/api/event';
-  const domain = attr('domain');
-  const hashMode = has('hash');
-  const downloads = attr('downloads');
-  // ",pdf,zip," form: one substring test per click, tolerant of spaces and dots in the attribute.
-  const extensions = ',' + (downloads ||
-    'pdf,xlsx,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpeg,wmv,midi,mp3,wav,wma,dmg,iso,msi'
-  ).replace(/[\s.]/g, '').toLowerCase() + ',';
+  const endpoint = data.api || new URL(script.src).origin + '/api/event';
+  const hashMode = 'hash' in data;
+  const outbound = 'outbound' in data;
+  const downloads = data.downloads;
+  // In a given list any run of non-word characters separates extensions ("pdf, .zip" works).
+  const fileRe = downloads != null && RegExp('\\.(' + (downloads
+    ? downloads.replace(/\W+/g, '|')
+    : 'pdf|xlsx|docx|txt|rtf|csv|exe|key|pptx?|pps|7z|pkg|rar|gz|zip|avi|mov|mp[34]|mpeg|wm[av]|midi|wav|dmg|iso|msi'
+  ) + ')$', 'i');
 
-  // Exclusion patterns become anchored regexes: escape regex syntax, then ** = anything,
-  // * = one path segment; a trailing slash on the page path is tolerated.
-  const excluded = (attr('exclude') || '').split(',').filter((p) => p.trim()).map((p) => new RegExp(
-    '^' + p.trim().replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*\*?/g, (m) => (m[1] ? '.*' : '[^/]*')) + '/?$'
-  ));
+  // Excluded pages as anchored regexes: ** (the only two-character match) = anything,
+  // * = one path segment, every other non-word character escaped (identity escapes are valid
+  // in non-unicode regexes), and a trailing slash tolerated. Paths hold no spaces or commas,
+  // so those separate the patterns.
+  const excluded = (data.exclude || '').match(/[^\s,]+/g) || [];
+  const excludedRes = excluded.map((pattern) => RegExp('^' + pattern.replace(
+    /\*\*?|\W/g,
+    (m) => (m[1] ? '.*' : m == '*' ? '[^/]*' : '\\' + m)
+  ) + '/?$'));
 
-  // Development and automated browsers would only pollute the numbers: decided once, warned once.
+  // Development pages and automated browsers would only pollute the numbers: decided once.
+  // A file: page has an empty hostname, hence the empty alternative.
   const ignored =
-    !has('local') && (/^(localhost|127(\.\d+){3}|\[::1\])$/.test(loc.hostname) || loc.protocol == 'file:')
-      ? 'local page, see data-local'
-      : !has('allow-automation') && navigator.webdriver
-        ? 'automated browser, see data-allow-automation'
-        : '';
-  if (ignored) console.warn('Glimpse: not sending (' + ignored + ')');
+    (!('local' in data) && /^(|localhost|127(\.\d+){3}|\[::1\])$/.test(loc.hostname)) ||
+    (!('allowAutomation' in data) && nav.webdriver);
+  if (ignored) console.warn('Glimpse: ignored');
 
   // The page as Glimpse sees it: the path, plus the fragment in hash mode.
   const page = () => loc.pathname + (hashMode ? loc.hash : '');
 
-  function track(name, options) {
-    options = options || {};
+  const track = (name, options = {}) => {
     const callback = options.callback || (() => {});
-    // Exclusions are matched against the bare path and, in hash mode, the path with its fragment.
-    if (ignored || excluded.some((re) => re.test(loc.pathname) || re.test(page()))) return callback();
+    // In hash mode exclusions match the path with its fragment ("/#/admin/**").
+    if (ignored || excludedRes.some((re) => re.test(page()))) return callback();
     const body = JSON.stringify({
       n: name,
       u: loc.href,
-      d: domain,
+      d: data.domain, // sent as written: the collector splits "a.com,b.org"
       r: doc.referrer || null,
       p: options.props,
       revenue: options.revenue,
@@ -64,67 +71,63 @@
       i: options.interactive === false ? false : undefined,
     });
     if (win.fetch) {
-      // text/plain keeps this a "simple" request (no CORS preflight); keepalive lets it
+      // A string body is sent as text/plain;charset=UTF-8 (as sendBeacon does), a "simple"
+      // request with no CORS preflight, so no header is set. keepalive lets the request
       // outlive the page, so link clicks need not delay navigation.
-      fetch(endpoint, { method: 'POST', body, keepalive: true, headers: { 'Content-Type': 'text/plain' } })
-        .then(() => callback(), () => callback());
+      fetch(endpoint, { method: 'POST', body, keepalive: true })
+        .then(callback, callback);
     } else {
-      navigator.sendBeacon(endpoint, body);
+      nav.sendBeacon(endpoint, body);
       callback();
     }
-  }
+  };
 
-  // One page view per distinct page: pushState with only a query change, replaceState that
-  // keeps the path, and popstate back to the same path are all skipped.
+  // One page view per distinct page: a pushState that changes only the query, a replaceState
+  // that keeps the path, and a popstate back to the same path are all skipped.
   let last;
-  const pageview = (force) => {
-    if (force || page() != last) {
+  const pageview = () => {
+    if (page() != last) {
       last = page();
       track('pageview');
     }
   };
 
   const history = win.history;
-  for (const method of ['pushState', 'replaceState']) {
+  ['pushState', 'replaceState'].map((method) => {
     const original = history[method];
     history[method] = function () {
       original.apply(this, arguments);
       pageview();
     };
-  }
-  win.addEventListener('popstate', () => pageview());
-  if (hashMode) win.addEventListener('hashchange', () => pageview());
-  // A page restored from the back/forward cache is a new view of it, though no script reruns.
-  win.addEventListener('pageshow', (e) => e.persisted && pageview(1));
+  });
+  on(win, 'popstate', pageview);
+  if (hashMode) on(win, 'hashchange', pageview);
 
-  if (has('outbound') || downloads != null) {
+  if (outbound || fileRe) {
     const onClick = (e) => {
-      // Middle-click opens a new tab and fires only auxclick; ignore right-click's auxclick.
-      if (e.type == 'auxclick' && e.button != 1) return;
-      // The target may be an element nested inside the link. Only HTML <a> has tagName "A";
-      // SVG links have "a" and no host/pathname, so they are skipped.
-      let link = e.target;
-      while (link && link.tagName != 'A') link = link.parentNode;
+      // click fires for the primary button only, auxclick for the others: keep middle-click
+      // (opens a new tab), skip right-click and the rest.
+      if (e.button > 1) return;
+      // The target may sit inside the link. An SVG <a> has no host or pathname: no event.
+      const link = e.target.closest('a');
       if (!link) return;
-      const ext = /\.(\w+)$/.exec(link.pathname);
       // A file link counts as a download even when it points to another host.
-      if (downloads != null && ext && extensions.includes(',' + ext[1].toLowerCase() + ',')) {
+      if (fileRe && fileRe.test(link.pathname)) {
         track('File Download', { props: { url: link.href.split(/[?#]/)[0] } });
-      } else if (has('outbound') && link.host && link.host != loc.host) {
+      } else if (outbound && link.host && link.host != loc.host) {
         track('Outbound Link: Click', { props: { url: link.href } });
       }
     };
-    doc.addEventListener('click', onClick);
-    doc.addEventListener('auxclick', onClick);
+    on(doc, 'click', onClick);
+    on(doc, 'auxclick', onClick);
   }
 
   // A prerendered page is not a view until the visitor actually opens it.
-  if (doc.prerendering) doc.addEventListener('prerenderingchange', () => pageview(), { once: true });
+  if (doc.prerendering) on(doc, 'prerenderingchange', pageview);
   else pageview();
 
-  // Calls made before this script loaded were queued by the site's stub: install the real
-  // function first, then replay them in order (after the page view, so it comes first).
-  const queue = (win.glimpse && win.glimpse.q) || [];
+  // Calls made before this script loaded were queued by the site's stub: replay them in
+  // order (after the first page view, so that comes first), then install the real function.
+  ((win.glimpse && win.glimpse.q) || []).map((args) => track(...args));
   win.glimpse = track;
-  for (const args of queue) track(...args);
 })();

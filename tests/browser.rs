@@ -1,0 +1,273 @@
+//! The beacon in a real browser: headless Chromium loads a test site that embeds
+//! `/js/glimpse.js`; assertions read what reached ClickHouse.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{BROWSER_UA, Chromium, ClickHouse, Glimpse, TestSite, test_config};
+
+const DB: &str = "glimpse";
+
+/// The test page: the documented embed snippet, plus the pre-load queue and an outbound link.
+fn page(glimpse_port: u16, other_port: u16) -> impl Fn(&str) -> String + Send + Sync + 'static {
+    move |_path| {
+        format!(
+            r#"<!doctype html><html><head><title>Test site</title>
+<script>window.glimpse=window.glimpse||function(){{(window.glimpse.q=window.glimpse.q||[]).push(arguments)}};
+glimpse('Signup',{{props:{{plan:'pro'}},revenue:{{amount:9.99,currency:'EUR'}}}});</script>
+<script defer data-domain="a.com" data-local data-allow-automation data-outbound
+  src="http://127.0.0.1:{glimpse_port}/js/glimpse.js"></script>
+</head><body>
+<a id="out" href="http://localhost:{other_port}/elsewhere?x=1" target="_blank">elsewhere</a>
+<a id="next" href="/next">next</a>
+</body></html>"#
+        )
+    }
+}
+
+/// Waits until Glimpse has accepted `n` events (the browser sends asynchronously).
+async fn wait_accepted(g: &Glimpse, n: u64) {
+    let start = std::time::Instant::now();
+    while g.app.metrics.events_accepted.get() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "only {} events accepted",
+            g.app.metrics.events_accepted.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let other = TestSite::start(|_| "<!doctype html><p>elsewhere</p>".to_owned()).await;
+    let site = TestSite::start(page(g.addr.port(), other.port)).await;
+    let referrer_page = TestSite::start({
+        let target =
+            site.url("/landing?utm_source=newsletter&utm_medium=email&utm_campaign=launch");
+        move |_| format!(r#"<!doctype html><a id="go" href="{target}">go</a>"#)
+    })
+    .await;
+    let chromium = Chromium::start();
+    let browser = chromium.session().await;
+
+    // Arrive from another site through a link, so document.referrer is set.
+    browser
+        .goto(&referrer_page.url("/ref").replace("127.0.0.1", "localhost"))
+        .await
+        .unwrap();
+    browser
+        .find(fantoccini::Locator::Id("go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_accepted(&g, 2).await; // the landing page view and the queued Signup
+    let ua: String = browser
+        .execute("return navigator.userAgent", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .into();
+    assert_eq!(ua, BROWSER_UA);
+
+    // SPA navigation: a new path counts once; pushing or replacing the same path does not.
+    browser
+        .execute(
+            "history.pushState({}, '', '/spa/one'); history.pushState({}, '', '/spa/one');
+             history.replaceState({}, '', '/spa/one'); history.pushState({}, '', '/spa/two');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    // A custom event after load, non-interactive.
+    browser
+        .execute(
+            "glimpse('Video Play', {props: {title: 'intro'}, interactive: false})",
+            vec![],
+        )
+        .await
+        .unwrap();
+    // Outbound link (opens a new tab, so this page stays).
+    browser
+        .find(fantoccini::Locator::Id("out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // Nothing stored in the browser, for the site or for the collector's origin.
+    let storage = browser
+        .execute(
+            "return [document.cookie, localStorage.length, sessionStorage.length]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(storage, serde_json::json!(["", 0, 0]));
+    assert!(browser.get_all_cookies().await.unwrap().is_empty());
+
+    wait_accepted(&g, 6).await;
+    browser.goto(&g.url("/healthz")).await.unwrap();
+    assert!(
+        browser.get_all_cookies().await.unwrap().is_empty(),
+        "collector sets no cookie"
+    );
+    browser.close().await.unwrap();
+    g.stop().await;
+
+    let pages = ch.rows(
+        DB,
+        "SELECT pathname, count() FROM events WHERE name = 'pageview' GROUP BY pathname ORDER BY pathname",
+    );
+    let pages: Vec<(String, String)> = pages
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    assert_eq!(
+        pages,
+        [("/landing", "1"), ("/spa/one", "1"), ("/spa/two", "1")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let landing = ch.rows(
+        DB,
+        "SELECT site, hostname, referrer_source, utm_source, utm_medium, utm_campaign, browser, device, os \
+         FROM events WHERE pathname = '/landing' AND name = 'pageview'",
+    );
+    assert_eq!(
+        landing,
+        vec![
+            [
+                "a.com",
+                "127.0.0.1",
+                "newsletter",
+                "newsletter",
+                "email",
+                "launch",
+                "Chrome",
+                "desktop",
+                "Linux"
+            ]
+            .map(String::from)
+            .to_vec()
+        ]
+    );
+    let referrer = ch.rows(
+        DB,
+        "SELECT referrer FROM events WHERE pathname = '/landing' AND name = 'pageview'",
+    );
+    assert_eq!(
+        referrer.concat(),
+        ["localhost"],
+        "cross-origin referrer is the origin only"
+    );
+
+    let signup = ch.rows(
+        DB,
+        "SELECT pathname, prop_keys, prop_values, revenue_micros, revenue_currency, interactive \
+         FROM events WHERE name = 'Signup'",
+    );
+    assert_eq!(
+        signup,
+        vec![
+            ["/landing", "['plan']", "['pro']", "9990000", "EUR", "1"]
+                .map(String::from)
+                .to_vec()
+        ]
+    );
+    let video = ch.rows(
+        DB,
+        "SELECT prop_values, interactive FROM events WHERE name = 'Video Play'",
+    );
+    assert_eq!(video, vec![["['intro']", "0"].map(String::from).to_vec()]);
+    let outbound = ch.rows(
+        DB,
+        "SELECT prop_keys, prop_values FROM events WHERE name = 'Outbound Link: Click'",
+    );
+    assert_eq!(outbound.len(), 1, "{outbound:?}");
+    assert_eq!(outbound[0][0], "['url']");
+    assert!(
+        outbound[0][1].contains(&format!("localhost:{}/elsewhere", other.port)),
+        "{outbound:?}"
+    );
+    let visitors = ch.count(DB, "SELECT uniqExact(visitor_id) FROM events");
+    assert_eq!(visitors, 1, "one browser, one visitor id for the day");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_is_served_cached_and_small() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let client = reqwest::Client::new();
+    let r = client.get(g.url("/js/glimpse.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "application/javascript; charset=utf-8");
+    assert!(
+        h["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=86400")
+    );
+    assert_eq!(h["access-control-allow-origin"], "*");
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.bytes().await.unwrap(), glimpse::beacon::SCRIPT);
+
+    let r = client
+        .get(g.url("/js/glimpse.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = client
+        .get(g.url("/js/glimpse.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let gz = r.bytes().await.unwrap();
+    assert!(
+        gz.len() <= glimpse::beacon::MAX_GZIP_BYTES,
+        "{} bytes gzipped",
+        gz.len()
+    );
+
+    // The no-JavaScript pixel records a page view, defaulting the URL to the Referer.
+    let r = client
+        .get(g.url("/api/event.gif?d=a.com"))
+        .header("referer", "https://a.com/noscript")
+        .header("user-agent", support::UA_FIREFOX)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(r.bytes().await.unwrap(), glimpse::beacon::PIXEL);
+    let r = client
+        .get(g.url("/api/event.gif?n=pageview&u=https%3A%2F%2Fa.com%2Fexplicit%3Fq%3D1&r=https%3A%2F%2Fsearch.example%2F"))
+        .header("user-agent", support::UA_FIREFOX)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    g.stop().await;
+    let rows = ch.rows(
+        DB,
+        "SELECT pathname, referrer FROM events ORDER BY pathname",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec!["/explicit".to_owned(), "search.example".to_owned()],
+            vec!["/noscript".to_owned(), String::new()]
+        ]
+    );
+}
