@@ -33,7 +33,7 @@ if [[ "${1:-}" == "--check" ]]; then
     fi
     echo "build-beacon: $OUT is up to date"
 else
-    mv "$tmp" "$OUT"
+    cat "$tmp" >"$OUT"
 fi
 
 raw=$(wc -c <"$OUT")

@@ -58,3 +58,13 @@ start_clickhouse() {
     echo "error: ClickHouse did not start; see $dir/log/" >&2
     exit 1
 }
+
+# npm_test_deps: unpacks the npm packages the browser tests load into target/test-deps/.
+npm_test_deps() {
+    local dir="$REPO/target/test-deps/plausible-tracker"
+    [[ -s "$dir/package/plausible.js" ]] && return 0
+    command -v npm >/dev/null || apt_install npm
+    mkdir -p "$dir"
+    echo ">> fetching @plausible-analytics/tracker (npm)"
+    (cd "$dir" && npm pack --silent "@plausible-analytics/tracker@0.4.6" >/dev/null && tar xzf ./*.tgz)
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (ClickHouse
-# server from Debian, the chdb modern-engine check from PyPI), checks formatting and lints, runs
+# server, Chromium and chromedriver from Debian, the chdb modern-engine check from PyPI, the
+# official Plausible tracker from npm for the compatibility test), checks formatting and lints, runs
 # unit and integration tests (each integration test starts its own throwaway ClickHouse), then
 # validates the schema rendered for a modern server on the in-process 26.x engine.
 set -euo pipefail
@@ -9,8 +10,9 @@ cd "$REPO"
 source scripts/lib.sh
 
 require_cargo
-apt_install clickhouse-server curl
+apt_install clickhouse-server curl chromium chromium-driver
 pip_install chdb chdb-core
+npm_test_deps
 
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check

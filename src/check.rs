@@ -22,16 +22,20 @@ pub enum DropReason {
     Headless,
     HttpClient,
     Crawler,
+    /// Plausible's tracker reports time on page as `engagement` events; they are not page views
+    /// or custom events, so they are not stored as such.
+    Engagement,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::UnknownSite,
         DropReason::NoUserAgent,
         DropReason::NotABrowser,
         DropReason::Headless,
         DropReason::HttpClient,
         DropReason::Crawler,
+        DropReason::Engagement,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl DropReason {
             DropReason::Headless => "headless_browser",
             DropReason::HttpClient => "http_client",
             DropReason::Crawler => "crawler",
+            DropReason::Engagement => "engagement",
         }
     }
 }
@@ -93,6 +98,9 @@ pub fn check<'a, 's>(
         Cow::Owned(u) => url::parse_page(&u, payload.hash_mode).map(into_owned_page),
     }
     .map_err(|e| Rejection::Invalid(format!("`u`: {e}")))?;
+    if payload.name == "engagement" {
+        return Err(Rejection::Dropped(DropReason::Engagement));
+    }
 
     let mut matched: Vec<&'s str> = Vec::with_capacity(1);
     match payload.domain.as_deref() {

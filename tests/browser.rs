@@ -271,3 +271,128 @@ async fn script_is_served_cached_and_small() {
         ]
     );
 }
+
+/// The official `@plausible-analytics/tracker` package, pointed at Glimpse, must produce the same
+/// rows as Glimpse's own script for the same visit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_plausible_tracker_produces_the_same_rows() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let gport = g.addr.port();
+    let event = "'Signup', {props: {plan: 'pro'}, revenue: {amount: 9.99, currency: 'EUR'}}";
+    let ours = TestSite::start(move |_| {
+        format!(
+            r#"<!doctype html><script defer data-domain="a.com" data-local data-allow-automation
+  src="http://127.0.0.1:{gport}/js/glimpse.js"></script>
+<script>addEventListener('load', () => glimpse({event}))</script>"#
+        )
+    })
+    .await;
+    let tracker = support::plausible_tracker_js();
+    let theirs = TestSite::start(move |path| {
+        if path == "/plausible.js" {
+            return tracker.clone();
+        }
+        format!(
+            r#"<!doctype html><script>window.__plausible = true</script>
+<script type="module">
+import {{ init, track }} from '/plausible.js';
+init({{ domain: 'a.com', endpoint: 'http://127.0.0.1:{gport}/api/event', captureOnLocalhost: true }});
+track({event});
+</script>"#
+        )
+    })
+    .await;
+    let chromium = Chromium::start();
+    let browser = chromium.session().await;
+    browser
+        .goto(&ours.url("/pricing?utm_source=newsletter&utm_campaign=fall"))
+        .await
+        .unwrap();
+    wait_accepted(&g, 2).await;
+    browser
+        .goto(&theirs.url("/pricing?utm_source=newsletter&utm_campaign=fall"))
+        .await
+        .unwrap();
+    wait_accepted(&g, 4).await;
+    browser.close().await.unwrap();
+    g.stop().await;
+
+    let columns = "site, name, hostname, pathname, referrer, referrer_source, utm_source, utm_campaign, \
+                   browser, os, device, visitor_id, interactive, revenue_micros, revenue_currency, \
+                   prop_keys, prop_values";
+    let rows = ch.rows(
+        DB,
+        &format!("SELECT {columns} FROM events ORDER BY name, timestamp"),
+    );
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[0], rows[1], "Signup from both clients");
+    assert_eq!(rows[2], rows[3], "page view from both clients");
+    assert_eq!(rows[2][1], "pageview");
+    assert_eq!(rows[0][15], "['plan']");
+}
+
+/// Hash-based routing, excluded pages and file downloads, each opt-in on the script tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_mode_exclusions_and_downloads() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let gport = g.addr.port();
+    let site = TestSite::start(move |_| {
+        format!(
+            r#"<!doctype html><script defer data-domain="a.com" data-local data-allow-automation data-hash
+  data-downloads data-exclude="/admin/**" src="http://127.0.0.1:{gport}/js/glimpse.js"></script>
+<a id="dl" href="/files/report.pdf?token=secret" download>report</a>"#
+        )
+    })
+    .await;
+    let chromium = Chromium::start();
+    let browser = chromium.session().await;
+    browser.goto(&site.url("/app")).await.unwrap();
+    wait_accepted(&g, 1).await;
+    browser
+        .execute("location.hash = '#/settings'", vec![])
+        .await
+        .unwrap();
+    wait_accepted(&g, 2).await;
+    browser
+        .find(fantoccini::Locator::Id("dl"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_accepted(&g, 3).await;
+    // Excluded: neither the page view nor anything after it on that page is sent.
+    browser.goto(&site.url("/admin/users/1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.close().await.unwrap();
+    g.stop().await;
+
+    let rows = ch.rows(
+        DB,
+        "SELECT name, pathname, prop_values FROM events ORDER BY timestamp, name",
+    );
+    let want = [
+        ["pageview", "/app", "[]"],
+        ["pageview", "/app#/settings", "[]"],
+        [
+            "File Download",
+            "/app#/settings",
+            "['http://127.0.0.1:PORT/files/report.pdf']",
+        ],
+    ];
+    let want: Vec<Vec<String>> = want
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| c.replace("PORT", &site.port.to_string()))
+                .collect()
+        })
+        .collect();
+    let mut rows = rows;
+    rows.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(rows, want);
+}

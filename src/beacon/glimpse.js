@@ -26,7 +26,8 @@
   const data = script.dataset;
   const on = (target, type, listener) => target.addEventListener(type, listener);
 
-  const endpoint = data.api || new URL(script.src).origin + '/api/event';
+  // fetch and sendBeacon take a URL object as well as a string.
+  const endpoint = data.api || new URL('/api/event', script.src);
   const hashMode = 'hash' in data;
   const outbound = 'outbound' in data;
   const downloads = data.downloads;

@@ -465,6 +465,18 @@ impl Drop for Chromium {
     }
 }
 
+/// The official Plausible tracker from its npm package, which `scripts/test.sh` unpacks.
+pub fn plausible_tracker_js() -> String {
+    let path = repo_path("target/test-deps/plausible-tracker/package/plausible.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} not found: run `scripts/test.sh` (it runs `npm pack @plausible-analytics/tracker` into \
+             target/test-deps/plausible-tracker and unpacks it)",
+            path.display()
+        )
+    })
+}
+
 /// A test web site on loopback: every path answers with `page(path)` as HTML.
 pub struct TestSite {
     pub port: u16,
@@ -486,13 +498,16 @@ impl TestSite {
                 let page = page.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let html = page(req.uri().path());
+                        let path = req.uri().path().to_owned();
+                        let html = page(&path);
                         async move {
                             let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(html)));
-                            r.headers_mut().insert(
-                                "content-type",
-                                "text/html; charset=utf-8".parse().unwrap(),
-                            );
+                            let ct = if path.ends_with(".js") {
+                                "application/javascript"
+                            } else {
+                                "text/html; charset=utf-8"
+                            };
+                            r.headers_mut().insert("content-type", ct.parse().unwrap());
                             Ok::<_, std::convert::Infallible>(r)
                         }
                     });
