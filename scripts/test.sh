@@ -19,12 +19,12 @@ cargo fmt --all -- --check
 echo ">> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
+echo ">> modern ClickHouse engine check"
+cargo build --quiet
+GLIMPSE_BIN=target/debug/glimpse python3 scripts/check-modern-schema.py
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --all-targets --no-fail-fast
 else
     cargo test --all-targets --no-fail-fast
 fi
-
-echo ">> modern ClickHouse engine check"
-cargo build --quiet
-GLIMPSE_BIN=target/debug/glimpse python3 scripts/check-modern-schema.py

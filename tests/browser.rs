@@ -396,3 +396,36 @@ async fn hash_mode_exclusions_and_downloads() {
     want.sort();
     assert_eq!(rows, want);
 }
+
+/// Without the opt-in attributes the script sends nothing from a local page or an automated
+/// browser (this session is both: 127.0.0.1 and WebDriver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_automated_browsing_is_ignored_by_default() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let gport = g.addr.port();
+    let site = TestSite::start(move |path| {
+        let opt_in = if path == "/local-ok" {
+            "data-local"
+        } else {
+            "data-allow-automation"
+        };
+        format!(
+            r#"<!doctype html><script defer data-domain="a.com" {opt_in}
+  src="http://127.0.0.1:{gport}/js/glimpse.js"></script>
+<script>addEventListener('load', () => glimpse('Signup'))</script>"#
+        )
+    })
+    .await;
+    let chromium = Chromium::start();
+    let browser = chromium.session().await;
+    // Only one of the two opt-ins each time: still ignored.
+    browser.goto(&site.url("/local-ok")).await.unwrap();
+    browser.goto(&site.url("/automation-ok")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let requests = g.app.metrics.events_accepted.get();
+    browser.close().await.unwrap();
+    g.stop().await;
+    assert_eq!(requests, 0);
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 0);
+}
