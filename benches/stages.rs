@@ -8,9 +8,11 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use glimpse::anonymize::{Salt, SaltSet, Salts, visitor_id};
+use glimpse::batch;
 use glimpse::check::{self, Sites};
 use glimpse::clock::{Clock, day_of};
 use glimpse::config::Site;
@@ -19,6 +21,7 @@ use glimpse::event::Event;
 use glimpse::metrics::Metrics;
 use glimpse::parse;
 use glimpse::pipeline::{Outcome, Pipeline};
+use glimpse::spool::Spool;
 
 const BODY: &[u8] = br#"{"n":"pageview","u":"https://www.example.com/blog/2026/why-privacy-matters?utm_source=newsletter&utm_medium=email&utm_campaign=november","d":"example.com","r":"https://news.ycombinator.com/item?id=123456","w":1440}"#;
 const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
@@ -117,26 +120,63 @@ fn stages(c: &mut Criterion) {
         (today, Salt::random()),
         (today + 1, Salt::random()),
     ]));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
-    let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+    // The real hand-off: a spool in a temporary directory and its batcher thread.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = Arc::new(Spool::open(dir.path(), u64::MAX).expect("spool").0);
+    let (sealed_tx, mut sealed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let settings = batch::Settings {
+        max_rows: 50_000,
+        max_bytes: 16 << 20,
+        max_delay: Duration::from_secs(1),
+        commit_interval: Duration::from_millis(200),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let (intake, batcher) = batch::start(
+        spool.clone(),
+        1,
+        1 << 16,
+        settings,
+        sealed_tx,
+        metrics.clone(),
+    )
+    .expect("batcher");
+    // Stands in for the deliverer: sealed segments are deleted at once.
+    let cleaner_spool = spool.clone();
+    let cleaner = std::thread::spawn(move || {
+        while let Some(seq) = sealed_rx.blocking_recv() {
+            let _ = cleaner_spool.remove(seq);
+        }
+    });
     let pipeline = Pipeline {
         sites,
         geo,
         salts,
         clock,
-        metrics: Arc::new(Metrics::default()),
-        intake: tx,
+        metrics,
+        intake,
+        durable: false,
     };
+    c.bench_function("pipeline/prepare", |b| {
+        b.iter(|| {
+            let payload = parse::parse_json(black_box(BODY)).unwrap();
+            pipeline.prepare(payload, ip, UA).unwrap().count
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     c.bench_function("pipeline/ingest", |b| {
         b.iter(|| {
             assert_eq!(
-                pipeline.ingest_json(black_box(BODY), ip, UA),
+                rt.block_on(pipeline.ingest_json(black_box(BODY), ip, UA)),
                 Outcome::Accepted { rows: 1 }
             )
         })
     });
+    rt.block_on(pipeline.intake.close());
+    batcher.join().unwrap();
     drop(pipeline);
-    drain.join().unwrap();
+    cleaner.join().unwrap();
 }
 
 criterion_group!(benches, stages);

@@ -241,11 +241,39 @@ def make_rows():
     return rows
 
 
-def insert_rows(engine, rows):
+def insert_rows(engine, rows, settings=""):
     values = ",\n".join(
         "(" + ", ".join(sql_literal(r[c]) for c in COLUMNS) + ")" for r in rows)
-    engine.exec(f"INSERT INTO events_in ({', '.join(COLUMNS)}) VALUES\n{values}",
+    engine.exec(f"INSERT INTO events_in ({', '.join(COLUMNS)}) {settings} VALUES\n{values}",
                 "INSERT into events_in")
+
+
+# What the deliverer sends with every INSERT of a spool segment on servers with tokens.
+def dedup_settings(token):
+    return ("SETTINGS deduplicate_blocks_in_dependent_materialized_views = 1, "
+            f"insert_deduplication_token = '{token}'")
+
+
+def check_dedup(engine, rows):
+    """A segment inserted again with its token (a retry after a lost answer, or a replay after
+    a crash) must not be stored twice, in the raw table or in any aggregate."""
+    def totals():
+        return (engine.scalar("SELECT count() FROM events"),
+                engine.scalar("SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_hourly"),
+                engine.scalar("SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_daily"))
+    before = totals()
+    insert_rows(engine, rows, dedup_settings("glimpse-check-1"))
+    once = totals()
+    for _ in range(2):
+        insert_rows(engine, rows, dedup_settings("glimpse-check-1"))
+    if totals() != once:
+        fail(f"a retried segment was stored again: {once} -> {totals()}")
+    insert_rows(engine, rows, dedup_settings("glimpse-check-2"))
+    twice = totals()
+    if [int(t) - int(b) for t, b in zip(twice, before)] != \
+            [2 * (int(o) - int(b)) for o, b in zip(once, before)]:
+        fail(f"a new segment with another token was not stored: {before} {once} {twice}")
+    return int(once[0]) - int(before[0])
 
 
 # --------------------------------------------------------------------------
@@ -430,6 +458,9 @@ def main():
         print(f"events: {len(rows)} rows match; stats_hourly: {hourly} groups "
               f"match; stats_daily: {daily} groups over "
               f"{len(DAILY_DIMENSIONS)} dimensions match")
+        deduped = check_dedup(engine, rows)
+        print(f"deduplication: a segment of {deduped} rows retried with its token "
+              f"is stored once in events, stats_hourly and stats_daily")
         ran, skipped = run_query_files(engine)
 
         print(f"OK: Glimpse DDL for server {args.server_version} is valid on "

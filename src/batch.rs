@@ -1,91 +1,269 @@
-//! Stage 5 — batch: gather encoded rows into large batches, flushing at N rows or T ms.
+//! Stage 5 — batch: gather encoded rows into spool segments, one segment per INSERT.
 //!
-//! The queue in front is bounded: when it is full the request path answers 429 instead of
-//! buffering without limit. The batcher itself holds at most one batch.
+//! A dedicated thread (file writes and fsync block) receives each request's rows from a bounded
+//! queue, appends them to the open segment and group-commits on `commit_interval`: with an
+//! interval of zero every group of requests is fsynced before any of them is answered 202. A
+//! segment is sealed and handed to the deliverer at `max_rows`, `max_bytes` or `max_delay`.
+//!
+//! The queue is bounded and so is the spool: when either is full, the request path answers 429.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::spool::{SegmentWriter, Spool};
 
 /// The rows of one accepted request, already RowBinary-encoded.
 #[derive(Debug)]
 pub struct Rows {
     pub count: u32,
     pub bytes: Vec<u8>,
+    /// Answered once the rows are on disk (fsync-before-ack mode only).
+    pub durable: Option<oneshot::Sender<()>>,
 }
 
-/// A batch ready to insert.
 #[derive(Debug, Clone)]
-pub struct Batch {
-    pub rows: usize,
-    pub data: Bytes,
+pub struct Settings {
+    pub max_rows: u64,
+    pub max_bytes: u64,
+    pub max_delay: Duration,
+    /// Zero: fsync before answering. Otherwise a crash loses at most this much.
+    pub commit_interval: Duration,
 }
 
-/// Runs until the intake channel closes or `stop` completes; then refuses further rows, flushes
-/// everything already queued and returns.
-pub async fn run(
-    mut intake: mpsc::Receiver<Rows>,
-    out: mpsc::Sender<Batch>,
-    max_rows: usize,
-    max_delay: Duration,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let mut pending: Vec<Rows> = Vec::with_capacity(1024);
-    let mut current = Builder::default();
-    let mut deadline = Instant::now();
-    let mut stop = std::pin::pin!(stop);
-    let mut stopping = false;
-    loop {
-        let flush_due = tokio::select! {
-            n = intake.recv_many(&mut pending, 1024) => {
-                if n == 0 {
-                    break; // closed and drained
-                }
-                if current.rows == 0 {
-                    deadline = Instant::now() + max_delay;
-                }
-                for r in pending.drain(..) {
-                    current.push(r);
-                }
-                current.rows >= max_rows
-            }
-            () = tokio::time::sleep_until(deadline), if current.rows > 0 => true,
-            () = &mut stop, if !stopping => {
-                // Senders now fail fast; what is already queued is still received.
-                stopping = true;
-                intake.close();
-                false
+enum Message {
+    Rows(Rows),
+    Stop,
+}
+
+/// Why the intake refused rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Queue or spool full: retry later (429).
+    Full,
+    /// Shutting down, or the spool cannot be written (503).
+    Unavailable,
+}
+
+/// The request path's end of the queue. `close` guarantees that no rows are accepted after the
+/// batcher's last read: every offer that returned `Ok` is in the spool when the batcher exits.
+#[derive(Debug)]
+pub struct Intake {
+    tx: Sender<Message>,
+    spool: Arc<Spool>,
+    closed: AtomicBool,
+    offering: AtomicUsize,
+    /// Set by the batcher while the spool cannot be written.
+    failing: Arc<AtomicBool>,
+}
+
+impl Intake {
+    pub fn offer(&self, rows: Rows) -> Result<(), Refused> {
+        // Announce the offer before checking `closed`; `close` sets `closed` before waiting for
+        // announced offers to finish. SeqCst orders the two pairs of operations.
+        self.offering.fetch_add(1, Ordering::SeqCst);
+        let result = if self.closed.load(Ordering::SeqCst) || self.failing.load(Ordering::Relaxed) {
+            Err(Refused::Unavailable)
+        } else if self.spool.is_full() {
+            Err(Refused::Full)
+        } else {
+            match self.tx.try_send(Message::Rows(rows)) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(_)) => Err(Refused::Full),
+                Err(TrySendError::Disconnected(_)) => Err(Refused::Unavailable),
             }
         };
-        if flush_due && out.send(current.take()).await.is_err() {
-            return;
-        }
+        self.offering.fetch_sub(1, Ordering::SeqCst);
+        result
     }
-    if current.rows > 0 {
-        let _ = out.send(current.take()).await;
+
+    /// Refuses further rows and tells the batcher to seal and stop once it has read the rest.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        while self.offering.load(Ordering::SeqCst) != 0 {
+            tokio::task::yield_now().await;
+        }
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Message::Stop)).await;
+    }
+
+    /// Requests waiting for the batcher.
+    pub fn depth(&self) -> usize {
+        self.tx.len()
     }
 }
 
-#[derive(Default)]
-struct Builder {
-    rows: usize,
-    buf: Vec<u8>,
+/// Creates the queue and starts the batcher thread. Sealed segment numbers go to `sealed`;
+/// the thread ends after `Intake::close`, having sealed its last segment.
+pub fn start(
+    spool: Arc<Spool>,
+    next_seq: u64,
+    capacity: usize,
+    settings: Settings,
+    sealed: mpsc::UnboundedSender<u64>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(Intake, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let failing = Arc::new(AtomicBool::new(false));
+    let batcher = Batcher {
+        spool: spool.clone(),
+        settings,
+        sealed,
+        metrics,
+        failing: failing.clone(),
+        next_seq,
+        open: None,
+        waiting: Vec::new(),
+        seal_at: None,
+        commit_at: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("glimpse-batcher".into())
+        .spawn(move || batcher.run(rx))?;
+    let intake = Intake {
+        tx,
+        spool,
+        closed: AtomicBool::new(false),
+        offering: AtomicUsize::new(0),
+        failing,
+    };
+    Ok((intake, thread))
 }
 
-impl Builder {
-    fn push(&mut self, r: Rows) {
-        self.rows += r.count as usize;
-        self.buf.extend_from_slice(&r.bytes);
+struct Batcher {
+    spool: Arc<Spool>,
+    settings: Settings,
+    sealed: mpsc::UnboundedSender<u64>,
+    metrics: Arc<Metrics>,
+    failing: Arc<AtomicBool>,
+    next_seq: u64,
+    open: Option<SegmentWriter>,
+    /// Requests waiting for their rows to be durable.
+    waiting: Vec<oneshot::Sender<()>>,
+    seal_at: Option<Instant>,
+    commit_at: Option<Instant>,
+}
+
+impl Batcher {
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            let wake = match (self.commit_at, self.seal_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let message = match wake {
+                Some(at) => rx.recv_deadline(at),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match message {
+                Ok(Message::Rows(rows)) => {
+                    self.append(rows);
+                    // Take whatever else is already queued: one commit for the whole group.
+                    let mut stop = false;
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Message::Rows(rows) => self.append(rows),
+                            Message::Stop => {
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                    if self.settings.commit_interval.is_zero() {
+                        self.commit();
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if self.commit_at.is_some_and(|t| t <= now) {
+                self.commit();
+            }
+            if self.seal_at.is_some_and(|t| t <= now) {
+                self.seal();
+            }
+        }
+        // Anything sent before `Stop` was read above; `close` lets nothing in after it.
+        while let Ok(Message::Rows(rows)) = rx.try_recv() {
+            self.append(rows);
+        }
+        self.seal();
     }
 
-    fn take(&mut self) -> Batch {
-        let rows = std::mem::take(&mut self.rows);
-        Batch {
-            rows,
-            data: Bytes::from(std::mem::take(&mut self.buf)),
+    fn append(&mut self, rows: Rows) {
+        if self.open.is_none() {
+            match self.spool.create(self.next_seq) {
+                Ok(w) => {
+                    self.next_seq += 1;
+                    self.open = Some(w);
+                    self.seal_at = Some(Instant::now() + self.settings.max_delay);
+                }
+                Err(e) => {
+                    self.fail(&e, u64::from(rows.count));
+                    return; // dropping `durable` tells a waiting request it failed
+                }
+            }
         }
+        let Some(w) = self.open.as_mut() else { return };
+        w.append(rows.count, &rows.bytes);
+        if let Some(ack) = rows.durable {
+            self.waiting.push(ack);
+        }
+        if w.rows() >= self.settings.max_rows || w.len() >= self.settings.max_bytes {
+            self.seal();
+        } else if self.commit_at.is_none() && !self.settings.commit_interval.is_zero() {
+            self.commit_at = Some(Instant::now() + self.settings.commit_interval);
+        }
+    }
+
+    fn commit(&mut self) {
+        self.commit_at = None;
+        let Some(w) = self.open.as_mut() else { return };
+        match w.commit() {
+            Ok(n) => {
+                self.spool.grew(n);
+                self.failing.store(false, Ordering::Relaxed);
+                for ack in self.waiting.drain(..) {
+                    let _ = ack.send(());
+                }
+            }
+            Err(e) => {
+                // What reached the disk before the error is still delivered; the segment is
+                // sealed so that a torn record stays its last.
+                self.waiting.clear();
+                self.fail(&e, 0);
+                self.seal();
+            }
+        }
+    }
+
+    /// Closes the open segment and hands it to the deliverer.
+    fn seal(&mut self) {
+        self.commit();
+        self.seal_at = None;
+        if let Some(w) = self.open.take()
+            && self.sealed.send(w.seq).is_err()
+        {
+            tracing::warn!(
+                segment = w.seq,
+                "deliverer gone; segment stays in the spool for the next start"
+            );
+        }
+    }
+
+    fn fail(&self, e: &std::io::Error, rows: u64) {
+        self.failing.store(true, Ordering::Relaxed);
+        self.metrics.spool_errors.inc();
+        self.metrics.spool_lost_rows.add(rows);
+        tracing::error!(error = %e, dir = %self.spool.dir().display(), "cannot write the spool; refusing events until it works again");
     }
 }
 
@@ -97,87 +275,110 @@ mod tests {
         Rows {
             count: n,
             bytes: vec![n as u8; n as usize],
+            durable: None,
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn flushes_at_size() {
-        let (tx, rx) = mpsc::channel(100);
-        let (btx, mut brx) = mpsc::channel(10);
-        let task = tokio::spawn(run(
-            rx,
-            btx,
-            5,
-            Duration::from_secs(3600),
-            std::future::pending(),
-        ));
-        for _ in 0..6 {
-            tx.send(rows(1)).await.unwrap();
-        }
-        let b = brx.recv().await.unwrap();
-        assert!(b.rows >= 5);
-        drop(tx);
-        let rest: usize = std::iter::from_fn(|| brx.try_recv().ok())
-            .map(|b| b.rows)
-            .sum();
-        task.await.unwrap();
-        let rest = rest
-            + std::iter::from_fn(|| brx.try_recv().ok())
-                .map(|b| b.rows)
-                .sum::<usize>();
-        assert_eq!(b.rows + rest, 6, "nothing lost on close");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn flushes_at_time() {
-        let (tx, rx) = mpsc::channel(100);
-        let (btx, mut brx) = mpsc::channel(10);
-        tokio::spawn(run(
-            rx,
-            btx,
-            1000,
-            Duration::from_millis(250),
-            std::future::pending(),
-        ));
-        tx.send(rows(2)).await.unwrap();
-        let start = Instant::now();
-        let b = brx.recv().await.unwrap();
-        assert_eq!(b.rows, 2);
-        assert_eq!(b.data.len(), 2);
-        assert!(start.elapsed() >= Duration::from_millis(250));
-    }
-
-    #[tokio::test]
-    async fn close_flushes_remainder() {
-        let (tx, rx) = mpsc::channel(100);
-        let (btx, mut brx) = mpsc::channel(10);
-        tx.send(rows(3)).await.unwrap();
-        drop(tx);
-        run(
-            rx,
-            btx,
-            1000,
-            Duration::from_secs(60),
-            std::future::pending(),
+    fn setup(
+        settings: Settings,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Spool>,
+        Intake,
+        std::thread::JoinHandle<()>,
+        mpsc::UnboundedReceiver<u64>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), 1 << 30).unwrap().0);
+        let (stx, srx) = mpsc::unbounded_channel();
+        let (intake, thread) = start(
+            spool.clone(),
+            1,
+            100,
+            settings,
+            stx,
+            Arc::new(Metrics::default()),
         )
-        .await;
-        assert_eq!(brx.recv().await.unwrap().rows, 3);
-        assert!(brx.recv().await.is_none());
+        .unwrap();
+        (dir, spool, intake, thread, srx)
+    }
+
+    fn settings(max_rows: u64, max_delay_ms: u64, commit_ms: u64) -> Settings {
+        Settings {
+            max_rows,
+            max_bytes: 1 << 30,
+            max_delay: Duration::from_millis(max_delay_ms),
+            commit_interval: Duration::from_millis(commit_ms),
+        }
     }
 
     #[tokio::test]
-    async fn stop_refuses_new_rows_and_flushes_queued_ones() {
-        let (tx, rx) = mpsc::channel(100);
-        let (btx, mut brx) = mpsc::channel(10);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tx.send(rows(4)).await.unwrap();
-        let task = tokio::spawn(run(rx, btx, 1000, Duration::from_secs(3600), async move {
-            let _ = stop_rx.await;
-        }));
-        tokio::task::yield_now().await;
-        stop_tx.send(()).unwrap();
-        task.await.unwrap();
-        assert!(tx.try_send(rows(1)).is_err(), "closed after stop");
-        assert_eq!(brx.recv().await.unwrap().rows, 4);
+    async fn seals_at_size_and_on_close_without_losing_rows() {
+        let (_dir, spool, intake, thread, mut sealed) = setup(settings(5, 3_600_000, 200));
+        for _ in 0..6 {
+            intake.offer(rows(1)).unwrap();
+        }
+        let first = sealed.recv().await.unwrap();
+        assert_eq!(spool.read(first).unwrap().rows, 5);
+        intake.close().await;
+        thread.join().unwrap();
+        let second = sealed.recv().await.unwrap();
+        assert_eq!(spool.read(second).unwrap().rows, 1, "nothing lost on close");
+        assert_eq!(
+            intake.offer(rows(1)),
+            Err(Refused::Unavailable),
+            "closed after stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn seals_at_time() {
+        let (_dir, spool, intake, _thread, mut sealed) = setup(settings(1000, 150, 50));
+        let start = Instant::now();
+        intake.offer(rows(2)).unwrap();
+        let seq = sealed.recv().await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        let seg = spool.read(seq).unwrap();
+        assert_eq!((seg.rows, seg.data.len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn commits_within_the_interval_before_sealing() {
+        let (_dir, spool, intake, _thread, _sealed) = setup(settings(1000, 3_600_000, 50));
+        intake.offer(rows(3)).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Not sealed, yet already on disk: a crash now would lose nothing.
+        assert_eq!(spool.read(1).unwrap().rows, 3);
+    }
+
+    #[tokio::test]
+    async fn fsync_before_ack() {
+        let (_dir, spool, intake, _thread, _sealed) = setup(settings(1000, 3_600_000, 0));
+        let (tx, rx) = oneshot::channel();
+        let mut r = rows(4);
+        r.durable = Some(tx);
+        intake.offer(r).unwrap();
+        rx.await.expect("acknowledged once durable");
+        assert_eq!(spool.read(1).unwrap().rows, 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), 20).unwrap().0);
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        let (intake, _t) = start(
+            spool.clone(),
+            1,
+            100,
+            settings(1, 3_600_000, 0),
+            stx,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        intake.offer(rows(9)).unwrap();
+        srx.recv().await.unwrap();
+        assert!(spool.is_full());
+        assert_eq!(intake.offer(rows(1)), Err(Refused::Full));
     }
 }

@@ -1,5 +1,7 @@
-//! Wiring: connects to ClickHouse, prepares the schema and salts, starts the background tasks
-//! (batcher, deliverer, salt keeper, retention) and serves until shutdown, then drains.
+//! Wiring: opens the spool, connects to ClickHouse, prepares the schema and salts, starts the
+//! background work (batcher thread, deliverer, salt keeper, retention) and serves until
+//! shutdown; then stops accepting, seals the spool and delivers what it can within the grace
+//! period. Whatever ClickHouse has not taken by then stays in the spool for the next start.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::anonymize::Salts;
-use crate::batch;
+use crate::batch::{self, Intake};
 use crate::check::Sites;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -19,14 +21,29 @@ use crate::enrich::Geo;
 use crate::event;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::ratelimit::{self, RateLimiter};
 use crate::server::{self, App, Limits};
+use crate::spool::{Spool, SpoolError};
 use crate::store::{self, ServerVersion, StoreError, schema};
 
 /// How often salts are refreshed (and expired ones destroyed), and retention applied.
 pub const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// How many encoded batches may wait for the deliverer.
-const BATCH_QUEUE: usize = 2;
+/// A segment never grows past this, whatever `batch.max_rows` says: it bounds the deliverer's
+/// memory (it reads one segment at a time).
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+/// Rate limiter entries kept (about 40 bytes each).
+const RATE_LIMIT_CLIENTS: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot start the batcher thread: {0}")]
+    Thread(std::io::Error),
+}
 
 pub struct Collector {
     pub app: Arc<App>,
@@ -34,19 +51,24 @@ pub struct Collector {
     pub salts: Arc<Salts>,
     config: Config,
     stop: watch::Sender<bool>,
-    batcher: JoinHandle<()>,
+    batcher: std::thread::JoinHandle<()>,
     deliverer: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
 impl Collector {
     /// Everything that must succeed before the first request is served.
-    pub async fn start(config: Config, clock: Clock) -> Result<Collector, StoreError> {
+    pub async fn start(config: Config, clock: Clock) -> Result<Collector, StartError> {
+        // The spool first: a second process on the same directory must fail before touching
+        // anything else.
+        let (spool, backlog) = Spool::open(&config.spool.dir, config.spool.max_bytes)?;
+        let spool = Arc::new(spool);
         let (server_client, db) = store::clients(&config.clickhouse);
         let version = store::server_version(&server_client).await?;
         tracing::info!(%version, "connected to ClickHouse");
         store::migrate(&server_client, &db, &config.clickhouse.database, version).await?;
         store::apply_retention(&db, version, config.events_retention_days, clock.now()).await?;
+        store::enable_deduplication(&db, version).await?;
         let salts = Arc::new(Salts::default());
         salts.refresh(&db, clock.now()).await?;
         let (geo, geo_errors) = Geo::open_available(&config.geoip_databases);
@@ -58,22 +80,37 @@ impl Collector {
         }
 
         let metrics = Arc::new(Metrics::default());
-        let (intake_tx, intake_rx) = mpsc::channel(config.batch.queue_capacity);
-        let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
-        let (stop, stop_rx) = watch::channel(false);
-        let batcher = tokio::spawn(batch::run(
-            intake_rx,
-            batch_tx,
-            config.batch.max_rows,
-            config.batch.max_delay,
-            stopped(stop_rx.clone()),
-        ));
+        let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+        let (intake, batcher) = batch::start(
+            spool.clone(),
+            spool.next_seq(),
+            config.batch.queue_capacity,
+            batch::Settings {
+                max_rows: config.batch.max_rows as u64,
+                max_bytes: MAX_SEGMENT_BYTES,
+                max_delay: config.batch.max_delay,
+                commit_interval: config.spool.commit_interval,
+            },
+            sealed_tx,
+            metrics.clone(),
+        )
+        .map_err(StartError::Thread)?;
+        let dedup_token = version.features().dedup;
+        let insert_client = if dedup_token {
+            db.clone()
+                .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+        } else {
+            db.clone()
+        };
         let deliverer = Deliverer {
-            client: db.clone(),
+            client: insert_client,
             sql: event::insert_sql(schema::INSERT_TABLE),
+            spool: spool.clone(),
+            dedup_token,
             metrics: metrics.clone(),
         };
-        let deliverer = tokio::spawn(deliverer.run(batch_rx));
+        let deliverer = tokio::spawn(deliverer.run(backlog, sealed_rx));
+        let (stop, stop_rx) = watch::channel(false);
         let background = vec![
             tokio::spawn(keep_salts(
                 salts.clone(),
@@ -96,13 +133,22 @@ impl Collector {
             salts: salts.clone(),
             clock,
             metrics: metrics.clone(),
-            intake: intake_tx,
+            intake,
+            durable: config.spool.commit_interval.is_zero(),
         };
         let app = Arc::new(App {
             pipeline,
             metrics,
             trusted_proxies: config.trusted_proxies.clone(),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
+            rate_limiter: RateLimiter::new(ratelimit::Settings {
+                per_second: f64::from(config.rate_limit.events_per_second),
+                burst: f64::from(config.rate_limit.burst),
+                max_clients: RATE_LIMIT_CLIENTS,
+            }),
+            rate_limit_proxies: config.rate_limit.trusted_proxies,
+            spool,
             db,
             script: crate::beacon::Script::new(),
         });
@@ -118,19 +164,22 @@ impl Collector {
         })
     }
 
-    /// Serves until `shutdown`, then stops accepting, flushes every queued event to ClickHouse
-    /// (retrying within the grace period) and stops the background tasks.
+    /// Serves until `shutdown`; then stops accepting, seals the spool, and delivers what it
+    /// can within the grace period. Nothing answered 202 is lost either way: what ClickHouse has
+    /// not taken stays in the spool.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let limits = Limits {
             max_connections: self.config.max_connections,
             shutdown_grace: self.config.shutdown_grace,
+            header_timeout: self.config.header_timeout,
+            max_header_bytes: self.config.max_header_bytes,
         };
         let grace = self.config.shutdown_grace;
         let started = tokio::time::Instant::now();
         server::run(listener, shutdown, self.app.clone(), limits).await;
-        tracing::info!("stopped accepting; flushing queued events");
+        tracing::info!("stopped accepting; sealing the spool and delivering it");
         let _ = self.stop.send(true);
-        let _ = self.batcher.await;
+        close(&self.app.pipeline.intake, self.batcher).await;
         let remaining = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
@@ -140,14 +189,27 @@ impl Collector {
             .is_err()
         {
             deliverer_abort.abort();
-            tracing::error!(
-                "ClickHouse did not take the last batches within the shutdown grace period"
+            tracing::warn!(
+                segments = self.app.spool.segments(),
+                "ClickHouse did not take everything within the shutdown grace period; \
+                 the rest stays in the spool and is delivered at the next start"
             );
         }
         for task in self.background {
             task.abort();
         }
         tracing::info!("shut down");
+    }
+}
+
+/// Closes the intake and waits for the batcher thread to seal its last segment.
+async fn close(intake: &Intake, batcher: std::thread::JoinHandle<()>) {
+    intake.close().await;
+    if tokio::task::spawn_blocking(move || batcher.join())
+        .await
+        .is_err()
+    {
+        tracing::error!("the batcher thread panicked");
     }
 }
 

@@ -107,6 +107,55 @@ pub mod keys {
         "GLIMPSE_SERVER_SHUTDOWN_GRACE_MS",
         "10000"
     );
+    key!(
+        SERVER_HEADER_TIMEOUT_MS,
+        "server.header_timeout_ms",
+        "GLIMPSE_SERVER_HEADER_TIMEOUT_MS",
+        "10000"
+    );
+    key!(
+        SERVER_BODY_TIMEOUT_MS,
+        "server.body_timeout_ms",
+        "GLIMPSE_SERVER_BODY_TIMEOUT_MS",
+        "10000"
+    );
+    key!(
+        SERVER_MAX_HEADER_BYTES,
+        "server.max_header_bytes",
+        "GLIMPSE_SERVER_MAX_HEADER_BYTES",
+        "16384"
+    );
+    key!(SPOOL_DIR, "spool.dir", "GLIMPSE_SPOOL_DIR", "data/spool");
+    key!(
+        SPOOL_MAX_BYTES,
+        "spool.max_bytes",
+        "GLIMPSE_SPOOL_MAX_BYTES",
+        "1073741824"
+    );
+    key!(
+        SPOOL_COMMIT_INTERVAL_MS,
+        "spool.commit_interval_ms",
+        "GLIMPSE_SPOOL_COMMIT_INTERVAL_MS",
+        "200"
+    );
+    key!(
+        RATE_LIMIT_EVENTS_PER_SECOND,
+        "rate_limit.events_per_second",
+        "GLIMPSE_RATE_LIMIT_EVENTS_PER_SECOND",
+        "20"
+    );
+    key!(
+        RATE_LIMIT_BURST,
+        "rate_limit.burst",
+        "GLIMPSE_RATE_LIMIT_BURST",
+        "200"
+    );
+    key!(
+        RATE_LIMIT_TRUSTED_PROXIES,
+        "rate_limit.trusted_proxies",
+        "GLIMPSE_RATE_LIMIT_TRUSTED_PROXIES",
+        "false"
+    );
     key!(LOG_FORMAT, "log.format", "GLIMPSE_LOG_FORMAT", "text");
     key!(LOG_LEVEL, "log.level", "GLIMPSE_LOG_LEVEL", "info");
 
@@ -127,6 +176,15 @@ pub mod keys {
         INGEST_MAX_BODY_BYTES,
         SERVER_MAX_CONNECTIONS,
         SERVER_SHUTDOWN_GRACE_MS,
+        SERVER_HEADER_TIMEOUT_MS,
+        SERVER_BODY_TIMEOUT_MS,
+        SERVER_MAX_HEADER_BYTES,
+        SPOOL_DIR,
+        SPOOL_MAX_BYTES,
+        SPOOL_COMMIT_INTERVAL_MS,
+        RATE_LIMIT_EVENTS_PER_SECOND,
+        RATE_LIMIT_BURST,
+        RATE_LIMIT_TRUSTED_PROXIES,
         LOG_FORMAT,
         LOG_LEVEL,
     ];
@@ -150,6 +208,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Also bounds how long an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub spool: SpoolConfig,
+    pub rate_limit: RateLimitConfig,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -173,6 +237,23 @@ pub struct BatchConfig {
     pub max_rows: usize,
     pub max_delay: Duration,
     pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    /// Zero: fsync before answering 202.
+    pub commit_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Zero disables the limiter.
+    pub events_per_second: u32,
+    pub burst: u32,
+    /// Whether requests whose client address is a trusted proxy's own are limited too.
+    pub trusted_proxies: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +306,33 @@ impl Config {
                 0,
                 3_600_000,
             )),
+            header_timeout: Duration::from_millis(r.bounded(
+                keys::SERVER_HEADER_TIMEOUT_MS,
+                100,
+                3_600_000,
+            )),
+            body_timeout: Duration::from_millis(r.bounded(
+                keys::SERVER_BODY_TIMEOUT_MS,
+                100,
+                3_600_000,
+            )),
+            // hyper's read buffer cannot be smaller than 8 KiB.
+            max_header_bytes: r.bounded(keys::SERVER_MAX_HEADER_BYTES, 8192, 1 << 20) as usize,
+            spool: SpoolConfig {
+                dir: PathBuf::from(r.string(keys::SPOOL_DIR)),
+                max_bytes: r.bounded(keys::SPOOL_MAX_BYTES, 1 << 16, u64::MAX >> 1),
+                commit_interval: Duration::from_millis(r.bounded(
+                    keys::SPOOL_COMMIT_INTERVAL_MS,
+                    0,
+                    10_000,
+                )),
+            },
+            rate_limit: RateLimitConfig {
+                events_per_second: r.bounded(keys::RATE_LIMIT_EVENTS_PER_SECOND, 0, 1_000_000)
+                    as u32,
+                burst: r.bounded(keys::RATE_LIMIT_BURST, 1, 1_000_000) as u32,
+                trusted_proxies: r.boolean(keys::RATE_LIMIT_TRUSTED_PROXIES),
+            },
             log_format: match r.string(keys::LOG_FORMAT).as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
@@ -339,6 +447,18 @@ impl<'e> Reader<'e> {
                     format!("expected a whole number from {min} to {max}, got {raw:?}"),
                 );
                 key.default.parse().unwrap_or(min)
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: Key) -> bool {
+        let raw = self.string(key);
+        match raw.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                self.error(key, format!("expected true or false, got {raw:?}"));
+                key.default == "true"
             }
         }
     }

@@ -6,9 +6,10 @@
 //! 2. [`check`]: record it or not: site known? URL valid? a person's browser?
 //! 3. [`enrich`]: coarse location, browser class, page/referrer/UTM fields
 //! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here
-//! 5. [`batch`]: encoded rows gathered into large batches
-//! 6. [`deliver`]: batches inserted into ClickHouse, transient failures retried
-//! 7. [`store`]: the ClickHouse schema, migrations, retention and salts table
+//! 5. [`batch`]: encoded rows gathered into batch-sized segments, group-committed to disk
+//! 6. [`spool`]: the on-disk segments, kept until ClickHouse acknowledges them
+//! 7. [`deliver`]: segments inserted into ClickHouse in order, transient failures retried
+//! 8. [`store`]: the ClickHouse schema, migrations, retention and salts table
 //!
 //! [`pipeline`] runs stages 1–4 for a request; [`server`] is the HTTP front and [`collector`]
 //! wires everything together.
@@ -28,6 +29,8 @@ pub mod event;
 
 pub mod batch;
 
+pub mod spool;
+
 pub mod deliver;
 
 pub mod store;
@@ -39,4 +42,5 @@ pub mod clock;
 pub mod collector;
 pub mod metrics;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;

@@ -22,14 +22,19 @@ impl Counter {
     }
 }
 
+/// The statuses the server answers with; anything else counts as "other".
+const STATUSES: [u16; 15] = [
+    200, 202, 204, 304, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 0,
+];
+
+/// Upper bounds of the insert latency histogram, in seconds.
+const INSERT_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub responses_2xx: Counter,
-    pub responses_400: Counter,
-    pub responses_413: Counter,
-    pub responses_429: Counter,
-    pub responses_other: Counter,
+    responses: [Counter; STATUSES.len()],
     pub events_accepted: Counter,
+    pub rate_limited: Counter,
     pub rows_accepted: Counter,
     dropped: [Counter; DropReason::ALL.len()],
     pub insert_batches: Counter,
@@ -37,6 +42,9 @@ pub struct Metrics {
     pub insert_errors: Counter,
     pub insert_rejected: Counter,
     insert_micros_total: Counter,
+    insert_buckets: [Counter; INSERT_BUCKETS.len()],
+    pub spool_errors: Counter,
+    pub spool_lost_rows: Counter,
 }
 
 impl Metrics {
@@ -52,16 +60,25 @@ impl Metrics {
         self.insert_batches.inc();
         self.insert_rows.add(rows as u64);
         self.insert_micros_total.add(took.as_micros() as u64);
+        let secs = took.as_secs_f64();
+        if let Some(i) = INSERT_BUCKETS.iter().position(|b| secs <= *b) {
+            self.insert_buckets[i].inc();
+        }
     }
 
     pub fn record_status(&self, status: u16) {
-        match status {
-            200..=299 => self.responses_2xx.inc(),
-            400 => self.responses_400.inc(),
-            413 => self.responses_413.inc(),
-            429 => self.responses_429.inc(),
-            _ => self.responses_other.inc(),
-        }
+        let i = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.responses[i].inc();
+    }
+
+    pub fn responses(&self, status: u16) -> u64 {
+        STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .map_or(0, |i| self.responses[i].get())
     }
 
     /// Prometheus text exposition; `gauges` are sampled by the caller.
@@ -73,16 +90,23 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
         };
+        let responses: Vec<(String, u64)> = STATUSES
+            .iter()
+            .zip(&self.responses)
+            .map(|(s, c)| {
+                let status = if *s == 0 {
+                    "other".to_owned()
+                } else {
+                    s.to_string()
+                };
+                (format!("{{status=\"{status}\"}}"), c.get())
+            })
+            .collect();
+        let responses: Vec<(&str, u64)> = responses.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         counter(
             "glimpse_http_responses_total",
-            "HTTP responses by status class.",
-            &[
-                ("{status=\"2xx\"}", self.responses_2xx.get()),
-                ("{status=\"400\"}", self.responses_400.get()),
-                ("{status=\"413\"}", self.responses_413.get()),
-                ("{status=\"429\"}", self.responses_429.get()),
-                ("{status=\"other\"}", self.responses_other.get()),
-            ],
+            "HTTP responses by status.",
+            &responses,
         );
         counter(
             "glimpse_events_accepted_total",
@@ -130,10 +154,35 @@ impl Metrics {
             &[("", self.insert_rejected.get())],
         );
         counter(
-            "glimpse_insert_seconds_total",
-            "Time spent in successful INSERTs.",
-            &[("", self.insert_micros_total.get() / 1_000_000)],
+            "glimpse_events_rate_limited_total",
+            "Requests refused because their client sent too many.",
+            &[("", self.rate_limited.get())],
         );
+        counter(
+            "glimpse_spool_errors_total",
+            "Failed writes to the spool directory.",
+            &[("", self.spool_errors.get())],
+        );
+        counter(
+            "glimpse_spool_lost_rows_total",
+            "Rows lost because the spool could not be written (their requests were answered 202 \
+             before the failure, within the group-commit interval).",
+            &[("", self.spool_lost_rows.get())],
+        );
+        let name = "glimpse_insert_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Latency of successful INSERTs.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, c) in INSERT_BUCKETS.iter().zip(&self.insert_buckets) {
+            cumulative += c.get();
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.insert_batches.get();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.insert_micros_total.get() as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

@@ -23,18 +23,21 @@ use crate::beacon::{self, Script};
 use crate::clientip::client_ip;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
-
-/// How long a client may take to send its request head, and its body.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head accepted (hyper's read buffer).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+use crate::ratelimit::RateLimiter;
+use crate::spool::Spool;
 
 pub struct App {
     pub pipeline: Pipeline,
     pub metrics: Arc<Metrics>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send its body once the head has arrived.
+    pub body_timeout: Duration,
+    pub rate_limiter: RateLimiter,
+    /// Whether a trusted proxy's own address (a request it made itself) is limited too.
+    pub rate_limit_proxies: bool,
+    /// For the spool gauges.
+    pub spool: Arc<Spool>,
     /// For `/readyz`.
     pub db: clickhouse::Client,
     pub script: Script,
@@ -43,6 +46,11 @@ pub struct App {
 pub struct Limits {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request head. hyper starts this clock as soon as it
+    /// waits for a head, so it also closes idle keep-alive connections.
+    pub header_timeout: Duration,
+    /// Largest request head accepted (431 beyond).
+    pub max_header_bytes: usize,
 }
 
 /// Serves until `shutdown` completes, then stops accepting and gives open connections up to
@@ -57,8 +65,8 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -113,7 +121,7 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
         (&Method::OPTIONS, "/api/event") => cors(preflight()),
         (_, "/api/event") => method_not_allowed("POST, OPTIONS"),
         (&Method::GET | &Method::HEAD, "/js/glimpse.js") => script(&app.script, req.headers()),
-        (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(app, peer.ip(), &req),
+        (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(app, peer.ip(), &req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => ready(app).await,
         (&Method::GET, "/metrics") => metrics(app),
@@ -143,6 +151,9 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         return cors(too_large(app.max_body_bytes));
     }
     let ip = client_ip(peer, req.headers(), &app.trusted_proxies);
+    if !admit(app, ip) {
+        return cors(rate_limited());
+    }
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -150,7 +161,7 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         .unwrap_or("")
         .to_owned();
     let body = Limited::new(req.into_body(), app.max_body_bytes);
-    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, body.collect()).await {
+    let body = match tokio::time::timeout(app.body_timeout, body.collect()).await {
         Err(_) => {
             return cors(error(
                 StatusCode::REQUEST_TIMEOUT,
@@ -171,18 +182,39 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    cors(outcome_response(app.pipeline.ingest_json(
-        &body,
-        ip,
-        &user_agent,
-    )))
+    cors(outcome_response(
+        app.pipeline.ingest_json(&body, ip, &user_agent).await,
+    ))
+}
+
+/// The per-client rate limit. A trusted proxy's own address is exempt unless configured
+/// otherwise: it is a backend sending events server-side, not a visitor.
+fn admit(app: &App, ip: IpAddr) -> bool {
+    if !app.rate_limit_proxies && app.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+        return true;
+    }
+    if app.rate_limiter.allow(ip) {
+        return true;
+    }
+    app.metrics.rate_limited.inc();
+    false
+}
+
+fn rate_limited() -> Response<Full<Bytes>> {
+    retry_later(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many events from this client; slow down",
+    )
 }
 
 /// The no-JavaScript fallback: the same fields as query parameters. `n` defaults to `pageview`
 /// and `u` to the `Referer` of the image request (the page that shows the image).
-fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let h = req.headers();
     let ip = client_ip(peer, h, &app.trusted_proxies);
+    if !admit(app, ip) {
+        return cors(rate_limited());
+    }
     let user_agent = h
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -190,7 +222,7 @@ fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Full<Byte
     let referer = h.get(header::REFERER).and_then(|v| v.to_str().ok());
     let outcome =
         match crate::parse::parse_query_with_defaults(req.uri().query().unwrap_or(""), referer) {
-            Ok(payload) => app.pipeline.ingest(payload, ip, user_agent),
+            Ok(payload) => app.pipeline.ingest(payload, ip, user_agent).await,
             Err(e) => Outcome::Invalid(e.0),
         };
     let mut r = outcome_response(outcome);
@@ -260,7 +292,11 @@ pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {
         Outcome::Invalid(msg) => error(StatusCode::BAD_REQUEST, &msg),
         Outcome::Busy => retry_later(
             StatusCode::TOO_MANY_REQUESTS,
-            "collector queue is full; retry shortly",
+            "collector queue or spool is full; retry shortly",
+        ),
+        Outcome::Unavailable => retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "collector is shutting down or cannot write its spool; retry shortly",
         ),
         Outcome::NoSalt => retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -285,13 +321,45 @@ async fn ready(app: &App) -> Response<Full<Bytes>> {
 }
 
 fn metrics(app: &App) -> Response<Full<Bytes>> {
-    let intake = &app.pipeline.intake;
-    let depth = (intake.max_capacity() - intake.capacity()) as f64;
-    let gauges = [(
-        "glimpse_queue_depth",
-        "Encoded requests waiting for the batcher.",
-        depth,
-    )];
+    let now = app.pipeline.clock.now();
+    let salts = &app.pipeline.salts;
+    let gauges = [
+        (
+            "glimpse_queue_depth",
+            "Requests waiting for the batcher.",
+            app.pipeline.intake.depth() as f64,
+        ),
+        (
+            "glimpse_spool_bytes",
+            "Bytes of spool segments on disk, not yet in ClickHouse.",
+            app.spool.bytes() as f64,
+        ),
+        (
+            "glimpse_spool_segments",
+            "Spool segments on disk, not yet in ClickHouse.",
+            app.spool.segments() as f64,
+        ),
+        (
+            "glimpse_spool_dead_letters",
+            "Segments ClickHouse rejected, kept in the dead-letter directory.",
+            app.spool.dead_letters() as f64,
+        ),
+        (
+            "glimpse_salt_age_seconds",
+            "Age of the oldest visitor salt in memory (-1: none loaded).",
+            salts.age(now).map_or(-1.0, |s| s as f64),
+        ),
+        (
+            "glimpse_salt_refresh_age_seconds",
+            "Seconds since the salts were last read from ClickHouse (-1: never).",
+            salts.since_refresh(now).map_or(-1.0, |s| s as f64),
+        ),
+        (
+            "glimpse_rate_limited_clients",
+            "Clients the rate limiter currently tracks.",
+            app.rate_limiter.tracked() as f64,
+        ),
+    ];
     let mut r = Response::new(Full::new(Bytes::from(app.metrics.render(&gauges))));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -341,7 +341,9 @@ async fn restart_keeps_todays_salt_and_collectors_share_it() {
     g.stop().await;
 
     let g = Glimpse::start(test_config(&ch, DB)).await;
-    let other = Glimpse::start(test_config(&ch, DB)).await;
+    let mut second = test_config(&ch, DB);
+    second.spool.dir = ch.spool_dir("second-collector");
+    let other = Glimpse::start(second).await;
     g.send(&pageview("https://a.com/second"), UA_FIREFOX, "203.0.113.9")
         .await;
     other
@@ -580,8 +582,10 @@ async fn http_surface() {
         r#"{{"n":"pageview","u":"https://a.com/","p":{{"k":"{}"}}}}"#,
         "x".repeat(70_000)
     );
+    // Its own connection: answering 413 before the body is read closes the connection, and
+    // a pooled client could race to reuse it.
     let r = support::Reply::from(
-        client
+        reqwest::Client::new()
             .post(g.url("/api/event"))
             .body(big)
             .send()

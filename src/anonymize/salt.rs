@@ -65,11 +65,28 @@ impl SaltSet {
 #[derive(Debug, Default)]
 pub struct Salts {
     current: ArcSwap<SaltSet>,
+    /// Unix seconds of the last successful refresh, for monitoring.
+    refreshed_at: std::sync::atomic::AtomicU64,
 }
 
 impl Salts {
     pub fn load(&self) -> arc_swap::Guard<Arc<SaltSet>> {
         self.current.load()
+    }
+
+    /// Seconds since the start of the oldest salt's day held in memory: stays under a day
+    /// plus the refresh interval while rotation works.
+    pub fn age(&self, now: u64) -> Option<u64> {
+        let oldest = self.load().days().into_iter().min()?;
+        Some(now.saturating_sub(u64::from(oldest) * SECS_PER_DAY))
+    }
+
+    /// Seconds since the salts were last read from ClickHouse.
+    pub fn since_refresh(&self, now: u64) -> Option<u64> {
+        match self.refreshed_at.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            at => Some(now.saturating_sub(at)),
+        }
     }
 
     pub fn publish(&self, set: SaltSet) {
@@ -105,6 +122,8 @@ impl Salts {
             }
         }
         self.publish(SaltSet { days });
+        self.refreshed_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         let expired = |day: u16| u64::from(day) * SECS_PER_DAY + DESTROY_AFTER_SECS <= now;
         for day in store::salts::stored_days(db).await? {
             if expired(day) {

@@ -1,17 +1,23 @@
-//! Stage 6 — deliver: insert batches into ClickHouse, retrying transient failures with backoff.
+//! Stage 7 — deliver: insert sealed spool segments into ClickHouse, oldest first, and delete
+//! each once the server has acknowledged it.
 //!
-//! Deterministic failures are never retried (the same bytes would fail forever and block every
-//! batch behind them); they are counted and logged with the server's reason.
+//! Transient failures (network, overload, a server restarting) are retried with backoff, the
+//! same segment again, so order is kept. Deterministic failures are never retried: the same
+//! bytes would fail forever and block every segment behind them. Such a segment moves to the
+//! dead-letter directory with the server's reason.
+//!
+//! Every INSERT of a segment carries the same deduplication token where the server supports it,
+//! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
 
 pub mod insert;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::batch::Batch;
 use crate::metrics::Metrics;
+use crate::spool::Spool;
 
 pub use insert::Failure;
 
@@ -21,38 +27,90 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Deliverer {
     pub client: clickhouse::Client,
     pub sql: String,
+    pub spool: Arc<Spool>,
+    /// Whether the server deduplicates by `insert_deduplication_token`.
+    pub dedup_token: bool,
     pub metrics: Arc<Metrics>,
 }
 
 impl Deliverer {
-    /// Runs until the batch channel closes and every batch has been handled.
-    pub async fn run(self, mut batches: mpsc::Receiver<Batch>) {
-        while let Some(batch) = batches.recv().await {
-            self.deliver(batch).await;
+    /// Delivers `backlog` (segments left by a previous run), then every segment the batcher
+    /// seals, until the batcher has gone and everything it sealed is handled.
+    pub async fn run(self, backlog: Vec<u64>, mut sealed: mpsc::UnboundedReceiver<u64>) {
+        if !backlog.is_empty() {
+            tracing::info!(
+                segments = backlog.len(),
+                "replaying the spool left by the previous run"
+            );
+        }
+        for seq in backlog {
+            self.deliver(seq).await;
+        }
+        while let Some(seq) = sealed.recv().await {
+            self.deliver(seq).await;
         }
     }
 
-    async fn deliver(&self, batch: Batch) {
-        let mut backoff = BACKOFF_START;
-        loop {
-            let started = std::time::Instant::now();
-            match insert::insert(&self.client, &self.sql, batch.data.clone()).await {
-                Ok(()) => {
-                    self.metrics.record_insert(batch.rows, started.elapsed());
-                    return;
-                }
-                Err(Failure::Deterministic { code, message }) => {
-                    self.metrics.insert_rejected.inc();
-                    tracing::error!(rows = batch.rows, code, %message, "ClickHouse rejected a batch; not retrying");
-                    return;
-                }
-                Err(Failure::Transient(message)) => {
-                    self.metrics.insert_errors.inc();
-                    tracing::warn!(rows = batch.rows, retry_in_ms = backoff.as_millis() as u64, %message, "insert failed; retrying");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+    async fn deliver(&self, seq: u64) {
+        let segment = match tokio::fs::read(self.spool.path(seq)).await {
+            Ok(raw) => crate::spool::decode_records(&raw),
+            Err(e) => {
+                self.quarantine(seq, &format!("segment unreadable: {e}"));
+                return;
+            }
+        };
+        if segment.torn_bytes > 0 {
+            tracing::warn!(
+                segment = seq,
+                bytes = segment.torn_bytes,
+                "segment ends in a torn record (crash during a write); delivering the intact part"
+            );
+        }
+        if segment.rows > 0 {
+            let client = if self.dedup_token {
+                self.client
+                    .clone()
+                    .with_setting("insert_deduplication_token", self.spool.token(seq))
+            } else {
+                self.client.clone()
+            };
+            let mut backoff = BACKOFF_START;
+            loop {
+                let started = Instant::now();
+                match insert::insert(&client, &self.sql, segment.data.clone()).await {
+                    Ok(()) => {
+                        self.metrics
+                            .record_insert(segment.rows as usize, started.elapsed());
+                        break;
+                    }
+                    Err(Failure::Deterministic { code, message }) => {
+                        self.metrics.insert_rejected.inc();
+                        tracing::error!(segment = seq, rows = segment.rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
+                        self.quarantine(seq, &format!("Code: {code}: {message}"));
+                        return;
+                    }
+                    Err(Failure::Transient(message)) => {
+                        self.metrics.insert_errors.inc();
+                        tracing::warn!(segment = seq, rows = segment.rows, retry_in_ms = backoff.as_millis() as u64, %message, "insert failed; retrying");
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
                 }
             }
+        }
+        if let Err(e) = self.spool.remove(seq) {
+            // Delivered but not deleted: a replay would insert it again (deduplicated where the
+            // server supports tokens). Nothing better to do than to say so.
+            tracing::error!(segment = seq, error = %e, "cannot delete a delivered segment");
+        }
+    }
+
+    fn quarantine(&self, seq: u64, reason: &str) {
+        match self.spool.quarantine(seq, reason) {
+            Ok(path) => {
+                tracing::error!(segment = seq, path = %path.display(), "segment quarantined")
+            }
+            Err(e) => tracing::error!(segment = seq, error = %e, "cannot quarantine a segment"),
         }
     }
 }

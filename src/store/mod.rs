@@ -100,6 +100,15 @@ pub async fn migrate(
     Ok(ran)
 }
 
+/// Lets the tables an insert reaches recognise a retried block by its deduplication token.
+/// Run at every start rather than as a migration, so it takes effect after a server upgrade.
+pub async fn enable_deduplication(db: &Client, version: ServerVersion) -> Result<(), StoreError> {
+    for stmt in schema::dedup_statements(version.features()) {
+        db.query(&stmt).execute().await?;
+    }
+    Ok(())
+}
+
 /// Applies the retention policy: raw rows are copied into `events` only when kept, and whole
 /// days older than `events_days` are dropped. With `events_days == 0`, every raw partition goes.
 pub async fn apply_retention(

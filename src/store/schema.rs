@@ -48,6 +48,8 @@ impl ServerVersion {
             low_cardinality: at_least(19, 1),
             codecs: at_least(19, 1),
             ttl: at_least(19, 6),
+            // insert_deduplication_token arrived in 22.2.
+            dedup: at_least(22, 2),
         }
     }
 }
@@ -63,6 +65,8 @@ pub struct Features {
     pub low_cardinality: bool,
     pub codecs: bool,
     pub ttl: bool,
+    /// Inserts can carry a deduplication token that non-replicated tables honour.
+    pub dedup: bool,
 }
 
 /// The statements of one SQL file, rendered for a server with `features`.
@@ -143,6 +147,27 @@ fn matching_paren(s: &str) -> Option<usize> {
     None
 }
 
+/// Tables an insert reaches (through the views) whose blocks are deduplicated by token.
+pub const DEDUPLICATED_TABLES: &[&str] = &["events", "stats_hourly", "stats_daily"];
+/// Block hashes each table remembers; at one insert a second, hours of history.
+pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
+
+/// Statements that make non-replicated tables honour insert deduplication tokens (none for a
+/// server without tokens).
+pub fn dedup_statements(features: Features) -> Vec<String> {
+    if !features.dedup {
+        return Vec::new();
+    }
+    DEDUPLICATED_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "ALTER TABLE {t} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"
+            )
+        })
+        .collect()
+}
+
 /// Everything `glimpse migrate` would run, as one SQL script, for `glimpse schema`.
 pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
     let f = version.features();
@@ -157,6 +182,14 @@ pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
     for (name, sql) in files {
         out.push_str(&format!("\n-- {name}\n"));
         for stmt in render(sql, f) {
+            out.push_str(&stmt);
+            out.push_str(";\n\n");
+        }
+    }
+    let dedup = dedup_statements(f);
+    if !dedup.is_empty() {
+        out.push_str("\n-- insert deduplication (applied at every start)\n");
+        for stmt in dedup {
             out.push_str(&stmt);
             out.push_str(";\n\n");
         }
@@ -189,7 +222,8 @@ mod tests {
             })
         );
         assert_eq!(ServerVersion::parse("x"), None);
-        assert!(!OLD.features().low_cardinality && !OLD.features().ttl);
+        assert!(!OLD.features().low_cardinality && !OLD.features().ttl && !OLD.features().dedup);
+        assert!(NEW.features().dedup);
         assert!(NEW.features().low_cardinality && NEW.features().codecs && NEW.features().ttl);
     }
 
@@ -210,6 +244,8 @@ mod tests {
         assert!(all.contains("timestamp DateTime CODEC(Delta, ZSTD(1))"));
         assert!(all.contains("TTL day + INTERVAL 2 DAY"));
         assert!(!all.contains("requires:"));
+        assert!(all.contains("non_replicated_deduplication_window"));
+        assert!(!script(OLD, true).contains("deduplication"));
     }
 
     #[test]

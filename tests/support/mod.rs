@@ -41,17 +41,11 @@ pub fn free_port() -> u16 {
 pub struct ClickHouse {
     pub http_port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl ClickHouse {
     pub fn start() -> ClickHouse {
-        let binary = SERVER_CANDIDATES.iter().find(|p| Path::new(p).exists()).unwrap_or_else(|| {
-            panic!(
-                "clickhouse-server not found (looked in {SERVER_CANDIDATES:?}). Install it with \
-                 `sudo apt-get install -y clickhouse-server`, or run `scripts/test.sh`, which installs everything the tests need."
-            )
-        });
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_owned();
         let http_port = free_port();
@@ -66,21 +60,52 @@ impl ClickHouse {
         std::fs::write(dir.path().join("config.xml"), fill(&config)).unwrap();
         std::fs::write(dir.path().join("users.xml"), users).unwrap();
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut ch = ClickHouse {
+            http_port,
+            dir,
+            child: None,
+        };
+        ch.spawn();
+        ch
+    }
+
+    fn spawn(&mut self) {
+        let binary = SERVER_CANDIDATES.iter().find(|p| Path::new(p).exists()).unwrap_or_else(|| {
+            panic!(
+                "clickhouse-server not found (looked in {SERVER_CANDIDATES:?}). Install it with \
+                 `sudo apt-get install -y clickhouse-server`, or run `scripts/test.sh`, which installs everything the tests need."
+            )
+        });
+        let d = self.dir.path().to_str().unwrap().to_owned();
         let child = Command::new(binary)
             .arg(format!("--config-file={d}/config.xml"))
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-        let ch = ClickHouse {
-            http_port,
-            dir,
-            child,
-        };
-        ch.wait_ready(Duration::from_secs(30));
-        ch
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// SIGKILL: the server vanishes mid-whatever, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data and ports after `stop`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Where a Glimpse instance of this test keeps its spool (shared across its restarts).
+    pub fn spool_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("spool-{name}"))
     }
 
     fn wait_ready(&self, limit: Duration) {
@@ -143,27 +168,34 @@ impl ClickHouse {
     }
 
     pub fn stop(&mut self) {
-        // SIGTERM for a clean shutdown; the test harness never leaves a server behind.
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM for a clean shutdown: running queries finish, new ones are refused. The
+        // server then waits ~10 s for idle keep-alive connections to go away; by 3 s it is only
+        // doing that, so the harness ends it there.
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(child.id().to_string())
             .status();
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.child.try_wait() {
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 impl Drop for ClickHouse {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -227,6 +259,9 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
     cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     cfg.batch.max_delay = Duration::from_millis(50);
     cfg.shutdown_grace = Duration::from_secs(10);
+    cfg.spool.dir = ch.spool_dir(database);
+    // Tests send many events from one address; the limiter has tests of its own.
+    cfg.rate_limit.events_per_second = 0;
     cfg
 }
 
@@ -341,6 +376,9 @@ impl GlimpseProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if !env.iter().any(|(k, _)| *k == "GLIMPSE_SPOOL_DIR") {
+            cmd.env("GLIMPSE_SPOOL_DIR", log.with_extension("spool"));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -364,6 +402,12 @@ impl GlimpseProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait; returns the exit code.
@@ -528,5 +572,145 @@ impl TestSite {
 impl Drop for TestSite {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Steady load: `workers` keep-alive clients each POST a uniquely numbered page view
+/// (`https://a.com/e/<n>`) every `pause`, from addresses spread over the IPv4 space (through the
+/// trusted proxy header), until `finish`. Only answers of 202 without a drop header count as
+/// accepted; connection errors (a killed collector) count as failures, never as accepted.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<JoinHandle<Tally>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub accepted: std::collections::BTreeSet<u64>,
+    /// Status → count, for everything else (0: no answer).
+    pub other: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, workers: usize, pause: Duration) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(1));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, next) = (stop.clone(), next.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let mut tally = Tally::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let ip = std::net::Ipv4Addr::from((n as u32).wrapping_mul(2_654_435_761));
+                        let res = client
+                            .post(format!("http://{addr}/api/event"))
+                            .header("content-type", "text/plain")
+                            .header("user-agent", UA_FIREFOX)
+                            .header("x-forwarded-for", ip.to_string())
+                            .body(pageview(&format!("https://a.com/e/{n}")))
+                            .send()
+                            .await;
+                        match res {
+                            Ok(r)
+                                if r.status() == 202
+                                    && r.headers().get("x-glimpse-dropped").is_none() =>
+                            {
+                                tally.accepted.insert(n);
+                            }
+                            Ok(r) => *tally.other.entry(r.status().as_u16()).or_default() += 1,
+                            Err(_) => {
+                                *tally.other.entry(0).or_default() += 1;
+                                // A refused connection fails fast; do not spin.
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    tally
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    pub async fn finish(self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Tally::default();
+        for t in self.tasks {
+            let t = t.await.unwrap();
+            all.accepted.extend(t.accepted);
+            for (k, v) in t.other {
+                *all.other.entry(k).or_default() += v;
+            }
+        }
+        all
+    }
+}
+
+/// How the `/e/<n>` page views of a [`Load`] landed in ClickHouse.
+#[derive(Debug)]
+pub struct Landed {
+    /// Raw rows per event number.
+    pub rows: std::collections::BTreeMap<u64, u64>,
+    /// Page views counted by the daily aggregate (one dimension: each view counts once there).
+    pub aggregated: u64,
+}
+
+impl Landed {
+    /// Waits until at least `want` distinct events are stored (or 30 s pass), then reads.
+    pub fn wait(ch: &ClickHouse, database: &str, want: usize) -> Landed {
+        let start = Instant::now();
+        loop {
+            let n = ch.count(
+                database,
+                "SELECT uniqExact(pathname) FROM events WHERE pathname LIKE '/e/%'",
+            );
+            // The views are written one after another: wait for the aggregate too.
+            let aggregated = ch.count(
+                database,
+                "SELECT sumMerge(pageviews) FROM stats_daily \
+                 WHERE dimension = 'device' AND site = 'a.com'",
+            );
+            let done = n as usize >= want && aggregated >= n;
+            if done || start.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rows = ch
+            .rows(
+                database,
+                "SELECT substring(pathname, 4), count() FROM events \
+                 WHERE pathname LIKE '/e/%' GROUP BY pathname",
+            )
+            .into_iter()
+            .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+            .collect();
+        let aggregated = ch.count(
+            database,
+            "SELECT sumMerge(pageviews) FROM stats_daily \
+             WHERE dimension = 'device' AND site = 'a.com'",
+        );
+        Landed { rows, aggregated }
+    }
+
+    /// Accepted events with no row.
+    pub fn missing(&self, accepted: &std::collections::BTreeSet<u64>) -> Vec<u64> {
+        accepted
+            .iter()
+            .filter(|n| !self.rows.contains_key(n))
+            .copied()
+            .collect()
+    }
+
+    /// Rows beyond the first of each event.
+    pub fn duplicates(&self) -> u64 {
+        self.rows.values().map(|c| c - 1).sum()
     }
 }

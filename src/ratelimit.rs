@@ -1,0 +1,191 @@
+//! Per-client rate limiting, in memory, before a request costs anything.
+//!
+//! Clients are told apart by a keyed hash of their IP address: the key is random per process
+//! and never stored, so the table holds no address and cannot be reversed. Token buckets live
+//! in a fixed number of shards, each with a bounded number of entries, so memory does not grow
+//! with the number of clients; a full shard first forgets clients whose bucket has refilled,
+//! then, if still full, admits newcomers without tracking them (fail open, never fail closed
+//! for real visitors).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+const SHARDS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Sustained events per second per client; 0 disables the limiter.
+    pub per_second: f64,
+    pub burst: f64,
+    /// Entries kept across all shards.
+    pub max_clients: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f32,
+    /// Milliseconds since the limiter started.
+    at_ms: u32,
+}
+
+/// The keys are already uniformly distributed hashes; hashing them again is wasted work.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, Bucket, BuildHasherDefault<Prehashed>>;
+
+pub struct RateLimiter {
+    settings: Settings,
+    key: std::collections::hash_map::RandomState,
+    started: Instant,
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl RateLimiter {
+    pub fn new(settings: Settings) -> RateLimiter {
+        RateLimiter {
+            settings,
+            key: std::collections::hash_map::RandomState::new(),
+            started: Instant::now(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.per_second > 0.0
+    }
+
+    /// Takes one token for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        self.allow_at(ip, Instant::now())
+    }
+
+    fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        let key = self.key.hash_one(ip);
+        let now_ms = now.duration_since(self.started).as_millis() as u32;
+        let per_shard = (self.settings.max_clients / SHARDS).max(1);
+        let Ok(mut shard) = self.shards[(key as usize) % SHARDS].lock() else {
+            return true;
+        };
+        let rate = self.settings.per_second as f32;
+        let burst = self.settings.burst as f32;
+        let refill = |b: &Bucket| {
+            let elapsed = now_ms.saturating_sub(b.at_ms) as f32 / 1000.0;
+            (b.tokens + elapsed * rate).min(burst)
+        };
+        if let Some(b) = shard.get_mut(&key) {
+            let tokens = refill(b);
+            *b = Bucket {
+                tokens: tokens - 1.0,
+                at_ms: now_ms,
+            };
+            if tokens >= 1.0 {
+                return true;
+            }
+            b.tokens = tokens; // refused requests cost nothing
+            return false;
+        }
+        if shard.len() >= per_shard {
+            shard.retain(|_, b| refill(b) < burst);
+            if shard.len() >= per_shard {
+                return true;
+            }
+        }
+        shard.insert(
+            key,
+            Bucket {
+                tokens: burst - 1.0,
+                at_ms: now_ms,
+            },
+        );
+        true
+    }
+
+    /// Clients currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limiter(per_second: f64, burst: f64, max_clients: usize) -> RateLimiter {
+        RateLimiter::new(Settings {
+            per_second,
+            burst,
+            max_clients,
+        })
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let l = limiter(10.0, 5.0, 1000);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let t0 = l.started;
+        assert!((0..5).all(|_| l.allow_at(ip, t0)));
+        assert!(!l.allow_at(ip, t0));
+        assert!(!l.allow_at(ip, t0 + Duration::from_millis(50)));
+        assert!(l.allow_at(ip, t0 + Duration::from_millis(150)));
+        // Another client is unaffected.
+        assert!(l.allow_at("203.0.113.10".parse().unwrap(), t0));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_fails_open() {
+        let l = limiter(1.0, 2.0, SHARDS * 4);
+        let t0 = l.started;
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            assert!(l.allow_at(ip, t0), "newcomers are admitted");
+        }
+        assert!(l.tracked() <= SHARDS * 4);
+    }
+
+    #[test]
+    fn disabled_admits_everything() {
+        let l = limiter(0.0, 0.0, 10);
+        let ip: IpAddr = "::1".parse().unwrap();
+        assert!((0..1000).all(|_| l.allow(ip)));
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn the_table_holds_no_address() {
+        let l = limiter(1.0, 1.0, 100);
+        let ip: IpAddr = "198.51.100.77".parse().unwrap();
+        l.allow(ip);
+        let keys: Vec<u64> = l
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().unwrap().keys().copied().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(keys.len(), 1);
+        assert_ne!(keys[0], u64::from(u32::from_be_bytes([198, 51, 100, 77])));
+    }
+}

@@ -1,0 +1,433 @@
+//! Stage 6 — spool: accepted rows wait on local disk until ClickHouse has acknowledged them.
+//!
+//! The spool directory holds numbered, append-only segment files (`00000000000000000042.seg`).
+//! The batcher appends each request's rows to the open segment as one record, commits (write +
+//! fsync) on a short group-commit interval, and seals the segment once it holds a batch. The
+//! deliverer inserts sealed segments in sequence order, then deletes them. A segment ClickHouse
+//! rejects as invalid moves to `dead-letter/` next to a `.reason` file.
+//!
+//! Record layout: `len: u32 LE | rows: u32 LE | crc32(data): u32 LE | data`. A crash can leave a
+//! torn record at the end of the segment being written; reading stops there, and everything
+//! before it is intact because it was fsynced before any client heard 202 for it (or, with a
+//! commit interval, within that interval).
+//!
+//! The files hold only anonymized RowBinary rows: the IP and user agent never get this far.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+const SEGMENT_EXT: &str = "seg";
+const RECORD_HEADER: usize = 12;
+const DEAD_LETTER_DIR: &str = "dead-letter";
+const ID_FILE: &str = "spool-id";
+const LOCK_FILE: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool directory {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("spool directory {0} is in use by another Glimpse process")]
+    Locked(PathBuf),
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The spool directory: its identity, its size on disk and its bound.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    /// Random, created with the directory: with the segment number it names a batch uniquely
+    /// across collectors and restarts (the insert deduplication token).
+    id: String,
+    max_bytes: u64,
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    dead_letters: AtomicU64,
+    /// One past the highest segment number ever used here (dead letters included).
+    next_seq: u64,
+    /// Held for the life of the process: two collectors must never share a spool.
+    _lock: File,
+}
+
+/// What a sealed segment holds.
+#[derive(Debug)]
+pub struct Segment {
+    pub rows: u64,
+    pub data: Bytes,
+    /// Bytes after the last intact record (a torn write from a crash).
+    pub torn_bytes: u64,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool at `dir` and returns the sealed segments left by a
+    /// previous run, oldest first: they are delivered before anything new.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Vec<u64>), SpoolError> {
+        fs::create_dir_all(dir.join(DEAD_LETTER_DIR)).map_err(at(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(at(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::Locked(dir.to_owned()));
+        }
+        let id_path = dir.join(ID_FILE);
+        let id = match fs::read_to_string(&id_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => {
+                let mut raw = [0u8; 8];
+                getrandom::fill(&mut raw).map_err(|e| SpoolError::Io {
+                    path: id_path.clone(),
+                    source: io::Error::other(e),
+                })?;
+                let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                write_durably(&id_path, id.as_bytes()).map_err(at(&id_path))?;
+                id
+            }
+        };
+        let mut existing = Vec::new();
+        let mut bytes = 0;
+        for entry in fs::read_dir(dir).map_err(at(dir))? {
+            let entry = entry.map_err(at(dir))?;
+            let name = entry.file_name();
+            let Some(seq) = name.to_str().and_then(parse_segment_name) else {
+                continue;
+            };
+            bytes += entry.metadata().map_err(at(&entry.path()))?.len();
+            existing.push(seq);
+        }
+        existing.sort_unstable();
+        let dead: Vec<u64> = fs::read_dir(dir.join(DEAD_LETTER_DIR))
+            .map_err(at(dir))?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(parse_segment_name))
+            .collect();
+        let next_seq = existing.iter().chain(&dead).max().map_or(1, |m| m + 1);
+        let spool = Spool {
+            dir: dir.to_owned(),
+            id,
+            max_bytes,
+            bytes: AtomicU64::new(bytes),
+            segments: AtomicU64::new(existing.len() as u64),
+            dead_letters: AtomicU64::new(dead.len() as u64),
+            next_seq,
+            _lock: lock,
+        };
+        Ok((spool, existing))
+    }
+
+    /// The number for the first segment this run writes.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.dir.join(DEAD_LETTER_DIR)
+    }
+
+    /// The insert deduplication token of a segment: identical on every retry and replay.
+    pub fn token(&self, seq: u64) -> String {
+        format!("glimpse-{}-{seq}", self.id)
+    }
+
+    pub fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(segment_name(seq))
+    }
+
+    /// Bytes of segment files on disk, including the one being written.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn segments(&self) -> u64 {
+        self.segments.load(Ordering::Relaxed)
+    }
+
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// Past its bound: new events are refused (429) until the deliverer catches up.
+    pub fn is_full(&self) -> bool {
+        self.bytes() >= self.max_bytes
+    }
+
+    /// Starts segment `seq`.
+    pub fn create(&self, seq: u64) -> io::Result<SegmentWriter> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(self.path(seq))?;
+        self.segments.fetch_add(1, Ordering::Relaxed);
+        // The new directory entry must survive a crash too, or the fsynced data is unreachable.
+        sync_dir(&self.dir)?;
+        Ok(SegmentWriter {
+            seq,
+            file,
+            buf: Vec::with_capacity(64 * 1024),
+            rows: 0,
+            len: 0,
+        })
+    }
+
+    /// Reads a sealed segment's records into one contiguous RowBinary buffer.
+    pub fn read(&self, seq: u64) -> io::Result<Segment> {
+        let raw = fs::read(self.path(seq))?;
+        Ok(decode_records(&raw))
+    }
+
+    /// Deletes a segment ClickHouse has acknowledged.
+    pub fn remove(&self, seq: u64) -> io::Result<()> {
+        let path = self.path(seq);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path)?;
+        self.forget(len);
+        Ok(())
+    }
+
+    /// Moves a segment that can never be inserted to the dead-letter directory, with the reason
+    /// next to it, so that it stops blocking the ones behind it and an operator can inspect it.
+    pub fn quarantine(&self, seq: u64, reason: &str) -> io::Result<PathBuf> {
+        let from = self.path(seq);
+        let len = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
+        let dead = self.dead_letter_dir();
+        let to = dead.join(segment_name(seq));
+        write_durably(
+            &dead.join(format!("{}.reason", segment_name(seq))),
+            reason.as_bytes(),
+        )?;
+        fs::rename(&from, &to)?;
+        sync_dir(&dead)?;
+        sync_dir(&self.dir)?;
+        self.forget(len);
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(to)
+    }
+
+    fn forget(&self, len: u64) {
+        self.bytes
+            .fetch_sub(len.min(self.bytes()), Ordering::Relaxed);
+        self.segments.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn grew(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The segment the batcher is filling. Records are buffered and reach the disk on `commit`.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    pub seq: u64,
+    file: File,
+    buf: Vec<u8>,
+    rows: u64,
+    len: u64,
+}
+
+impl SegmentWriter {
+    pub fn append(&mut self, rows: u32, data: &[u8]) {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(&rows.to_le_bytes());
+        self.buf
+            .extend_from_slice(&crc32fast::hash(&data[..len as usize]).to_le_bytes());
+        self.buf.extend_from_slice(&data[..len as usize]);
+        self.rows += u64::from(rows);
+    }
+
+    /// Rows appended, committed or not.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes appended, committed or not.
+    pub fn len(&self) -> u64 {
+        self.len + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn has_uncommitted(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes buffered records and makes them durable. Returns the bytes written.
+    pub fn commit(&mut self) -> io::Result<u64> {
+        if self.buf.is_empty() {
+            return Ok(0);
+        }
+        // On failure the buffer is dropped: its records may be half on disk, and a torn
+        // record must stay the last thing in the file for readers to stop at it.
+        let buf = std::mem::take(&mut self.buf);
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        let n = buf.len() as u64;
+        self.len += n;
+        self.buf = buf;
+        self.buf.clear();
+        Ok(n)
+    }
+}
+
+/// Concatenates the data of every intact record; stops at the first torn or corrupt one.
+pub fn decode_records(raw: &[u8]) -> Segment {
+    let mut data = Vec::with_capacity(raw.len());
+    let mut rows = 0u64;
+    let mut at = 0usize;
+    while raw.len() - at >= RECORD_HEADER {
+        let word = |i: usize| {
+            let b = &raw[at + i * 4..at + i * 4 + 4];
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        let (len, n, crc) = (word(0) as usize, word(1), word(2));
+        let start = at + RECORD_HEADER;
+        let Some(body) = raw.get(start..start.saturating_add(len)) else {
+            break;
+        };
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        data.extend_from_slice(body);
+        rows += u64::from(n);
+        at = start + len;
+    }
+    Segment {
+        rows,
+        data: Bytes::from(data),
+        torn_bytes: (raw.len() - at) as u64,
+    }
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.{SEGMENT_EXT}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_stop_at_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, existing) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(existing.is_empty());
+        let mut w = spool.create(7).unwrap();
+        w.append(2, b"abcd");
+        w.append(1, b"ef");
+        let n = w.commit().unwrap();
+        spool.grew(n);
+        assert_eq!(spool.bytes(), 2 * RECORD_HEADER as u64 + 6);
+        let seg = spool.read(7).unwrap();
+        assert_eq!(
+            (seg.rows, &seg.data[..], seg.torn_bytes),
+            (3, &b"abcdef"[..], 0)
+        );
+
+        // A crash in the middle of a write: half a record at the end.
+        let mut raw = fs::read(spool.path(7)).unwrap();
+        raw.extend_from_slice(&[9, 0, 0, 0, 1, 0]);
+        let seg = decode_records(&raw);
+        assert_eq!(
+            (seg.rows, &seg.data[..], seg.torn_bytes),
+            (3, &b"abcdef"[..], 6)
+        );
+        // A flipped bit in the last record's data: that record and the rest are dropped.
+        let mut raw = fs::read(spool.path(7)).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        let seg = decode_records(&raw);
+        assert_eq!((seg.rows, &seg.data[..]), (2, &b"abcd"[..]));
+    }
+
+    #[test]
+    fn reopening_finds_sealed_segments_in_order_and_keeps_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = {
+            let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+            for seq in [3, 1, 2] {
+                let mut w = spool.create(seq).unwrap();
+                w.append(1, b"x");
+                w.commit().unwrap();
+            }
+            spool.token(5)
+        };
+        let (spool, existing) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(existing, vec![1, 2, 3]);
+        assert_eq!(spool.next_seq(), 4);
+        assert_eq!(spool.segments(), 3);
+        assert_eq!(spool.bytes(), 3 * (RECORD_HEADER as u64 + 1));
+        assert_eq!(spool.token(5), token, "tokens survive restarts");
+    }
+
+    #[test]
+    fn a_spool_is_used_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(
+            Spool::open(dir.path(), 1 << 20),
+            Err(SpoolError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn quarantine_moves_the_segment_with_its_reason_and_frees_the_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 10).unwrap();
+        let mut w = spool.create(1).unwrap();
+        w.append(1, b"0123456789");
+        spool.grew(w.commit().unwrap());
+        assert!(spool.is_full());
+        let to = spool
+            .quarantine(1, "Code: 33, cannot read all data")
+            .unwrap();
+        assert!(to.exists() && !spool.path(1).exists());
+        let reason = fs::read_to_string(
+            spool
+                .dead_letter_dir()
+                .join(format!("{}.reason", segment_name(1))),
+        )
+        .unwrap();
+        assert!(reason.contains("Code: 33"));
+        assert_eq!(
+            (spool.bytes(), spool.segments(), spool.dead_letters()),
+            (0, 0, 1)
+        );
+        assert!(!spool.is_full());
+    }
+}
