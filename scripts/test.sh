@@ -3,7 +3,8 @@
 # server, Chromium and chromedriver from Debian, the chdb modern-engine check from PyPI, the
 # official Plausible tracker from npm for the compatibility test), checks formatting and lints, runs
 # unit and integration tests (each integration test starts its own throwaway ClickHouse), then
-# validates the schema rendered for a modern server on the in-process 26.x engine.
+# validates the schema rendered for a modern server on the in-process 26.x engine, and ends with a
+# short fuzzing smoke run of the parsers.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -28,3 +29,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --all-targets --no-fail-fast
 fi
+
+echo ">> fuzzing smoke run"
+scripts/fuzz.sh 20

@@ -1,0 +1,23 @@
+//! Any text as a page URL or a referrer: normalisation must not panic, and what it keeps must
+//! stay within the input's size (no amplification).
+#![no_main]
+
+use glimpse::enrich::url;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for hash_mode in [false, true] {
+        if let Ok(page) = url::parse_page(text, hash_mode) {
+            assert!(page.pathname.len() <= text.len() + 1);
+            assert!(page.hostname.len() <= text.len());
+        }
+    }
+    if let Some((host, full)) = url::normalize_referrer(Some(text), "example.com") {
+        assert!(host.len() <= full.len());
+        assert!(full.len() <= text.len());
+    }
+    let _ = url::truncate(text, 17);
+});
