@@ -22,12 +22,19 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home glimpse
+    && useradd --system --uid 10001 --no-create-home glimpse \
+    && mkdir -p /var/lib/glimpse/spool \
+    && chown -R glimpse /var/lib/glimpse
 COPY --from=build /src/target/release/glimpse /usr/local/bin/glimpse
 USER glimpse
 ENV GLIMPSE_LISTEN=0.0.0.0:8080
+# Accepted events wait here until ClickHouse has them: mount a persistent volume, one per
+# container (a second collector on the same directory refuses to start).
+ENV GLIMPSE_SPOOL_DIR=/var/lib/glimpse/spool
+VOLUME ["/var/lib/glimpse/spool"]
 EXPOSE 8080
-# SIGTERM makes glimpse stop accepting and flush what it accepted within the grace period.
+# SIGTERM makes glimpse stop accepting and deliver its spool within the grace period; what
+# ClickHouse does not take in time stays in the volume for the next start.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/glimpse"]
 CMD ["serve"]
