@@ -4,9 +4,13 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{ClickHouse, Glimpse, GlimpseProcess, Landed, Load, Tally, repo_path, test_config};
+use support::{
+    ClickHouse, Glimpse, GlimpseProcess, Landed, Load, Tally, UA_FIREFOX, load_client_ip,
+    repo_path, test_config,
+};
 
 const DB: &str = "glimpse";
 /// Rows per segment in these tests: the at-least-once window is one segment.
@@ -170,6 +174,7 @@ async fn sigterm_while_clickhouse_is_down_keeps_the_spool_for_the_next_start() {
         })
         .count();
     assert!(spooled > 0, "undelivered segments stay on disk");
+    assert_spool_holds_no_address_or_user_agent(&ch.spool_dir("binary"), &tally);
 
     ch.restart();
     let again = GlimpseProcess::start(&env, dir.path().join("second.log"));
@@ -331,4 +336,62 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// The spool holds anonymized rows only: none of the load's client addresses (as text, as an
+/// IPv4-mapped IPv6 value, or as four raw bytes beyond chance) and not its user agent.
+fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Tally) {
+    let mut data = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            data.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(data.len() > 1000, "the spool holds the undelivered rows");
+    let contains = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !contains(UA_FIREFOX.as_bytes()),
+        "a user agent in the spool"
+    );
+    assert!(
+        !contains(b"Gecko/20100101"),
+        "part of a user agent in the spool"
+    );
+    // Indexes of everything an address could be stored as, built in one pass each: every
+    // dotted-digit substring, every 4-byte window, every IPv4-mapped IPv6 value.
+    let mut texts = HashSet::new();
+    for run in data.split(|b| !(b.is_ascii_digit() || *b == b'.')) {
+        for len in 7..=15.min(run.len()) {
+            texts.extend(run.windows(len));
+        }
+    }
+    let words: HashSet<&[u8]> = data.windows(4).collect();
+    let mapped: HashSet<&[u8]> = data
+        .windows(16)
+        .filter(|w| w[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff])
+        .map(|w| &w[12..])
+        .collect();
+    let mut raw_hits = 0;
+    for &n in &tally.accepted {
+        let ip = load_client_ip(n);
+        assert!(
+            !texts.contains(ip.to_string().as_bytes()),
+            "client address {ip} in the spool"
+        );
+        assert!(
+            !mapped.contains(&ip.octets()[..]),
+            "client address {ip} in the spool as IPv6"
+        );
+        if words.contains(&ip.octets()[..]) || words.contains(&u32::from(ip).to_le_bytes()[..]) {
+            raw_hits += 1;
+        }
+    }
+    // Hash bytes match a given 4-byte value by chance now and then; stored addresses would
+    // match every time.
+    assert!(
+        raw_hits * 100 < tally.accepted.len(),
+        "{raw_hits} of {} client addresses found as raw bytes in the spool",
+        tally.accepted.len()
+    );
 }

@@ -607,7 +607,7 @@ impl Load {
                     let mut tally = Tally::default();
                     while !stop.load(Ordering::Relaxed) {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        let ip = std::net::Ipv4Addr::from((n as u32).wrapping_mul(2_654_435_761));
+                        let ip = load_client_ip(n);
                         let res = client
                             .post(format!("http://{addr}/api/event"))
                             .header("content-type", "text/plain")
@@ -651,6 +651,11 @@ impl Load {
         }
         all
     }
+}
+
+/// The client address (sent through the trusted proxy header) of a [`Load`]'s event `n`.
+pub fn load_client_ip(n: u64) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from((n as u32).wrapping_mul(2_654_435_761))
 }
 
 /// How the `/e/<n>` page views of a [`Load`] landed in ClickHouse.
