@@ -59,12 +59,21 @@ start_clickhouse() {
     exit 1
 }
 
-# npm_test_deps: unpacks the npm packages the browser tests load into target/test-deps/.
-npm_test_deps() {
-    local dir="$REPO/target/test-deps/plausible-tracker"
-    [[ -s "$dir/package/plausible.js" ]] && return 0
+# npm_fetch NAME@VERSION: unpacks an npm package into target/test-deps/NAME/package.
+npm_fetch() {
+    local spec=$1 name=${1%@*}
+    local dir="$REPO/target/test-deps/$name"
+    [[ -s "$dir/package/package.json" ]] && return 0
     command -v npm >/dev/null || apt_install npm
-    mkdir -p "$dir"
-    echo ">> fetching @plausible-analytics/tracker (npm)"
-    (cd "$dir" && npm pack --silent "@plausible-analytics/tracker@0.4.6" >/dev/null && tar xzf ./*.tgz)
+    rm -rf "$dir" && mkdir -p "$dir"
+    echo ">> fetching $spec (npm)"
+    (cd "$dir" && npm pack --silent "$spec" >/dev/null && tar xzf ./*.tgz && rm ./*.tgz)
+}
+
+# npm_test_deps: the npm packages the tests read: the official Plausible tracker (browser
+# compatibility test) and two user-agent corpora (bot-filter accuracy test).
+npm_test_deps() {
+    npm_fetch "@plausible-analytics/tracker@0.4.6"
+    npm_fetch "user-agents@2.1.198"
+    npm_fetch "crawler-user-agents@1.60.0"
 }

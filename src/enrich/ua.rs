@@ -43,7 +43,8 @@ pub struct Client {
     pub device: Device,
 }
 
-/// Substrings (lower case) of automation that presents itself as a browser.
+/// Substrings (lower case) of automation that presents itself as a browser. Electron is an app
+/// shell (and the usual automation runtime), not a browser people browse the web with.
 const HEADLESS: &[&str] = &[
     "headlesschrome",
     "phantomjs",
@@ -52,6 +53,8 @@ const HEADLESS: &[&str] = &[
     "playwright",
     "selenium",
     "webdriver",
+    "electron/",
+    "cypress/",
 ];
 
 /// Prefixes (lower case) of HTTP libraries and command-line tools.
@@ -61,16 +64,21 @@ const HTTP_CLIENTS: &[&str] = &[
     "python-requests/",
     "python-urllib/",
     "python-httpx/",
+    "python/",
     "aiohttp/",
     "go-http-client/",
+    "go ",
     "okhttp/",
     "java/",
     "apache-httpclient/",
+    "jakarta commons-httpclient/",
     "axios/",
     "node-fetch/",
+    "node/",
     "undici",
     "got ",
     "libwww-perl/",
+    "lwp-",
     "ruby",
     "php/",
     "guzzlehttp/",
@@ -78,21 +86,29 @@ const HTTP_CLIENTS: &[&str] = &[
     "postmanruntime/",
     "insomnia/",
     "dart:io",
+    "dart/",
     "reqwest/",
     "rest-client/",
     "faraday ",
     "scrapy/",
+    "wordpress/",
+    "cfnetwork/",
+    "dalvik/",
 ];
 
-/// Substrings (lower case) of crawlers woothee does not know.
+/// Substrings (lower case) of crawlers, monitors, previewers and scanners that woothee does not
+/// know: named bots first, then words that only automation puts in a user agent.
 const CRAWLERS: &[&str] = &[
     "bot/",
     "bot;",
     "bot ",
+    "bot)",
+    "bot-",
     "-bot",
     "_bot",
-    "crawler",
+    "crawl",
     "spider",
+    "robot",
     "gptbot",
     "claudebot",
     "claude-web",
@@ -124,13 +140,58 @@ const CRAWLERS: &[&str] = &[
     "preview",
     "slurp",
     "duckduckbot",
-    "archive.org_bot",
+    "archive",
     "ia_archiver",
-    "feedfetcher",
+    "feed",
+    "rss",
     "monitor",
     "validator",
-    "checker",
+    "check",
+    "scan",
+    "scrap",
+    "synthetic",
+    "inspect",
+    "proxy",
+    "fetch",
+    "agent",
+    "google",
+    "seo",
+    "analyz",
+    "optimiz",
+    "metrics",
+    "index",
+    "harvest",
+    "capture",
+    "screenshot",
+    "render",
+    "survey",
+    "(compatible;",
 ];
+
+/// Top-level domains of the contact addresses crawlers put in their user agent; a browser's
+/// user agent never names a web site.
+const CONTACT_TLDS: &[&str] = &[
+    "com", "net", "org", "io", "ai", "co", "app", "dev", "info", "biz", "me", "us", "uk", "de",
+    "fr", "ru", "cn", "jp", "nl", "edu", "gov", "tech", "site", "online", "xyz",
+];
+
+/// Whether a user agent carries a URL, an e-mail address or a domain name: the signature of a
+/// crawler telling site owners who it is.
+fn names_a_site(lower: &str) -> bool {
+    if lower.contains("http://") || lower.contains("https://") || lower.contains("www.") {
+        return true;
+    }
+    lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .any(|token| {
+            let mut labels = token.rsplit('.');
+            let tld = labels.next().unwrap_or("");
+            let name = labels.next().unwrap_or("");
+            CONTACT_TLDS.contains(&tld)
+                && name.len() >= 2
+                && name.bytes().any(|b| b.is_ascii_alphabetic())
+        })
+}
 
 /// Classifies a user agent; `Err` names why it is not a person's browser.
 pub fn classify(ua: &str) -> Result<Client, DropReason> {
@@ -149,7 +210,16 @@ pub fn classify(ua: &str) -> Result<Client, DropReason> {
     if HTTP_CLIENTS.iter().any(|k| lower.starts_with(k)) {
         return Err(DropReason::HttpClient);
     }
-    if CRAWLERS.iter().any(|k| lower.contains(k)) || lower.ends_with("bot") {
+    // "compatible;" is how bots wrap their name in a browser-like string; of browsers only old
+    // Internet Explorer uses it.
+    let crawler_word = CRAWLERS.iter().any(|k| {
+        lower.contains(k) && !(*k == "(compatible;" && lower.contains("(compatible; msie"))
+    });
+    // Browsers write exactly "(KHTML, like Gecko)"; automation often adds its name inside.
+    let mangled_gecko = lower
+        .find("(khtml, like gecko")
+        .is_some_and(|i| !lower[i + "(khtml, like gecko".len()..].starts_with(')'));
+    if crawler_word || mangled_gecko || lower.ends_with("bot") || names_a_site(&lower) {
         return Err(DropReason::Crawler);
     }
     if ua.len() < MIN_UA_LEN {
@@ -244,6 +314,9 @@ mod tests {
         assert_eq!(classify(ANDROID_PHONE).unwrap().device, Device::Mobile);
         let c = classify(FIREFOX_LINUX).unwrap();
         assert_eq!((c.browser.as_str(), c.device), ("Firefox", Device::Desktop));
+        // Old Internet Explorer is the one browser that says "compatible;".
+        let ie = "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; Trident/6.0)";
+        assert_eq!(classify(ie).unwrap().browser, "Internet Explorer");
     }
 
     #[test]
@@ -276,6 +349,29 @@ mod tests {
                 "Mozilla/5.0 (Windows NT 10.0) Chrome/124.0 Safari/537.36 \u{e9}",
                 DropReason::NotABrowser,
             ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Code/1.9 Chrome/142.0.0.0 Electron/39.8.5 Safari/537.36",
+                DropReason::Headless,
+            ),
+            // A contact URL or domain, "compatible;" around a non-IE name, a name inside the
+            // KHTML comment: crawlers' signatures.
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/125.0 Safari/537.36 +https://example.net/about",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 (feeder.co; Macintosh) AppleWebKit/537.36 Chrome/106.0 Safari/537.36",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 (compatible; Current/1.0; RSS Reader)",
+                DropReason::Crawler,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko; Acme) Chrome/124.0 Safari/537.36",
+                DropReason::Crawler,
+            ),
+            ("lwp-trivial/1.35", DropReason::HttpClient),
         ];
         for (ua, want) in cases {
             assert_eq!(classify(ua), Err(want), "{ua:?}");

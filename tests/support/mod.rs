@@ -509,16 +509,21 @@ impl Drop for Chromium {
     }
 }
 
-/// The official Plausible tracker from its npm package, which `scripts/test.sh` unpacks.
-pub fn plausible_tracker_js() -> String {
-    let path = repo_path("target/test-deps/plausible-tracker/package/plausible.js");
+/// A file from an npm package that `scripts/test.sh` unpacks into `target/test-deps/`.
+pub fn test_dep(package: &str, file: &str) -> String {
+    let path = repo_path(&format!("target/test-deps/{package}/package/{file}"));
     std::fs::read_to_string(&path).unwrap_or_else(|_| {
         panic!(
-            "{} not found: run `scripts/test.sh` (it runs `npm pack @plausible-analytics/tracker` into \
-             target/test-deps/plausible-tracker and unpacks it)",
+            "{} not found: run `scripts/test.sh` once (it runs `npm pack {package}` into \
+             target/test-deps/{package} and unpacks it); needs npm (`apt-get install npm`)",
             path.display()
         )
     })
+}
+
+/// The official Plausible tracker.
+pub fn plausible_tracker_js() -> String {
+    test_dep("@plausible-analytics/tracker", "plausible.js")
 }
 
 /// A test web site on loopback: every path answers with `page(path)` as HTML.
