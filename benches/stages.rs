@@ -13,9 +13,10 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use glimpse::anonymize::{Salt, SaltSet, Salts, visitor_id};
 use glimpse::batch;
-use glimpse::check::{self, Sites};
+use glimpse::check::{self, ReferrerSpam, Rules, Sender, Signals};
 use glimpse::clock::{Clock, day_of};
 use glimpse::config::Site;
+use glimpse::deliver::dropped::DropCounts;
 use glimpse::enrich::{self, Geo, ua, url};
 use glimpse::event::Event;
 use glimpse::metrics::Metrics;
@@ -101,13 +102,18 @@ fn stages(c: &mut Criterion) {
         })
     });
 
-    let sites = Sites::new(&[Site {
-        domain: "example.com".into(),
-    }]);
+    // The default rules: header checks and the bundled referrer-spam list on.
+    let mut rules = Rules::new(&[Site::new("example.com")]);
+    rules.spam = ReferrerSpam::bundled();
+    let sender = Sender {
+        ip,
+        user_agent: UA,
+        signals: Signals::browser(),
+    };
     c.bench_function("enrich/check+enrich", |b| {
         b.iter(|| {
             let p = parse::parse_json(BODY).unwrap();
-            let checked = check::check(p, UA, &sites).unwrap();
+            let checked = check::check(p, &sender, &rules).unwrap();
             enrich::enrich(checked, ip, &geo).location
         })
     });
@@ -148,18 +154,19 @@ fn stages(c: &mut Criterion) {
         }
     });
     let pipeline = Pipeline {
-        sites,
+        rules,
         geo,
         salts,
         clock,
         metrics,
+        drops: Arc::new(DropCounts::new(vec!["example.com".into()])),
         intake,
         durable: false,
     };
     c.bench_function("pipeline/prepare", |b| {
         b.iter(|| {
             let payload = parse::parse_json(black_box(BODY)).unwrap();
-            pipeline.prepare(payload, ip, UA).unwrap().count
+            pipeline.prepare(payload, &sender).unwrap().count
         })
     });
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -168,7 +175,7 @@ fn stages(c: &mut Criterion) {
     c.bench_function("pipeline/ingest", |b| {
         b.iter(|| {
             assert_eq!(
-                rt.block_on(pipeline.ingest_json(black_box(BODY), ip, UA)),
+                rt.block_on(pipeline.ingest_json(black_box(BODY), &sender)),
                 Outcome::Accepted { rows: 1 }
             )
         })

@@ -77,3 +77,11 @@ npm_test_deps() {
     npm_fetch "user-agents@2.1.198"
     npm_fetch "crawler-user-agents@1.60.0"
 }
+
+# datacenter_test_ranges: the cloud ranges file the refresh script writes, for the test that
+# loads a real one.
+datacenter_test_ranges() {
+    local file="$REPO/target/test-deps/datacenter-ranges.txt"
+    [[ -s "$file" ]] && return 0
+    "$REPO/scripts/fetch-datacenter-ranges.sh" "$file"
+}

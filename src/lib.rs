@@ -3,7 +3,8 @@
 //! A request flows through these stages, each a module, in this order:
 //!
 //! 1. [`parse`]: body bytes → payload (Plausible-compatible fields)
-//! 2. [`check`]: record it or not: site known? URL valid? a person's browser?
+//! 2. [`check`]: record it or not: site known and URL valid? a person's browser? spam, a
+//!    datacenter, or excluded by the site's shields?
 //! 3. [`enrich`]: coarse location, browser class, page/referrer/UTM fields
 //! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here
 //! 5. [`batch`]: encoded rows gathered into batch-sized segments, group-committed to disk

@@ -49,11 +49,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn dropped(&self, reason: DropReason) -> &Counter {
-        let i = DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        &self.dropped[i]
+        &self.dropped[reason.index()]
     }
 
     pub fn record_insert(&self, rows: usize, took: Duration) {

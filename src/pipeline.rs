@@ -2,15 +2,15 @@
 //! Everything it needs is in [`Pipeline`]. The only wait is for the spool's fsync, and only in
 //! fsync-before-ack mode.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::anonymize::{self, Salts};
 use crate::batch::{Intake, Refused, Rows};
-use crate::check::{self, DropReason, Rejection, Sites};
+use crate::check::{self, DropReason, Dropped, Rejection, Rules, Sender};
 use crate::clock::{Clock, day_of};
+use crate::deliver::dropped::DropCounts;
 use crate::enrich::{self, Geo};
 use crate::metrics::Metrics;
 use crate::parse::{self, Payload};
@@ -33,26 +33,27 @@ pub enum Outcome {
 }
 
 pub struct Pipeline {
-    pub sites: Sites,
+    pub rules: Rules,
     pub geo: Geo,
     pub salts: Arc<Salts>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    pub drops: Arc<DropCounts>,
     pub intake: Intake,
     /// Answer only once the rows are fsynced (group-commit interval 0).
     pub durable: bool,
 }
 
 impl Pipeline {
-    pub async fn ingest_json(&self, body: &[u8], ip: IpAddr, user_agent: &str) -> Outcome {
+    pub async fn ingest_json(&self, body: &[u8], sender: &Sender<'_>) -> Outcome {
         match parse::parse_json(body) {
-            Ok(payload) => self.ingest(payload, ip, user_agent).await,
+            Ok(payload) => self.ingest(payload, sender).await,
             Err(e) => Outcome::Invalid(e.0),
         }
     }
 
-    pub async fn ingest(&self, payload: Payload<'_>, ip: IpAddr, user_agent: &str) -> Outcome {
-        let mut rows = match self.prepare(payload, ip, user_agent) {
+    pub async fn ingest(&self, payload: Payload<'_>, sender: &Sender<'_>) -> Outcome {
+        let mut rows = match self.prepare(payload, sender) {
             Ok(rows) => rows,
             Err(outcome) => return outcome,
         };
@@ -80,33 +81,67 @@ impl Pipeline {
     }
 
     /// Stages 1–4 without the hand-off: the encoded rows of one event, or why there are none.
-    pub fn prepare(
-        &self,
-        payload: Payload<'_>,
-        ip: IpAddr,
-        user_agent: &str,
-    ) -> Result<Rows, Outcome> {
-        let checked = match check::check(payload, user_agent, &self.sites) {
+    pub fn prepare(&self, payload: Payload<'_>, sender: &Sender<'_>) -> Result<Rows, Outcome> {
+        let now = self.clock.now();
+        let day = day_of(now);
+        let checked = match check::check(payload, sender, &self.rules) {
             Ok(c) => c,
             Err(Rejection::Invalid(msg)) => return Err(Outcome::Invalid(msg)),
-            Err(Rejection::Dropped(reason)) => {
-                self.metrics.dropped(reason).inc();
-                return Err(Outcome::Dropped(reason));
-            }
+            Err(Rejection::Dropped(d)) => return Err(self.dropped(day, &d)),
         };
-        let enriched = enrich::enrich(checked, ip, &self.geo);
-        let now = self.clock.now();
+        for &(site, reason) in &checked.shielded {
+            self.drops.add(day, site, reason, 1);
+        }
+        let mut enriched = enrich::enrich(checked, sender.ip, &self.geo);
+        // Country shields need the location, so they apply after enrichment.
+        let country = enriched.location.country_code;
+        let blocked: Vec<usize> = enriched
+            .checked
+            .sites
+            .iter()
+            .filter(|s| s.shield.blocks_country(country))
+            .map(|s| s.index)
+            .collect();
+        if !blocked.is_empty() {
+            enriched
+                .checked
+                .sites
+                .retain(|s| !blocked.contains(&s.index));
+            let reason = DropReason::BlockedCountry;
+            if enriched.checked.sites.is_empty() {
+                let sites = blocked.into_iter().map(|s| (s, reason)).collect();
+                return Err(self.dropped(day, &Dropped { reason, sites }));
+            }
+            for site in blocked {
+                self.drops.add(day, site, reason, 1);
+            }
+        }
         let salts = self.salts.load();
-        let Some(salt) = salts.get(day_of(now)) else {
+        let Some(salt) = salts.get(day) else {
             return Err(Outcome::NoSalt);
         };
         let mut bytes = Vec::with_capacity(256);
         let timestamp = u32::try_from(now).unwrap_or(u32::MAX);
-        let count = anonymize::encode_rows(&enriched, salt, ip, user_agent, timestamp, &mut bytes);
+        let count = anonymize::encode_rows(
+            &enriched,
+            salt,
+            sender.ip,
+            sender.user_agent,
+            timestamp,
+            &mut bytes,
+        );
         Ok(Rows {
             count: count as u32,
             bytes,
             durable: None,
         })
+    }
+
+    fn dropped(&self, day: u16, d: &Dropped) -> Outcome {
+        self.metrics.dropped(d.reason).inc();
+        for &(site, reason) in &d.sites {
+            self.drops.add(day, site, reason, 1);
+        }
+        Outcome::Dropped(d.reason)
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::beacon::{self, Script};
+use crate::check::{Sender, Signals};
 use crate::clientip::client_ip;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
@@ -160,6 +161,7 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let signals = Signals::from_headers(req.headers());
     let body = Limited::new(req.into_body(), app.max_body_bytes);
     let body = match tokio::time::timeout(app.body_timeout, body.collect()).await {
         Err(_) => {
@@ -182,8 +184,13 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    let sender = Sender {
+        ip,
+        user_agent: &user_agent,
+        signals,
+    };
     cors(outcome_response(
-        app.pipeline.ingest_json(&body, ip, &user_agent).await,
+        app.pipeline.ingest_json(&body, &sender).await,
     ))
 }
 
@@ -220,9 +227,14 @@ async fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Ful
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let referer = h.get(header::REFERER).and_then(|v| v.to_str().ok());
+    let sender = Sender {
+        ip,
+        user_agent,
+        signals: Signals::from_headers(h),
+    };
     let outcome =
         match crate::parse::parse_query_with_defaults(req.uri().query().unwrap_or(""), referer) {
-            Ok(payload) => app.pipeline.ingest(payload, ip, user_agent).await,
+            Ok(payload) => app.pipeline.ingest(payload, &sender).await,
             Err(e) => Outcome::Invalid(e.0),
         };
     let mut r = outcome_response(outcome);

@@ -90,7 +90,7 @@ fn migrate_command_is_idempotent() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("3 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("4 migration(s) applied"));
     let second = glimpse(&["migrate"], &env);
     assert!(String::from_utf8_lossy(&second.stdout).contains("0 migration(s) applied"));
 }
@@ -114,7 +114,7 @@ async fn logs_never_contain_ip_or_user_agent() {
         ("GLIMPSE_LOG_LEVEL", "trace".to_owned()),
     ];
     let g = GlimpseProcess::start(&env, dir.path().join("glimpse.log"));
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     let ua = format!("{UA_FIREFOX} LogMarker/4242");
     let bodies = [
         r#"{"n":"pageview","u":"https://a.com/page?secret=tok123","r":"https://ref.example/x?q=secret2"}"#,

@@ -204,7 +204,7 @@ async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
 async fn script_is_served_cached_and_small() {
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     let r = client.get(g.url("/js/glimpse.js")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();

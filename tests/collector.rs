@@ -553,7 +553,7 @@ async fn retention_drops_whole_expired_days() {
 async fn http_surface() {
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     assert_eq!(
         client.get(g.url("/healthz")).send().await.unwrap().status(),
         200
@@ -585,7 +585,7 @@ async fn http_surface() {
     // Its own connection: answering 413 before the body is read closes the connection, and
     // a pooled client could race to reuse it.
     let r = support::Reply::from(
-        reqwest::Client::new()
+        support::browser_client()
             .post(g.url("/api/event"))
             .body(big)
             .send()

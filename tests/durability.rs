@@ -221,7 +221,7 @@ async fn a_full_spool_answers_429_with_retry_after_and_recovers() {
     cfg.spool.max_bytes = 64 * 1024;
     let g = Glimpse::start(cfg).await;
     ch.kill();
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     let mut accepted = std::collections::BTreeSet::new();
     let mut refused = None;
     for n in 1..=2000u64 {

@@ -12,7 +12,7 @@ use support::{ClickHouse, Glimpse, UA_FIREFOX, pageview, test_config};
 const DB: &str = "glimpse";
 
 async fn post(g: &Glimpse, body: Vec<u8>) -> (u16, String) {
-    let r = reqwest::Client::new()
+    let r = support::browser_client()
         .post(g.url("/api/event"))
         .header("content-type", "text/plain")
         .header("user-agent", UA_FIREFOX)
@@ -156,7 +156,7 @@ async fn bad_input_gets_a_clear_4xx() {
     .await
     .unwrap();
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
-    let r = reqwest::Client::new()
+    let r = support::browser_client()
         .post(g.url("/api/event"))
         .header("x-padding", "p".repeat(32 * 1024))
         .body(pageview("https://a.com/"))
@@ -212,7 +212,7 @@ async fn slow_clients_are_cut_off_and_do_not_block_others() {
     let slow: Vec<_> = (0..8).map(|_| slowloris(g.addr)).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Meanwhile, a real client is served promptly.
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     for i in 0..20 {
         let start = Instant::now();
         let r = client
@@ -342,7 +342,7 @@ async fn a_flooding_client_is_rate_limited_by_address() {
     assert_eq!(other.status, 202);
     // The trusted proxy's own requests (server-side tracking, no forwarded address) are not
     // limited by default.
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     for i in 0..30 {
         let r = client
             .post(g.url("/api/event"))
@@ -389,7 +389,7 @@ async fn metrics_cover_the_pipeline_and_name_no_visitor() {
         .await;
     assert_eq!(bot.dropped.as_deref(), Some("http_client"));
     assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 5), 5);
-    let client = reqwest::Client::new();
+    let client = support::browser_client();
     // The insert's metrics are recorded once ClickHouse has answered: poll briefly.
     let start = Instant::now();
     let text = loop {

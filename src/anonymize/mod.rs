@@ -32,6 +32,7 @@ pub fn encode_rows(
         ""
     };
     for site in &c.sites {
+        let site = site.domain.as_str();
         Event {
             timestamp,
             site,

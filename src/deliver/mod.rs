@@ -9,6 +9,7 @@
 //! Every INSERT of a segment carries the same deduplication token where the server supports it,
 //! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
 
+pub mod dropped;
 pub mod insert;
 
 use std::sync::Arc;

@@ -158,7 +158,6 @@ const CRAWLERS: &[&str] = &[
     "seo",
     "analyz",
     "optimiz",
-    "metrics",
     "index",
     "harvest",
     "capture",

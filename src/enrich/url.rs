@@ -118,6 +118,11 @@ pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
     })
 }
 
+/// The normalised host of a referrer URL, if it parses.
+pub fn referrer_host(referrer: &str) -> Option<Cow<'_, str>> {
+    split(referrer).ok().map(|p| normalize_host(p.host))
+}
+
 /// A referrer reduced to `host/path`, or `None` when absent, unparseable or from the same site.
 pub fn normalize_referrer<'a>(
     referrer: Option<&'a str>,

@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_salts.sql",
         include_str!("../../schema/0003_salts.sql"),
     ),
+    (
+        "0004_dropped.sql",
+        include_str!("../../schema/0004_dropped.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.

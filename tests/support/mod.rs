@@ -108,6 +108,11 @@ impl ClickHouse {
         self.dir.path().join(format!("spool-{name}"))
     }
 
+    /// A path in this test's temporary directory, for files a test hands to Glimpse.
+    pub fn temp_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn wait_ready(&self, limit: Duration) {
         let start = Instant::now();
         while start.elapsed() < limit {
@@ -247,14 +252,7 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.clickhouse.url = ch.url();
     cfg.clickhouse.database = database.to_owned();
-    cfg.sites = vec![
-        Site {
-            domain: "a.com".into(),
-        },
-        Site {
-            domain: "b.org".into(),
-        },
-    ];
+    cfg.sites = vec![Site::new("a.com"), Site::new("b.org")];
     cfg.geoip_databases = vec![repo_path("tests/fixtures/geoip2-city-test.mmdb")];
     cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     cfg.batch.max_delay = Duration::from_millis(50);
@@ -263,6 +261,21 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
     // Tests send many events from one address; the limiter has tests of its own.
     cfg.rate_limit.events_per_second = 0;
     cfg
+}
+
+/// An HTTP client that sends what every browser sends with a beacon request besides its user
+/// agent (`Accept-Language`), so the header checks treat it as a browser.
+pub fn browser_client() -> reqwest::Client {
+    browser_client_builder().build().expect("reqwest client")
+}
+
+pub fn browser_client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT_LANGUAGE,
+        reqwest::header::HeaderValue::from_static("en-GB,en;q=0.9"),
+    );
+    reqwest::Client::builder().default_headers(headers)
 }
 
 /// Glimpse running in this process on a loopback port.
@@ -317,7 +330,7 @@ impl Glimpse {
 
     /// POSTs an event as a browser at `ip` with user agent `ua` would (through the trusted proxy).
     pub async fn send(&self, body: &str, ua: &str, ip: &str) -> Reply {
-        let res = reqwest::Client::new()
+        let res = browser_client()
             .post(self.url("/api/event"))
             .header("content-type", "text/plain")
             .header("user-agent", ua)
@@ -605,7 +618,7 @@ impl Load {
             .map(|_| {
                 let (stop, next) = (stop.clone(), next.clone());
                 tokio::spawn(async move {
-                    let client = reqwest::Client::builder()
+                    let client = browser_client_builder()
                         .timeout(Duration::from_secs(10))
                         .build()
                         .unwrap();

@@ -1,0 +1,268 @@
+//! Traffic quality end to end: every filter and shield drops with its named reason (response
+//! header and /metrics), what they removed is counted per site, day and reason in ClickHouse,
+//! and only the real visit is stored.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use glimpse::config::{Shields, Site};
+use support::{ClickHouse, Glimpse, UA_FIREFOX, browser_client, test_config};
+
+const DB: &str = "glimpse";
+
+/// POSTs `body` from `ip` with `ua` and extra headers through `client`.
+async fn post(
+    g: &Glimpse,
+    client: &reqwest::Client,
+    body: &str,
+    ua: &str,
+    ip: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>) {
+    let mut req = client
+        .post(g.url("/api/event"))
+        .header("content-type", "text/plain")
+        .header("user-agent", ua)
+        .header("x-forwarded-for", ip);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.body(body.to_owned()).send().await.unwrap();
+    let dropped = r
+        .headers()
+        .get("x-glimpse-dropped")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), dropped)
+}
+
+fn event(url: &str, extra: &str) -> String {
+    format!(r#"{{"n":"pageview","u":"{url}"{extra}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
+    let ch = ClickHouse::start();
+    let mut cfg = test_config(&ch, DB);
+    let datacenters = ch.temp_path("datacenters.txt");
+    std::fs::write(
+        &datacenters,
+        "# test ranges\n203.0.113.0/24\n2001:db8:dc::/48\n",
+    )
+    .unwrap();
+    cfg.filter.datacenter_ranges = Some(datacenters);
+    cfg.sites = vec![
+        Site {
+            domain: "a.com".into(),
+            shields: Shields {
+                block_ips: vec!["198.51.100.0/24".parse().unwrap()],
+                block_countries: vec!["GB".into()],
+                exclude_paths: vec!["/admin/**".into()],
+                allow_hostnames: vec!["a.com".into(), "*.a.com".into()],
+            },
+        },
+        Site::new("b.org"),
+    ];
+    let g = Glimpse::start(cfg).await;
+    let browser = browser_client();
+    let bare = reqwest::Client::new();
+    let ip = "192.0.2.10";
+    let page = event("https://a.com/pricing", "");
+
+    let cases: Vec<(&str, (u16, Option<String>))> = vec![
+        ("accepted", post(&g, &browser, &page, UA_FIREFOX, ip, &[]).await),
+        (
+            "http_client",
+            post(&g, &browser, &page, "python-requests/2.32.3", ip, &[]).await,
+        ),
+        (
+            "crawler",
+            post(
+                &g,
+                &browser,
+                &page,
+                "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+                ip,
+                &[],
+            )
+            .await,
+        ),
+        (
+            "headless_browser",
+            post(
+                &g,
+                &browser,
+                &page,
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/125.0.0.0 Safari/537.36",
+                ip,
+                &[],
+            )
+            .await,
+        ),
+        (
+            "header_mismatch",
+            post(&g, &bare, &page, UA_FIREFOX, ip, &[]).await,
+        ),
+        (
+            "prefetch",
+            post(&g, &browser, &page, UA_FIREFOX, ip, &[("sec-purpose", "prefetch")]).await,
+        ),
+        (
+            "referrer_spam",
+            post(
+                &g,
+                &browser,
+                &event("https://a.com/", r#","r":"https://www.semalt.com/crawler""#),
+                UA_FIREFOX,
+                ip,
+                &[],
+            )
+            .await,
+        ),
+        (
+            "datacenter",
+            post(&g, &browser, &page, UA_FIREFOX, "203.0.113.5", &[]).await,
+        ),
+        (
+            "blocked_ip",
+            post(&g, &browser, &page, UA_FIREFOX, "198.51.100.77", &[]).await,
+        ),
+        (
+            "blocked_country",
+            post(&g, &browser, &page, UA_FIREFOX, "81.2.69.10", &[]).await,
+        ),
+        (
+            "excluded_path",
+            post(&g, &browser, &event("https://a.com/admin/users", ""), UA_FIREFOX, ip, &[]).await,
+        ),
+        (
+            "hostname_not_allowed",
+            post(
+                &g,
+                &browser,
+                &event("https://a-com.preview.example.net/", r#","d":"a.com""#),
+                UA_FIREFOX,
+                ip,
+                &[],
+            )
+            .await,
+        ),
+    ];
+    for (want, (status, dropped)) in &cases {
+        assert_eq!(*status, 202, "{want}");
+        let want = (*want != "accepted").then(|| want.to_string());
+        assert_eq!(*dropped, want);
+    }
+    // A shield is its site's alone: b.org counts the excluded-for-a.com page.
+    let both = event("https://a.com/admin/users", r#","d":"a.com,b.org""#);
+    assert_eq!(
+        post(&g, &browser, &both, UA_FIREFOX, ip, &[]).await,
+        (202, None)
+    );
+
+    let metrics = browser.get(g.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for (reason, _) in cases.iter().skip(1) {
+        let line = format!("glimpse_events_dropped_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    g.stop().await;
+
+    let stored = ch.rows(
+        DB,
+        "SELECT site, pathname FROM events ORDER BY site, pathname",
+    );
+    assert_eq!(
+        stored,
+        [["a.com", "/pricing"], ["b.org", "/admin/users"]].map(|r| r.map(String::from))
+    );
+    let counted: BTreeMap<(String, String), u64> = ch
+        .rows(
+            DB,
+            "SELECT site, reason, sum(events) FROM dropped_daily \
+             WHERE day = today() GROUP BY site, reason",
+        )
+        .into_iter()
+        .map(|r| ((r[0].clone(), r[1].clone()), r[2].parse().unwrap()))
+        .collect();
+    let mut want: BTreeMap<(String, String), u64> = cases
+        .iter()
+        .skip(1)
+        .map(|(reason, _)| (("a.com".to_string(), reason.to_string()), 1))
+        .collect();
+    // The one a.com excluded while b.org kept it.
+    *want
+        .get_mut(&("a.com".to_string(), "excluded_path".to_string()))
+        .unwrap() += 1;
+    assert_eq!(counted, want);
+    // Counts only: nothing about visitors or clients.
+    let columns: Vec<String> = ch
+        .rows(DB, "DESCRIBE TABLE dropped_daily")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(columns, ["site", "day", "reason", "events"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_checks_can_be_switched_off_for_server_side_senders() {
+    let ch = ClickHouse::start();
+    let mut cfg = test_config(&ch, DB);
+    cfg.filter.header_checks = false;
+    let g = Glimpse::start(cfg).await;
+    let bare = reqwest::Client::new();
+    let page = event("https://a.com/", "");
+    let r = post(&g, &bare, &page, UA_FIREFOX, "192.0.2.10", &[]).await;
+    assert_eq!(
+        r,
+        (202, None),
+        "no Accept-Language is fine when the checks are off"
+    );
+    // The user-agent rules still apply.
+    let r = post(&g, &bare, &page, "curl/8.5.0", "192.0.2.10", &[]).await;
+    assert_eq!(r, (202, Some("http_client".into())));
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 1);
+}
+
+/// The file `scripts/fetch-datacenter-ranges.sh` writes (the test script runs it into
+/// `target/test-deps/`) loads, holds the big clouds and not ordinary addresses, and answers
+/// lookups fast.
+#[test]
+fn refreshed_datacenter_ranges_load_and_match() {
+    let path = support::repo_path("target/test-deps/datacenter-ranges.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} not found: run `scripts/fetch-datacenter-ranges.sh {}` (needs python3 and pip)",
+            path.display(),
+            path.display()
+        )
+    });
+    let ranges = glimpse::check::IpRanges::parse(&text).expect("the script writes valid CIDRs");
+    assert!(ranges.len() > 1_000, "{} ranges", ranges.len());
+    // An AWS and an Azure address; a residential test address, Google DNS and Cloudflare DNS
+    // (Cloudflare is left out on purpose).
+    for ip in ["52.94.76.1", "20.42.0.1"] {
+        assert!(ranges.contains(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["81.2.69.10", "8.8.8.8", "1.1.1.1", "2a02:8070::1"] {
+        assert!(!ranges.contains(ip.parse().unwrap()), "{ip}");
+    }
+    let start = std::time::Instant::now();
+    let hits = (0..1_000_000u32)
+        .filter(|i| {
+            ranges.contains(std::net::IpAddr::from(
+                i.wrapping_mul(2_654_435_761).to_be_bytes(),
+            ))
+        })
+        .count();
+    let per_lookup = start.elapsed() / 1_000_000;
+    println!(
+        "{} ranges; {hits} of 1e6 spread addresses matched; {per_lookup:?} per lookup",
+        ranges.len()
+    );
+    assert!(
+        per_lookup < std::time::Duration::from_micros(2),
+        "{per_lookup:?}"
+    );
+}
