@@ -56,6 +56,11 @@ fn stages(c: &mut Criterion) {
     c.bench_function("ua/classify", |b| {
         b.iter(|| ua::classify(black_box(UA)).unwrap())
     });
+    // Warm: the cache the check stage uses, after the first request with this user agent.
+    let cache = ua::UaCache::default();
+    c.bench_function("ua/classify_cached", |b| {
+        b.iter(|| cache.classify(black_box(UA)).unwrap())
+    });
     let geo = geo();
     let ips: Vec<IpAddr> = (0..1024u32)
         .map(|i| IpAddr::from((i.wrapping_mul(2_654_435_761)).to_be_bytes()))

@@ -16,9 +16,10 @@ pub mod spam;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config;
-use crate::enrich::ua::{self, Client};
+use crate::enrich::ua::{Client, UaCache};
 use crate::enrich::url::{self, Page};
 use crate::parse::Payload;
 
@@ -151,6 +152,7 @@ pub struct Rules {
     pub datacenters: IpRanges,
     /// Browser-consistency checks on request headers; off for server-side senders.
     pub header_checks: bool,
+    user_agents: UaCache,
 }
 
 impl Rules {
@@ -174,6 +176,7 @@ impl Rules {
             spam: ReferrerSpam::default(),
             datacenters: IpRanges::default(),
             header_checks: true,
+            user_agents: UaCache::default(),
         }
     }
 
@@ -192,7 +195,7 @@ pub struct Checked<'a, 's> {
     pub payload: Payload<'a>,
     pub page: Page<'a>,
     pub sites: Vec<&'s Site>,
-    pub client: Client,
+    pub client: Arc<Client>,
     /// Sites whose shields refused this event while others accept it.
     pub shielded: Vec<(usize, DropReason)>,
 }
@@ -253,7 +256,10 @@ pub fn check<'a, 's>(
     if rules.header_checks && sender.signals.speculative {
         return Err(refuse(DropReason::Prefetch));
     }
-    let client = ua::classify(sender.user_agent).map_err(refuse)?;
+    let client = rules
+        .user_agents
+        .classify(sender.user_agent)
+        .map_err(refuse)?;
     if rules.header_checks && (!sender.signals.accept_language || sender.signals.navigation) {
         return Err(refuse(DropReason::HeaderMismatch));
     }

@@ -4,6 +4,10 @@
 //! `parse()`'s category plus our own rules that run first. The raw string is never kept: the
 //! result holds only short class names and major versions.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
 use woothee::parser::Parser;
 
 use crate::check::DropReason;
@@ -250,6 +254,68 @@ pub fn classify(ua: &str) -> Result<Client, DropReason> {
     })
 }
 
+/// A classification as the cache hands it out: shared, so a hit costs a reference count.
+pub type Classified = Result<Arc<Client>, DropReason>;
+
+/// A cached classification and the hash of the user agent it belongs to.
+type Slot = Option<(u128, Classified)>;
+
+const CACHE_SHARDS: usize = 64;
+const CACHE_SLOTS_PER_SHARD: usize = 256;
+
+/// A bounded cache of classifications, keyed by a 128-bit keyed hash of the user agent: real
+/// traffic repeats a few thousand user agents, and classifying one costs far more than
+/// looking it up. Direct-mapped slots in 64 independently locked shards: memory is fixed
+/// (16 384 entries, whatever the number of distinct user agents), a lock is held for a
+/// lookup or a store only, and two requests rarely meet on one shard. The user agent itself is
+/// not kept, only its hash, under keys that are random per process.
+pub struct UaCache {
+    keys: (RandomState, RandomState),
+    shards: Vec<Mutex<Vec<Slot>>>,
+}
+
+impl Default for UaCache {
+    fn default() -> Self {
+        UaCache {
+            keys: (RandomState::new(), RandomState::new()),
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(vec![None; CACHE_SLOTS_PER_SHARD]))
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UaCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UaCache")
+    }
+}
+
+impl UaCache {
+    pub const CAPACITY: usize = CACHE_SHARDS * CACHE_SLOTS_PER_SHARD;
+
+    /// [`classify`], remembered.
+    pub fn classify(&self, ua: &str) -> Classified {
+        // Classification only looks at this much, so neither does the key.
+        let ua = crate::enrich::url::truncate(ua, MAX_UA_LEN + 64);
+        let key =
+            (u128::from(self.keys.0.hash_one(ua)) << 64) | u128::from(self.keys.1.hash_one(ua));
+        let shard = &self.shards[(key as usize) % CACHE_SHARDS];
+        let slot = ((key >> 64) as usize) % CACHE_SLOTS_PER_SHARD;
+        if let Ok(slots) = shard.lock()
+            && let Some((k, v)) = &slots[slot]
+            && *k == key
+        {
+            return v.clone();
+        }
+        let value = classify(ua).map(Arc::new);
+        if let Ok(mut slots) = shard.lock() {
+            slots[slot] = Some((key, value.clone()));
+        }
+        value
+    }
+}
+
 /// woothee has no tablet class: iPads, Android without "Mobile", and named tablets are tablets.
 fn is_tablet(lower: &str, device: Device) -> bool {
     if lower.contains("ipad")
@@ -375,6 +441,28 @@ mod tests {
         for (ua, want) in cases {
             assert_eq!(classify(ua), Err(want), "{ua:?}");
         }
+    }
+
+    #[test]
+    fn cache_agrees_with_classify_and_stays_bounded() {
+        let cache = UaCache::default();
+        for ua in [CHROME_WIN, IPHONE, "curl/8.5.0", "", CHROME_WIN] {
+            assert_eq!(cache.classify(ua).map(|c| (*c).clone()), classify(ua));
+        }
+        // Far more distinct user agents than slots: memory does not grow, answers stay right.
+        for i in 0..(UaCache::CAPACITY * 2) {
+            let ua = format!("{FIREFOX_LINUX} Build/{i}");
+            assert_eq!(cache.classify(&ua).map(|c| c.device), Ok(Device::Desktop));
+        }
+        let held: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().iter().flatten().count())
+            .sum();
+        assert!(
+            held <= UaCache::CAPACITY && held > UaCache::CAPACITY / 2,
+            "{held}"
+        );
     }
 
     #[test]
