@@ -49,7 +49,15 @@ impl Hasher for Prehashed {
     }
 }
 
-type Shard = HashMap<u64, Bucket, BuildHasherDefault<Prehashed>>;
+/// How often a full shard may be swept for clients whose bucket has refilled. Between sweeps a
+/// full shard admits newcomers untracked, so many distinct clients never cost a scan each.
+const SWEEP_EVERY_MS: u32 = 1000;
+
+#[derive(Default)]
+struct Shard {
+    buckets: HashMap<u64, Bucket, BuildHasherDefault<Prehashed>>,
+    swept_at_ms: Option<u32>,
+}
 
 pub struct RateLimiter {
     settings: Settings,
@@ -93,7 +101,7 @@ impl RateLimiter {
             let elapsed = now_ms.saturating_sub(b.at_ms) as f32 / 1000.0;
             (b.tokens + elapsed * rate).min(burst)
         };
-        if let Some(b) = shard.get_mut(&key) {
+        if let Some(b) = shard.buckets.get_mut(&key) {
             let tokens = refill(b);
             *b = Bucket {
                 tokens: tokens - 1.0,
@@ -105,13 +113,20 @@ impl RateLimiter {
             b.tokens = tokens; // refused requests cost nothing
             return false;
         }
-        if shard.len() >= per_shard {
-            shard.retain(|_, b| refill(b) < burst);
-            if shard.len() >= per_shard {
+        if shard.buckets.len() >= per_shard {
+            let due = shard
+                .swept_at_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= SWEEP_EVERY_MS);
+            if !due {
+                return true;
+            }
+            shard.swept_at_ms = Some(now_ms);
+            shard.buckets.retain(|_, b| refill(b) < burst);
+            if shard.buckets.len() >= per_shard {
                 return true;
             }
         }
-        shard.insert(
+        shard.buckets.insert(
             key,
             Bucket {
                 tokens: burst - 1.0,
@@ -125,7 +140,7 @@ impl RateLimiter {
     pub fn tracked(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .map(|s| s.lock().map_or(0, |s| s.buckets.len()))
             .sum()
     }
 }
@@ -168,6 +183,28 @@ mod tests {
     }
 
     #[test]
+    fn full_shards_are_swept_at_most_once_a_second() {
+        let l = limiter(1.0, 2.0, SHARDS * 4);
+        let t0 = l.started;
+        for i in 0..10_000u32 {
+            l.allow_at(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        let full = l.tracked();
+        // Buckets refill after 2 s; a sweep before then frees nothing, and none is tried again
+        // for a second, however many newcomers arrive.
+        let swept: Vec<Option<u32>> = l
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().swept_at_ms)
+            .collect();
+        assert!(swept.iter().all(|t| *t == Some(0)));
+        let t3 = t0 + Duration::from_secs(3);
+        let newcomer = IpAddr::from(4_000_000_000u32.to_be_bytes());
+        assert!(l.allow_at(newcomer, t3));
+        assert!(l.tracked() < full, "refilled buckets were forgotten");
+    }
+
+    #[test]
     fn disabled_admits_everything() {
         let l = limiter(0.0, 0.0, 10);
         let ip: IpAddr = "::1".parse().unwrap();
@@ -183,7 +220,14 @@ mod tests {
         let keys: Vec<u64> = l
             .shards
             .iter()
-            .flat_map(|s| s.lock().unwrap().keys().copied().collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap()
+                    .buckets
+                    .keys()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(keys.len(), 1);
         assert_ne!(keys[0], u64::from(u32::from_be_bytes([198, 51, 100, 77])));
