@@ -108,6 +108,11 @@ impl ClickHouse {
         self.dir.path().join(format!("spool-{name}"))
     }
 
+    /// The server's process id (for CPU accounting in the load harness).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A path in this test's temporary directory, for files a test hands to Glimpse.
     pub fn temp_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -415,6 +420,10 @@ impl GlimpseProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no chance to flush anything.

