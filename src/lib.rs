@@ -43,5 +43,6 @@ pub mod clock;
 pub mod collector;
 pub mod metrics;
 pub mod pipeline;
+pub mod privacy;
 pub mod ratelimit;
 pub mod server;

@@ -35,6 +35,9 @@ enum Command {
         #[arg(long)]
         server_version: Option<String>,
     },
+    /// Print a plain-language privacy statement for this configuration, to paste into a
+    /// privacy policy.
+    PrivacyStatement,
 }
 
 fn main() -> Result<()> {
@@ -60,6 +63,10 @@ async fn run(command: Command, config: Config) -> Result<()> {
                 .context("cannot reach ClickHouse")?;
             let ran = store::migrate(&server, &db, &config.clickhouse.database, version).await?;
             println!("ClickHouse {version}: {} migration(s) applied", ran.len());
+            Ok(())
+        }
+        Command::PrivacyStatement => {
+            print!("{}", glimpse::privacy::statement(&config));
             Ok(())
         }
         Command::Schema { server_version } => {

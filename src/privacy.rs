@@ -1,0 +1,214 @@
+//! The privacy statement: a plain-language account of what Glimpse stores, what it never stores,
+//! how visitors are counted and how long data is kept, rendered from the effective configuration
+//! and the schema, for operators to paste into their privacy policy.
+//!
+//! Every claim is backed by a test against a real database (`tests/privacy.rs`): the fields
+//! listed here are exactly the stored columns, no table can hold an address or a user agent, the
+//! retention stated is the one applied, and the salt lifetime is the one enforced.
+
+use std::fmt::Write as _;
+
+use crate::anonymize::salt::DESTROY_AFTER_SECS;
+use crate::config::Config;
+
+/// Stored columns and how the statement describes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub columns: &'static [&'static str],
+    pub what: &'static str,
+}
+
+/// Every column of the raw `events` table (the aggregates hold sums and visitor counts of these),
+/// in the statement's words. A test compares these columns with the live table.
+pub const STORED: &[Field] = &[
+    Field {
+        columns: &["timestamp"],
+        what: "the time of the event, to the second",
+    },
+    Field {
+        columns: &["site"],
+        what: "which of our websites it happened on",
+    },
+    Field {
+        columns: &["name"],
+        what: "what happened: a page view, or an action such as a sign-up or a download",
+    },
+    Field {
+        columns: &["hostname", "pathname"],
+        what: "the page's host name and path, without its query string",
+    },
+    Field {
+        columns: &["referrer", "referrer_source"],
+        what: "the site and path of the page that linked to ours, if any, and the traffic source",
+    },
+    Field {
+        columns: &[
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "utm_content",
+            "utm_term",
+        ],
+        what: "campaign tags in the page address (utm_source, utm_medium, utm_campaign, \
+               utm_content, utm_term)",
+    },
+    Field {
+        columns: &["country_code", "region"],
+        what: "the country and region (state or province, never the city), looked up from the \
+               IP address",
+    },
+    Field {
+        columns: &["browser", "browser_version", "os", "os_version"],
+        what: "the browser's name and major version and the operating system's name and version",
+    },
+    Field {
+        columns: &["device"],
+        what: "the device type (desktop, mobile, tablet)",
+    },
+    Field {
+        columns: &["visitor_id"],
+        what: "a daily visitor number (explained below)",
+    },
+    Field {
+        columns: &["interactive"],
+        what: "whether the event counts as an interaction with the page",
+    },
+    Field {
+        columns: &["revenue_micros", "revenue_currency"],
+        what: "an amount and currency, when we record a purchase",
+    },
+    Field {
+        columns: &["prop_keys", "prop_values"],
+        what: "names and values of details we attach to our own custom events",
+    },
+];
+
+/// Every stored column, in [`STORED`]'s order.
+pub fn stored_columns() -> Vec<&'static str> {
+    STORED
+        .iter()
+        .flat_map(|f| f.columns.iter().copied())
+        .collect()
+}
+
+/// Hours within which a day's salt is destroyed, as promised.
+pub const SALT_DESTROYED_WITHIN_HOURS: u64 = 48;
+
+/// The statement for this configuration.
+pub fn statement(config: &Config) -> String {
+    let mut out = String::with_capacity(3000);
+    let sites: Vec<&str> = config.sites.iter().map(|s| s.domain.as_str()).collect();
+    let on = if sites.is_empty() {
+        "this website".to_string()
+    } else {
+        sites.join(", ")
+    };
+    let _ = write!(
+        out,
+        "We use Glimpse, a privacy-friendly web analytics tool, on {on} to understand page views, \
+         traffic sources, browser type, device type and general geography. It sets no cookies \
+         and uses no other storage in your browser. It is not used for advertising or to follow \
+         you across websites, and the data stays in our own database.\n\n"
+    );
+    let described: Vec<&str> = STORED.iter().map(|f| f.what).collect();
+    let _ = write!(
+        out,
+        "For each page view or event we record: {}. \
+         Your IP address and your browser's full identification string (its user agent) are used \
+         only while the request is processed, to derive the country and region, the browser and \
+         device type, and the daily visitor number; they are never stored, logged or written to \
+         disk.\n\n",
+        join_fields(&described)
+    );
+    let _ = write!(
+        out,
+        "To count unique visitors without cookies, Glimpse computes a one-way hash of the website, \
+         your IP address and your user agent with a random secret that is created for each day \
+         (UTC) and destroyed within {SALT_DESTROYED_WITHIN_HOURS} hours. The resulting number \
+         changes every day and differs between websites, so it cannot be used to recognise you \
+         on another day or on another website, and once the secret is destroyed nobody, \
+         including us, can recompute it.\n\n"
+    );
+    let retention = if config.events_retention_days == 0 {
+        "Individual events are not stored at all: only aggregated counts per day and hour \
+         (page views, events and the number of distinct daily visitors per page, source, \
+         country, region, browser, operating system and device) are kept."
+            .to_string()
+    } else {
+        format!(
+            "Individual events are deleted after {} days. Aggregated counts per day and hour \
+             (page views, events and the number of distinct daily visitors per page, source, \
+             country, region, browser, operating system and device) are kept longer; their \
+             visitor counts are built from the daily visitor numbers, which nobody can trace \
+             back once that day's secret is destroyed.",
+            config.events_retention_days
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{retention} Automated traffic (bots, crawlers, spam) is filtered out and only counted \
+         per day by the reason it was filtered."
+    );
+    out
+}
+
+/// "a; b; and c".
+fn join_fields(parts: &[&str]) -> String {
+    match parts.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{}; and {last}", rest.join("; ")),
+    }
+}
+
+/// Destruction age of a salt in hours, rounded up: what [`SALT_DESTROYED_WITHIN_HOURS`] must
+/// not be below.
+pub fn salt_destroyed_after_hours() -> u64 {
+    DESTROY_AFTER_SECS.div_ceil(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(retention: &str, sites: &str) -> Config {
+        let env: BTreeMap<String, String> = [
+            ("GLIMPSE_RETENTION_EVENTS_DAYS", retention),
+            ("GLIMPSE_SITES", sites),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Config::load(None, &env).unwrap()
+    }
+
+    #[test]
+    fn every_field_is_described_and_retention_follows_config() {
+        let text = statement(&config("14", "example.com,shop.example.org"));
+        assert!(text.contains("on example.com, shop.example.org to understand"));
+        for f in STORED {
+            assert!(text.contains(f.what), "{:?} not described", f.columns);
+        }
+        assert!(text.contains("deleted after 14 days"));
+        assert!(text.contains("within 48 hours"));
+        let aggregates_only = statement(&config("0", "example.com"));
+        assert!(aggregates_only.contains("Individual events are not stored at all"));
+        assert!(!aggregates_only.contains("deleted after"));
+    }
+
+    #[test]
+    fn the_salt_promise_is_kept_by_the_code() {
+        assert!(salt_destroyed_after_hours() <= SALT_DESTROYED_WITHIN_HOURS);
+    }
+
+    #[test]
+    fn nothing_that_identifies_a_client_is_described_as_stored() {
+        for column in stored_columns() {
+            for word in ["ip", "addr", "address", "agent", "ua", "cookie", "city"] {
+                let hit = column.split('_').any(|p| p == word);
+                assert!(!hit, "column {column} looks like {word}");
+            }
+        }
+    }
+}
