@@ -23,6 +23,10 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "events",
     "visitors",
     "reason",
+    "event",
+    "currency",
+    "revenue",
+    "key",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {

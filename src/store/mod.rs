@@ -1,6 +1,7 @@
 //! Stage 7 — store: the ClickHouse side. Connection, server version, migrations, retention and
 //! the salts table. Inserting batches is `deliver`'s job; everything here is control traffic.
 
+pub mod queries;
 pub mod salts;
 pub mod schema;
 

@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_dropped.sql",
         include_str!("../../schema/0004_dropped.sql"),
     ),
+    (
+        "0005_revenue_props.sql",
+        include_str!("../../schema/0005_revenue_props.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
@@ -152,7 +156,13 @@ fn matching_paren(s: &str) -> Option<usize> {
 }
 
 /// Tables an insert reaches (through the views) whose blocks are deduplicated by token.
-pub const DEDUPLICATED_TABLES: &[&str] = &["events", "stats_hourly", "stats_daily"];
+pub const DEDUPLICATED_TABLES: &[&str] = &[
+    "events",
+    "stats_hourly",
+    "stats_daily",
+    "revenue_daily",
+    "props_daily",
+];
 /// Block hashes each table remembers; at one insert a second, hours of history.
 pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
 

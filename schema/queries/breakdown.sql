@@ -1,0 +1,30 @@
+-- Top values of one dimension for a site over the days {from}..{to}: pages ('page'), host
+-- names, sources ('source'), referrers, UTM tags ('utm_source', 'utm_medium', 'utm_campaign',
+-- 'utm_content', 'utm_term'), countries, regions ('CC-Region'), browsers, browser versions,
+-- operating systems ('os', 'os_version'), devices, and custom events ('event', where '' is page
+-- views). Rows with fewer than {k} visitors are folded into '(other)' (k-anonymity; 0 keeps
+-- every row; the folded row's visitors are a sum of the folded rows' and may count a person
+-- more than once).
+-- Placeholders: {site}, {from}, {to}, {dimension}, {k}, {limit}.
+SELECT
+    if(v < {k}, '(other)', dimension_value) AS value,
+    sum(v) AS visitors,
+    sum(p) AS pageviews,
+    sum(e) AS events
+FROM
+(
+    SELECT
+        value AS dimension_value,
+        uniqMerge(visitors) AS v,
+        sumMerge(pageviews) AS p,
+        sumMerge(events) AS e
+    FROM stats_daily
+    WHERE site = {site}
+      AND dimension = {dimension}
+      AND day >= toDate({from})
+      AND day <= toDate({to})
+    GROUP BY dimension_value
+)
+GROUP BY value
+ORDER BY visitors DESC, pageviews DESC, value
+LIMIT {limit};

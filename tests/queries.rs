@@ -1,0 +1,154 @@
+//! The dashboard queries in `schema/queries/`, run against the real server with known data:
+//! each must give what the same question asked of the raw events gives.
+
+mod support;
+
+use glimpse::clock::{date_string, day_of};
+use glimpse::store::queries::{self, DIMENSIONS, Params};
+use support::{ClickHouse, Glimpse, UA_CHROME_WIN, UA_FIREFOX, UA_IPHONE, test_config};
+
+const DB: &str = "glimpse";
+
+/// The expression over raw `events` columns that each `stats_daily` dimension stores.
+fn raw_expression(dimension: &str) -> &'static str {
+    match dimension {
+        "page" => "pathname",
+        "hostname" => "hostname",
+        "source" => "referrer_source",
+        "referrer" => "referrer",
+        "utm_source" => "utm_source",
+        "utm_medium" => "utm_medium",
+        "utm_campaign" => "utm_campaign",
+        "utm_content" => "utm_content",
+        "utm_term" => "utm_term",
+        "country" => "country_code",
+        "region" => "if(region = '', '', concat(country_code, '-', region))",
+        "browser" => "browser",
+        "browser_version" => "concat(browser, ' ', browser_version)",
+        "os" => "os",
+        "os_version" => "concat(os, ' ', os_version)",
+        "device" => "device",
+        "event" => "if(name = 'pageview', '', name)",
+        other => panic!("no raw expression for {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_agree_with_raw_events() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    let today = date_string(day_of(g.clock.now()));
+    let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];
+    let ips = [
+        "81.2.69.1",
+        "81.2.69.2",
+        "2001:db8:1::4",
+        "192.0.2.5",
+        "203.0.113.9",
+    ];
+    let pages = ["/", "/pricing", "/blog/one", "/blog/two", "/docs"];
+    for (i, ip) in ips.iter().enumerate() {
+        for (j, page) in pages.iter().enumerate().take(i + 1) {
+            let ua = uas[(i + j) % uas.len()];
+            let referrer = ["", "https://news.ycombinator.com/item", "https://t.co/x"][(i * j) % 3];
+            let utm = ["", "?utm_source=mail&utm_medium=email&utm_campaign=launch"][j % 2];
+            let body =
+                format!(r#"{{"n":"pageview","u":"https://a.com{page}{utm}","r":"{referrer}"}}"#);
+            assert_eq!(g.send(&body, ua, ip).await.status, 202);
+        }
+        let signup = format!(
+            r#"{{"n":"Signup","u":"https://a.com/pricing","p":{{"plan":"{}","trial":"yes"}}}}"#,
+            ["pro", "team"][i % 2]
+        );
+        assert_eq!(g.send(&signup, uas[i % 3], ip).await.status, 202);
+        if i % 2 == 0 {
+            let purchase = r#"{"n":"Purchase","u":"https://a.com/checkout","revenue":{"amount":"12.5","currency":"EUR"}}"#;
+            assert_eq!(g.send(purchase, uas[i % 3], ip).await.status, 202);
+        }
+    }
+    assert_eq!(
+        g.send(
+            r#"{"n":"pageview","u":"https://a.com/"}"#,
+            "curl/8.5.0",
+            "192.0.2.1"
+        )
+        .await
+        .dropped
+        .as_deref(),
+        Some("http_client")
+    );
+    g.stop().await;
+
+    let params = |dimension: &str, k: u32| Params {
+        site: "a.com".into(),
+        from: today.clone(),
+        to: today.clone(),
+        dimension: dimension.into(),
+        k,
+        limit: 1000,
+    };
+    let run = |name: &str, p: &Params| ch.rows(DB, &queries::render(name, p).unwrap());
+    let raw = |sql: &str| ch.rows(DB, sql);
+
+    // Totals: today against the (empty) day before.
+    let totals = run("totals", &params("page", 0));
+    let want = raw(
+        "SELECT 'current', countIf(name = 'pageview'), countIf(name != 'pageview'), \
+         uniqExact(visitor_id) FROM events WHERE site = 'a.com'",
+    );
+    assert_eq!(totals, want, "totals");
+
+    let daily = run("timeseries_daily", &params("page", 0));
+    let want = raw(&format!(
+        "SELECT '{today}', countIf(name = 'pageview'), countIf(name != 'pageview'), \
+         uniqExact(visitor_id) FROM events WHERE site = 'a.com'"
+    ));
+    assert_eq!(daily, want, "timeseries_daily");
+    let hourly = run("timeseries_hourly", &params("page", 0));
+    let want = raw(
+        "SELECT toStartOfHour(timestamp) AS h, countIf(name = 'pageview'), \
+         countIf(name != 'pageview'), uniqExact(visitor_id) FROM events WHERE site = 'a.com' \
+         GROUP BY h ORDER BY h",
+    );
+    assert_eq!(hourly, want, "timeseries_hourly");
+
+    for dimension in DIMENSIONS {
+        let got = run("breakdown", &params(dimension, 0));
+        let want = raw(&format!(
+            "SELECT value, v, p, e FROM (SELECT {} AS value, uniqExact(visitor_id) AS v, \
+             countIf(name = 'pageview') AS p, countIf(name != 'pageview') AS e FROM events \
+             WHERE site = 'a.com' GROUP BY value) ORDER BY v DESC, p DESC, value",
+            raw_expression(dimension)
+        ));
+        assert_eq!(got, want, "breakdown by {dimension}");
+        assert!(!got.is_empty(), "{dimension}");
+    }
+    // k-anonymity: pages seen by fewer than 3 visitors (/blog/two: 2, /docs: 1) fold into one
+    // "(other)" row; every row shown has at least 3.
+    let folded = run("breakdown", &params("page", 3));
+    let values: Vec<&str> = folded.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        values,
+        ["/pricing", "/", "(other)", "/blog/one", "/checkout"],
+        "{folded:?}"
+    );
+    assert!(folded.iter().all(|r| r[1].parse::<u32>().unwrap() >= 3));
+
+    let props = run("event_props", &params("page", 0));
+    let want = raw(
+        "SELECT name, k, v, count(), uniqExact(visitor_id) FROM events \
+         ARRAY JOIN prop_keys AS k, prop_values AS v WHERE site = 'a.com' \
+         GROUP BY name, k, v ORDER BY count() DESC, name, k, v",
+    );
+    assert_eq!(props, want, "event_props");
+    assert_eq!(props.len(), 3, "plan=pro, plan=team, trial=yes");
+
+    let revenue = run("revenue", &params("page", 0));
+    assert_eq!(
+        revenue,
+        [["Purchase", "EUR", "37.5", "3"].map(String::from)]
+    );
+
+    let dropped = run("dropped", &params("page", 0));
+    assert_eq!(dropped, [["http_client", "1"].map(String::from)]);
+}
