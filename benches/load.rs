@@ -521,6 +521,15 @@ fn main() {
         fresh(),
     );
     let half_rate = half.responses() as f64 / half_took.as_secs_f64();
+    // The bare endpoint at the same rate, for what the client, kernel and machine add alone.
+    let (mut half_bare, _) = drive(
+        g.addr,
+        bare.clone(),
+        connections,
+        phase * 2,
+        Some(events_per_s / 2.0),
+        0,
+    );
     let peak_rss = status_mib(pid, "VmHWM:");
     let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
     all.merge(Tally {
@@ -554,6 +563,10 @@ fn main() {
         "latency_ms_bare": {
             "p50": bare_tally.percentile(0.5), "p99": bare_tally.percentile(0.99),
             "p999": bare_tally.percentile(0.999),
+        },
+        "half_load_bare_latency_ms": {
+            "p50": half_bare.percentile(0.5), "p99": half_bare.percentile(0.99),
+            "p999": half_bare.percentile(0.999),
         },
         "half_load": {
             "target_per_second": events_per_s / 2.0,
@@ -615,6 +628,15 @@ fn main() {
             f(&r["half_load"]["latency_ms"]["p50"]),
             f(&r["half_load"]["latency_ms"]["p99"]),
             f(&r["half_load"]["latency_ms"]["p999"])
+        ),
+    );
+    row(
+        "same rate, bare: p50/p99/p99.9",
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            f(&r["half_load_bare_latency_ms"]["p50"]),
+            f(&r["half_load_bare_latency_ms"]["p99"]),
+            f(&r["half_load_bare_latency_ms"]["p999"])
         ),
     );
     row(
