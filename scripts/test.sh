@@ -21,6 +21,9 @@ cargo fmt --all -- --check
 echo ">> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
+echo ">> Grafana dashboard matches schema/queries"
+python3 scripts/grafana-dashboard.py --check
+
 echo ">> modern ClickHouse engine check"
 cargo build --quiet
 GLIMPSE_BIN=target/debug/glimpse python3 scripts/check-modern-schema.py

@@ -33,10 +33,9 @@ fn raw_expression(dimension: &str) -> &'static str {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_queries_agree_with_raw_events() {
-    let ch = ClickHouse::start();
-    let g = Glimpse::start(test_config(&ch, DB)).await;
+/// Known traffic for site a.com (and one bot); returns today's date.
+async fn seed(ch: &ClickHouse) -> String {
+    let g = Glimpse::start(test_config(ch, DB)).await;
     let today = date_string(day_of(g.clock.now()));
     let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];
     let ips = [
@@ -78,7 +77,13 @@ async fn dashboard_queries_agree_with_raw_events() {
         Some("http_client")
     );
     g.stop().await;
+    today
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_agree_with_raw_events() {
+    let ch = ClickHouse::start();
+    let today = seed(&ch).await;
     let params = |dimension: &str, k: u32| Params {
         site: "a.com".into(),
         from: today.clone(),
@@ -151,4 +156,55 @@ async fn dashboard_queries_agree_with_raw_events() {
 
     let dropped = run("dropped", &params("page", 0));
     assert_eq!(dropped, [["http_client", "1"].map(String::from)]);
+}
+
+/// The provisioned Grafana dashboard runs exactly the query files: each panel's SQL, with
+/// Grafana's macros given the same values, answers as the query file does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_runs_the_same_queries() {
+    let ch = ClickHouse::start();
+    let today = seed(&ch).await;
+    let text =
+        std::fs::read_to_string(support::repo_path("deploy/grafana/dashboards/glimpse.json"))
+            .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 20);
+    let mut seen = std::collections::BTreeSet::new();
+    for panel in panels {
+        let description = panel["description"].as_str().unwrap();
+        let file = description.split_whitespace().next().unwrap();
+        let name = file
+            .strip_prefix("schema/queries/")
+            .and_then(|f| f.strip_suffix(".sql"))
+            .unwrap();
+        let dimension = description
+            .split("(dimension ")
+            .nth(1)
+            .map_or("page", |d| d.trim_end_matches(')'));
+        seen.insert(name.to_string());
+        let sql = panel["targets"][0]["rawSql"]
+            .as_str()
+            .unwrap()
+            .replace("'${site}'", "'a.com'")
+            .replace("$__fromTime", &format!("toDateTime('{today} 00:00:00')"))
+            .replace("$__toTime", &format!("toDateTime('{today} 23:59:59')"))
+            .replace("${k}", "0")
+            .replace("${limit}", "1000");
+        let params = Params {
+            site: "a.com".into(),
+            from: today.clone(),
+            to: today.clone(),
+            dimension: dimension.into(),
+            k: 0,
+            limit: 1000,
+        };
+        let want = ch.rows(DB, &queries::render(name, &params).unwrap());
+        assert_eq!(ch.rows(DB, &sql), want, "panel {}", panel["title"]);
+    }
+    let all: std::collections::BTreeSet<String> = queries::QUERIES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(seen, all, "every query has a panel");
 }
