@@ -165,6 +165,10 @@ fn stages(c: &mut Criterion) {
         clock,
         metrics,
         drops: Arc::new(DropCounts::new(vec!["example.com".into()])),
+        visits: glimpse::visits::Visits::new(glimpse::visits::Settings {
+            timeout_secs: 1800,
+            max_open: 100_000,
+        }),
         intake,
         durable: false,
     };

@@ -54,7 +54,8 @@ COLUMNS = [
     "utm_content", "utm_term", "country_code", "region", "browser",
     "browser_version", "os", "os_version", "device", "visitor_id",
     "interactive", "revenue_micros", "revenue_currency", "prop_keys",
-    "prop_values",
+    "prop_values", "visit_entry", "visit_seconds", "visit_bounce",
+    "visit_exit_prev",
 ]
 
 # stats_daily dimension -> equivalent expression over raw `events` columns.
@@ -238,6 +239,12 @@ def make_rows():
             "revenue_currency": "EUR" if revenue else "",
             "prop_keys": [k for k, _ in props],
             "prop_values": [v for _, v in props],
+            # Visit steps as the collector writes them (values, not a real sequence: the
+            # aggregates must simply add them up).
+            "visit_entry": 1 if n % 3 == 0 else 0,
+            "visit_seconds": 0 if n % 3 == 0 else 60 * (n % 7),
+            "visit_bounce": 1 if n % 3 == 0 else (-1 if n % 6 == 1 else 0),
+            "visit_exit_prev": "" if n % 3 == 0 or is_custom else pages[(n + 1) % 5],
         })
     return rows
 
@@ -263,7 +270,9 @@ def check_dedup(engine, rows):
                 engine.scalar("SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_hourly"),
                 engine.scalar("SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_daily"),
                 engine.scalar("SELECT sumMerge(events) FROM revenue_daily"),
-                engine.scalar("SELECT sumMerge(events) FROM props_daily"))
+                engine.scalar("SELECT sumMerge(events) FROM props_daily"),
+                engine.scalar("SELECT sumMerge(visits) + sumMerge(duration) FROM visits_hourly"),
+                engine.scalar("SELECT sumMerge(visits) FROM visit_pages_daily WHERE kind = 'entry'"))
     before = totals()
     insert_rows(engine, rows, dedup_settings("glimpse-check-1"))
     once = totals()
@@ -451,6 +460,19 @@ def run_query_files(engine):
         f"FROM events WHERE {where} AND revenue_currency != '' "
         f"GROUP BY name, revenue_currency ORDER BY name, revenue_currency"))
     run("dropped")  # no drops in this data: it must only run
+    same("visits", run("visits"), engine.rows(
+        f"SELECT 'current' AS period, v, if(v = 0, 0, round(100 * b / v, 1)) AS br, "
+        f"if(v = 0, 0, round(d / v)) AS dur, if(v = 0, 0, round(p / v, 2)) AS ppv FROM ("
+        f"SELECT sum(visit_entry) AS v, sum(visit_bounce) AS b, sum(visit_seconds) AS d, "
+        f"countIf(name = 'pageview') AS p FROM events WHERE {where})"))
+    same("entry_pages", run("entry_pages"), engine.rows(
+        f"SELECT pathname AS page, sum(visit_entry) AS v FROM events WHERE {where} "
+        f"GROUP BY page HAVING v > 0 ORDER BY v DESC, page"))
+    same("exit_pages", run("exit_pages"), engine.rows(
+        f"SELECT page, sum(w) AS v FROM (SELECT pathname AS page, toInt64(name = 'pageview') "
+        f"AS w FROM events WHERE {where} UNION ALL SELECT visit_exit_prev AS page, "
+        f"-toInt64(name = 'pageview' AND visit_exit_prev != '') AS w FROM events "
+        f"WHERE {where}) GROUP BY page HAVING v > 0 ORDER BY v DESC, page"))
     for name in texts:
         print(f"ran     {display(QUERIES_DIR / (name + '.sql'))}")
     return len(texts), 0

@@ -27,10 +27,13 @@ MACROS = {
 
 # (title, query file, dimension, panel type, width)
 PANELS = [
-    ("Totals (current vs previous period)", "totals", None, "table", 24),
+    ("Totals (current vs previous period)", "totals", None, "table", 12),
+    ("Visits, bounce rate, duration (current vs previous)", "visits", None, "table", 12),
     ("Visitors and page views per day", "timeseries_daily", None, "timeseries", 12),
     ("Visitors and page views per hour", "timeseries_hourly", None, "timeseries", 12),
     ("Top pages", "breakdown", "page", "table", 12),
+    ("Entry pages", "entry_pages", None, "table", 6),
+    ("Exit pages", "exit_pages", None, "table", 6),
     ("Sources", "breakdown", "source", "table", 12),
     ("Referrers", "breakdown", "referrer", "table", 12),
     ("UTM sources", "breakdown", "utm_source", "table", 6),

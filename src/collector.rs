@@ -19,13 +19,13 @@ use crate::config::Config;
 use crate::deliver::Deliverer;
 use crate::deliver::dropped::{self, DropCounts};
 use crate::enrich::Geo;
-use crate::event;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::ratelimit::{self, RateLimiter};
 use crate::server::{self, App, Limits};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, ServerVersion, StoreError, schema};
+use crate::visits::Visits;
 
 /// How often salts are refreshed (and expired ones destroyed), and retention applied.
 pub const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -110,7 +110,7 @@ impl Collector {
         };
         let deliverer = Deliverer {
             client: insert_client,
-            sql: event::insert_sql(schema::INSERT_TABLE),
+            table: schema::INSERT_TABLE.to_string(),
             spool: spool.clone(),
             dedup_token,
             metrics: metrics.clone(),
@@ -150,6 +150,10 @@ impl Collector {
             clock,
             metrics: metrics.clone(),
             drops: drop_counts,
+            visits: Visits::new(crate::visits::Settings {
+                timeout_secs: u32::try_from(config.visits.timeout.as_secs()).unwrap_or(u32::MAX),
+                max_open: config.visits.max_open,
+            }),
             intake,
             durable: config.spool.commit_interval.is_zero(),
         };

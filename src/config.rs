@@ -174,6 +174,18 @@ pub mod keys {
         "GLIMPSE_FILTER_DATACENTER_RANGES",
         ""
     );
+    key!(
+        VISITS_TIMEOUT_MINUTES,
+        "visits.timeout_minutes",
+        "GLIMPSE_VISITS_TIMEOUT_MINUTES",
+        "30"
+    );
+    key!(
+        VISITS_MAX_OPEN,
+        "visits.max_open",
+        "GLIMPSE_VISITS_MAX_OPEN",
+        "100000"
+    );
     key!(LOG_FORMAT, "log.format", "GLIMPSE_LOG_FORMAT", "text");
     key!(LOG_LEVEL, "log.level", "GLIMPSE_LOG_LEVEL", "info");
 
@@ -206,6 +218,8 @@ pub mod keys {
         FILTER_HEADER_CHECKS,
         FILTER_REFERRER_SPAM,
         FILTER_DATACENTER_RANGES,
+        VISITS_TIMEOUT_MINUTES,
+        VISITS_MAX_OPEN,
         LOG_FORMAT,
         LOG_LEVEL,
     ];
@@ -242,6 +256,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub rate_limit: RateLimitConfig,
     pub filter: FilterConfig,
+    pub visits: VisitsConfig,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -278,6 +293,14 @@ pub struct Shields {
     pub block_countries: Vec<String>,
     pub exclude_paths: Vec<String>,
     pub allow_hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitsConfig {
+    /// A visit ends after this long without an event.
+    pub timeout: Duration,
+    /// Open visits held in memory (about 100 bytes each).
+    pub max_open: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -397,6 +420,10 @@ impl Config {
                 datacenter_ranges: Some(r.string(keys::FILTER_DATACENTER_RANGES))
                     .filter(|p| !p.trim().is_empty())
                     .map(PathBuf::from),
+            },
+            visits: VisitsConfig {
+                timeout: Duration::from_secs(60 * r.bounded(keys::VISITS_TIMEOUT_MINUTES, 1, 1440)),
+                max_open: r.bounded(keys::VISITS_MAX_OPEN, 64, 100_000_000) as usize,
             },
             log_format: match r.string(keys::LOG_FORMAT).as_str() {
                 "text" => LogFormat::Text,

@@ -32,11 +32,27 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("revenue_currency", "String"),
     ("prop_keys", "Array(String)"),
     ("prop_values", "Array(String)"),
+    ("visit_entry", "UInt8"),
+    ("visit_seconds", "UInt32"),
+    ("visit_bounce", "Int8"),
+    ("visit_exit_prev", "String"),
 ];
 
-/// The insert statement for [`COLUMNS`].
-pub fn insert_sql(table: &str) -> String {
-    let cols: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+/// The row format: which of [`COLUMNS`] a row holds. Spool segments record theirs, so segments
+/// written by an older version are still inserted with their own column list after an upgrade.
+pub const ROW_FORMAT: u32 = 2;
+
+/// How many of [`COLUMNS`] each row format holds (format 1: before visits).
+pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
+    match format {
+        1 => &COLUMNS[..25],
+        _ => COLUMNS,
+    }
+}
+
+/// The insert statement for rows of `format`.
+pub fn insert_sql(table: &str, format: u32) -> String {
+    let cols: Vec<&str> = columns_of(format).iter().map(|(n, _)| *n).collect();
     format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
 }
 
@@ -66,6 +82,20 @@ pub struct Event<'a> {
     pub revenue_micros: i64,
     pub revenue_currency: &'a str,
     pub props: &'a [(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)],
+    pub visit: VisitStep<'a>,
+}
+
+/// What an event changes about its visit, as sums the aggregates add up (see `visits`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VisitStep<'a> {
+    /// 1: this event starts a visit.
+    pub entry: bool,
+    /// Seconds since the visit's previous event.
+    pub seconds: u32,
+    /// +1: the visit is (so far) a bounce; -1: it just stopped being one.
+    pub bounce: i8,
+    /// The page this page view replaces as the visit's exit page; empty when none.
+    pub exit_prev: &'a str,
 }
 
 impl Event<'_> {
@@ -106,6 +136,10 @@ impl Event<'_> {
         for (_, v) in self.props {
             put_str(out, v);
         }
+        out.push(u8::from(self.visit.entry));
+        out.extend_from_slice(&self.visit.seconds.to_le_bytes());
+        out.push(self.visit.bounce as u8);
+        put_str(out, self.visit.exit_prev);
     }
 }
 
@@ -147,6 +181,12 @@ mod tests {
             visitor_id: 7,
             interactive: true,
             props: &props,
+            visit: VisitStep {
+                entry: true,
+                seconds: 0,
+                bounce: 1,
+                exit_prev: "",
+            },
             ..Default::default()
         };
         let mut out = Vec::new();
@@ -162,13 +202,19 @@ mod tests {
         want.extend_from_slice(b"plan");
         want.extend_from_slice(&[1, 3]);
         want.extend_from_slice(b"pro");
+        want.push(1); // visit entry
+        want.extend_from_slice(&0u32.to_le_bytes());
+        want.push(1); // bounce +1
+        want.push(0); // no previous exit page
         assert_eq!(out, want);
     }
 
     #[test]
-    fn insert_sql_lists_every_column() {
-        let sql = insert_sql("events_in");
+    fn insert_sql_lists_the_columns_of_each_format() {
+        let sql = insert_sql("events_in", ROW_FORMAT);
         assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
-        assert!(sql.ends_with("prop_values) FORMAT RowBinary"));
+        assert!(sql.ends_with("visit_exit_prev) FORMAT RowBinary"));
+        let old = insert_sql("events_in", 1);
+        assert!(old.ends_with("prop_values) FORMAT RowBinary"), "{old}");
     }
 }

@@ -6,7 +6,8 @@
 //! 2. [`check`]: record it or not: site known and URL valid? a person's browser? spam, a
 //!    datacenter, or excluded by the site's shields?
 //! 3. [`enrich`]: coarse location, browser class, page/referrer/UTM fields
-//! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here
+//! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here; [`visits`]
+//!    says what each event changes about its visit
 //! 5. [`batch`]: encoded rows gathered into batch-sized segments, group-committed to disk
 //! 6. [`spool`]: the on-disk segments, kept until ClickHouse acknowledges them
 //! 7. [`deliver`]: segments inserted into ClickHouse in order, transient failures retried
@@ -25,6 +26,8 @@ pub mod check;
 pub mod enrich;
 
 pub mod anonymize;
+
+pub mod visits;
 
 pub mod event;
 

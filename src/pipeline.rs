@@ -14,6 +14,7 @@ use crate::deliver::dropped::DropCounts;
 use crate::enrich::{self, Geo};
 use crate::metrics::Metrics;
 use crate::parse::{self, Payload};
+use crate::visits::Visits;
 
 /// What became of one request's event.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub struct Pipeline {
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub drops: Arc<DropCounts>,
+    pub visits: Visits,
     pub intake: Intake,
     /// Answer only once the rows are fsynced (group-commit interval 0).
     pub durable: bool,
@@ -128,6 +130,7 @@ impl Pipeline {
             sender.ip,
             sender.user_agent,
             timestamp,
+            &self.visits,
             &mut bytes,
         );
         Ok(Rows {

@@ -81,6 +81,18 @@ pub const STORED: &[Field] = &[
         columns: &["prop_keys", "prop_values"],
         what: "names and values of details we attach to our own custom events",
     },
+    Field {
+        columns: &[
+            "visit_entry",
+            "visit_seconds",
+            "visit_bounce",
+            "visit_exit_prev",
+        ],
+        what: "how the event continues a visit (whether it starts one, the seconds since the \
+               visit's previous event, whether the visit is still a single-page one, and the \
+               page it follows), so that visits, their length and their entry and exit pages \
+               can be counted without any visit identifier",
+    },
 ];
 
 /// Every stored column, in [`STORED`]'s order.

@@ -367,6 +367,16 @@ fn metrics(app: &App) -> Response<Full<Bytes>> {
             salts.since_refresh(now).map_or(-1.0, |s| s as f64),
         ),
         (
+            "glimpse_visits_open",
+            "Visits in progress held in memory.",
+            app.pipeline.visits.open() as f64,
+        ),
+        (
+            "glimpse_visits_untracked",
+            "Events counted as a visit of their own because the visit table was full.",
+            app.pipeline.visits.untracked() as f64,
+        ),
+        (
             "glimpse_rate_limited_clients",
             "Clients the rate limiter currently tracks.",
             app.rate_limiter.tracked() as f64,

@@ -11,6 +11,10 @@
 //! before it is intact because it was fsynced before any client heard 202 for it (or, with a
 //! commit interval, within that interval).
 //!
+//! A segment opens with a record of no rows naming its row format, so that segments left by an
+//! older version are inserted with their own column list after an upgrade (segments without it
+//! are format 1).
+//!
 //! The files hold only anonymized RowBinary rows: the IP and user agent never get this far.
 
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 const SEGMENT_EXT: &str = "seg";
+/// Body of the row-format record that opens a segment: this, then the format number.
+const FORMAT_MAGIC: &str = "glimpse-row-format:";
 const RECORD_HEADER: usize = 12;
 const DEAD_LETTER_DIR: &str = "dead-letter";
 const ID_FILE: &str = "spool-id";
@@ -65,6 +71,8 @@ pub struct Segment {
     pub data: Bytes,
     /// Bytes after the last intact record (a torn write from a crash).
     pub torn_bytes: u64,
+    /// The row format of `data` (see `event::columns_of`).
+    pub format: u32,
 }
 
 impl Spool {
@@ -176,13 +184,19 @@ impl Spool {
         self.segments.fetch_add(1, Ordering::Relaxed);
         // The new directory entry must survive a crash too, or the fsynced data is unreachable.
         sync_dir(&self.dir)?;
-        Ok(SegmentWriter {
+        let mut w = SegmentWriter {
             seq,
             file,
             buf: Vec::with_capacity(64 * 1024),
             rows: 0,
             len: 0,
-        })
+        };
+        // The first record names the row format (no rows); segments without one are format 1.
+        w.append(
+            0,
+            format!("{FORMAT_MAGIC}{}", crate::event::ROW_FORMAT).as_bytes(),
+        );
+        Ok(w)
     }
 
     /// Reads a sealed segment's records into one contiguous RowBinary buffer.
@@ -290,6 +304,7 @@ impl SegmentWriter {
 /// Concatenates the data of every intact record; stops at the first torn or corrupt one.
 pub fn decode_records(raw: &[u8]) -> Segment {
     let mut data = Vec::with_capacity(raw.len());
+    let mut format = 1;
     let mut rows = 0u64;
     let mut at = 0usize;
     while raw.len() - at >= RECORD_HEADER {
@@ -305,7 +320,13 @@ pub fn decode_records(raw: &[u8]) -> Segment {
         if crc32fast::hash(body) != crc {
             break;
         }
-        data.extend_from_slice(body);
+        match std::str::from_utf8(body)
+            .ok()
+            .and_then(|b| b.strip_prefix(FORMAT_MAGIC))
+        {
+            Some(v) if n == 0 && at == 0 => format = v.parse().unwrap_or(0),
+            _ => data.extend_from_slice(body),
+        }
         rows += u64::from(n);
         at = start + len;
     }
@@ -313,6 +334,7 @@ pub fn decode_records(raw: &[u8]) -> Segment {
         rows,
         data: Bytes::from(data),
         torn_bytes: (raw.len() - at) as u64,
+        format,
     }
 }
 
@@ -342,6 +364,33 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Bytes of the row-format record every segment opens with.
+    fn header() -> u64 {
+        (RECORD_HEADER + FORMAT_MAGIC.len() + crate::event::ROW_FORMAT.to_string().len()) as u64
+    }
+
+    #[test]
+    fn segments_name_their_row_format_and_old_ones_are_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut w = spool.create(1).unwrap();
+        w.append(1, b"row");
+        w.commit().unwrap();
+        let seg = spool.read(1).unwrap();
+        assert_eq!(
+            (seg.format, seg.rows, &seg.data[..]),
+            (crate::event::ROW_FORMAT, 1, &b"row"[..])
+        );
+        // A segment written before formats were recorded: records only.
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&3u32.to_le_bytes());
+        raw.extend_from_slice(&1u32.to_le_bytes());
+        raw.extend_from_slice(&crc32fast::hash(b"old").to_le_bytes());
+        raw.extend_from_slice(b"old");
+        let seg = decode_records(&raw);
+        assert_eq!((seg.format, seg.rows, &seg.data[..]), (1, 1, &b"old"[..]));
+    }
+
     #[test]
     fn records_round_trip_and_stop_at_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
@@ -352,7 +401,7 @@ mod tests {
         w.append(1, b"ef");
         let n = w.commit().unwrap();
         spool.grew(n);
-        assert_eq!(spool.bytes(), 2 * RECORD_HEADER as u64 + 6);
+        assert_eq!(spool.bytes(), header() + 2 * RECORD_HEADER as u64 + 6);
         let seg = spool.read(7).unwrap();
         assert_eq!(
             (seg.rows, &seg.data[..], seg.torn_bytes),
@@ -391,7 +440,7 @@ mod tests {
         assert_eq!(existing, vec![1, 2, 3]);
         assert_eq!(spool.next_seq(), 4);
         assert_eq!(spool.segments(), 3);
-        assert_eq!(spool.bytes(), 3 * (RECORD_HEADER as u64 + 1));
+        assert_eq!(spool.bytes(), 3 * (header() + RECORD_HEADER as u64 + 1));
         assert_eq!(spool.token(5), token, "tokens survive restarts");
     }
 

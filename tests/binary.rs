@@ -90,7 +90,7 @@ fn migrate_command_is_idempotent() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("5 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("6 migration(s) applied"));
     let second = glimpse(&["migrate"], &env);
     assert!(String::from_utf8_lossy(&second.stdout).contains("0 migration(s) applied"));
 }

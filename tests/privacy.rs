@@ -27,6 +27,11 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "currency",
     "revenue",
     "key",
+    "bounces",
+    "duration",
+    "kind",
+    "page",
+    "visits",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {

@@ -208,3 +208,71 @@ async fn grafana_dashboard_runs_the_same_queries() {
         .collect();
     assert_eq!(seen, all, "every query has a panel");
 }
+
+/// Visits from known timings: the visit queries report visits, bounce rate, duration, pages
+/// per visit, entry and exit pages as defined (30 minutes of silence end a visit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_from_known_timings() {
+    let ch = ClickHouse::start();
+    let clock = glimpse::clock::Clock::default();
+    // Noon today, so that the visits cannot cross midnight (which ends a visit).
+    let now = clock.now();
+    let noon = now - now % glimpse::clock::SECS_PER_DAY + 12 * 3600;
+    clock.advance(noon as i64 - now as i64);
+    let today = date_string(day_of(noon));
+    let g = Glimpse::start_with_clock(test_config(&ch, DB), clock.clone()).await;
+    let view = |path: &str| format!(r#"{{"n":"pageview","u":"https://a.com{path}"}}"#);
+    let (a, b, c) = ("192.0.2.1", "192.0.2.2", "192.0.2.3");
+    // (seconds after noon, visitor, body)
+    let script = [
+        (0, a, view("/")),
+        (60, b, view("/")),
+        (120, c, view("/blog")),
+        (
+            180,
+            c,
+            r#"{"n":"Signup","u":"https://a.com/blog"}"#.to_string(),
+        ),
+        (600, a, view("/pricing")),
+        (1200, a, view("/docs")),
+        // 31 minutes after a's last event: a new visit.
+        (1200 + 1860, a, view("/blog")),
+    ];
+    let mut at = 0;
+    for (t, ip, body) in script {
+        clock.advance(t - at);
+        at = t;
+        assert_eq!(g.send(&body, UA_FIREFOX, ip).await.status, 202);
+    }
+    g.stop().await;
+
+    let p = Params {
+        site: "a.com".into(),
+        from: today.clone(),
+        to: today.clone(),
+        dimension: "page".into(),
+        k: 0,
+        limit: 100,
+    };
+    let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
+    // 4 visits (a twice, b, c); b's and a's second are bounces; 1200 + 60 s in all; 6 page
+    // views.
+    assert_eq!(
+        run("visits"),
+        [["current", "4", "50", "315", "1.5"].map(String::from)]
+    );
+    let pages = |rows: Vec<Vec<String>>| -> Vec<(String, String)> {
+        rows.into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect()
+    };
+    let pair = |p: &str, n: &str| (p.to_string(), n.to_string());
+    assert_eq!(
+        pages(run("entry_pages")),
+        [pair("/", "2"), pair("/blog", "2")]
+    );
+    assert_eq!(
+        pages(run("exit_pages")),
+        [pair("/blog", "2"), pair("/", "1"), pair("/docs", "1")]
+    );
+}

@@ -6,17 +6,20 @@ pub mod salt;
 use std::net::IpAddr;
 
 use crate::enrich::Enriched;
-use crate::event::Event;
+use crate::event::{Event, VisitStep};
+use crate::visits::Visits;
 
 pub use salt::{Salt, SaltSet, Salts, visitor_id};
 
-/// Encodes one row per site of the event into `out`; returns how many rows were written.
+/// Encodes one row per site of the event into `out`, each with its visit step; returns how many
+/// rows were written.
 pub fn encode_rows(
     e: &Enriched<'_, '_, '_>,
     salt: &Salt,
     ip: IpAddr,
     user_agent: &str,
     timestamp: u32,
+    visits: &Visits,
     out: &mut Vec<u8>,
 ) -> usize {
     let c = &e.checked;
@@ -31,8 +34,17 @@ pub fn encode_rows(
     } else {
         ""
     };
+    let pageview = p.name == "pageview";
     for site in &c.sites {
         let site = site.domain.as_str();
+        let visitor = visitor_id(salt, site, ip, user_agent);
+        let step = visits.step(
+            visitor,
+            timestamp,
+            pageview,
+            p.interactive,
+            &c.page.pathname,
+        );
         Event {
             timestamp,
             site,
@@ -53,11 +65,17 @@ pub fn encode_rows(
             os: &c.client.os,
             os_version: &c.client.os_version,
             device: c.client.device.as_str(),
-            visitor_id: visitor_id(salt, site, ip, user_agent),
+            visitor_id: visitor,
             interactive: p.interactive,
             revenue_micros,
             revenue_currency: currency,
             props: &p.props,
+            visit: VisitStep {
+                entry: step.entry,
+                seconds: step.seconds,
+                bounce: step.bounce,
+                exit_prev: step.exit_prev.as_deref().unwrap_or(""),
+            },
         }
         .encode(out);
     }

@@ -27,7 +27,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Deliverer {
     pub client: clickhouse::Client,
-    pub sql: String,
+    /// The table rows go to; the column list follows each segment's row format.
+    pub table: String,
     pub spool: Arc<Spool>,
     /// Whether the server deduplicates by `insert_deduplication_token`.
     pub dedup_token: bool,
@@ -78,7 +79,8 @@ impl Deliverer {
             let mut backoff = BACKOFF_START;
             loop {
                 let started = Instant::now();
-                match insert::insert(&client, &self.sql, segment.data.clone()).await {
+                let sql = crate::event::insert_sql(&self.table, segment.format);
+                match insert::insert(&client, &sql, segment.data.clone()).await {
                     Ok(()) => {
                         self.metrics
                             .record_insert(segment.rows as usize, started.elapsed());

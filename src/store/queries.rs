@@ -25,6 +25,15 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
     ("revenue", include_str!("../../schema/queries/revenue.sql")),
     ("dropped", include_str!("../../schema/queries/dropped.sql")),
+    ("visits", include_str!("../../schema/queries/visits.sql")),
+    (
+        "entry_pages",
+        include_str!("../../schema/queries/entry_pages.sql"),
+    ),
+    (
+        "exit_pages",
+        include_str!("../../schema/queries/exit_pages.sql"),
+    ),
 ];
 
 /// The values `stats_daily.dimension` takes; `breakdown` accepts only these.

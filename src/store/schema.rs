@@ -26,6 +26,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_revenue_props.sql",
         include_str!("../../schema/0005_revenue_props.sql"),
     ),
+    (
+        "0006_visits.sql",
+        include_str!("../../schema/0006_visits.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
@@ -58,6 +62,8 @@ impl ServerVersion {
             ttl: at_least(19, 6),
             // insert_deduplication_token arrived in 22.2.
             dedup: at_least(22, 2),
+            // ADD COLUMN IF NOT EXISTS is missing in 18.16; present in every 20.x.
+            add_column_if_not_exists: at_least(20, 1),
         }
     }
 }
@@ -75,6 +81,7 @@ pub struct Features {
     pub ttl: bool,
     /// Inserts can carry a deduplication token that non-replicated tables honour.
     pub dedup: bool,
+    pub add_column_if_not_exists: bool,
 }
 
 /// The statements of one SQL file, rendered for a server with `features`.
@@ -100,6 +107,10 @@ pub fn render(sql: &str, features: Features) -> Vec<String> {
     }
     if !features.codecs {
         text = remove_call(&text, " CODEC(");
+    }
+    if !features.add_column_if_not_exists {
+        // Migrations run once, so the guard only matters for re-running a rendered script.
+        text = text.replace("ADD COLUMN IF NOT EXISTS ", "ADD COLUMN ");
     }
     text.split(';')
         .map(str::trim)
@@ -162,6 +173,8 @@ pub const DEDUPLICATED_TABLES: &[&str] = &[
     "stats_daily",
     "revenue_daily",
     "props_daily",
+    "visits_hourly",
+    "visit_pages_daily",
 ];
 /// Block hashes each table remembers; at one insert a second, hours of history.
 pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
@@ -299,10 +312,39 @@ mod tests {
                 (n.to_string(), t.to_string())
             })
             .collect();
-        let want: Vec<(String, String)> = crate::event::COLUMNS
+        let want: Vec<(String, String)> = crate::event::columns_of(1)
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
         assert_eq!(cols, want);
+        // 0006 adds the visit columns, to events_in and to events alike.
+        let visits = MIGRATIONS
+            .iter()
+            .find(|(n, _)| *n == "0006_visits.sql")
+            .unwrap()
+            .1;
+        for table in ["events_in", "events"] {
+            let stmt = render(visits, NEW.features())
+                .into_iter()
+                .find(|s| s.starts_with(&format!("ALTER TABLE {table}\n")))
+                .unwrap();
+            let added: Vec<(String, String)> = stmt
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("ADD COLUMN IF NOT EXISTS "))
+                .map(|l| {
+                    let mut parts = l.split_whitespace();
+                    (
+                        parts.next().unwrap().to_string(),
+                        parts.next().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> = crate::event::COLUMNS[25..]
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect();
+            assert_eq!(added, want, "{table}");
+        }
+        assert!(!render(visits, OLD.features())[0].contains("IF NOT EXISTS"));
     }
 }

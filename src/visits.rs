@@ -1,0 +1,245 @@
+//! Visits (sessions), decided as events arrive: a visit is a visitor's run of events on one site
+//! with no gap over the timeout (30 minutes by default). Each event row carries what it changes
+//! about its visit (`event::VisitStep`): whether it starts one, the seconds since the visit's
+//! previous event, +1/-1 to the bounce count, and the exit page it replaces. Aggregates only sum
+//! those, so visits, bounce rate, duration, entry and exit pages work in aggregates-only mode and
+//! no visit identifier is stored. The key is the daily visitor id, already per site and per day.
+//!
+//! State is in memory, bounded: a collector restart, or a visitor reaching another collector,
+//! starts a new visit (route by client address for several collectors); a visit crossing UTC
+//! midnight becomes two, as the visitor id changes. When the table is full, events of visitors it
+//! cannot hold count as visits of their own (`glimpse_visits_untracked_total`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SHARDS: usize = 64;
+/// A full shard is swept for ended visits at most this often.
+const SWEEP_EVERY_SECS: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub timeout_secs: u32,
+    pub max_open: usize,
+}
+
+/// What one event changes about its visit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Step {
+    pub entry: bool,
+    pub seconds: u32,
+    pub bounce: i8,
+    /// The visit's exit page before this page view (moved to this page); `None` for entries and
+    /// custom events.
+    pub exit_prev: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct Visit {
+    last: u32,
+    pageviews: u16,
+    bounce: bool,
+    exit: Box<str>,
+}
+
+/// Visitor ids are keyed hashes already: use them as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    open: HashMap<u64, Visit, BuildHasherDefault<Prehashed>>,
+    swept_at: u32,
+}
+
+pub struct Visits {
+    settings: Settings,
+    shards: Vec<Mutex<Shard>>,
+    untracked: AtomicU64,
+}
+
+impl Visits {
+    pub fn new(settings: Settings) -> Visits {
+        Visits {
+            settings,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            untracked: AtomicU64::new(0),
+        }
+    }
+
+    /// Events that started a visit only because the table was full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked.load(Ordering::Relaxed)
+    }
+
+    /// Visits currently open.
+    pub fn open(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.open.len()))
+            .sum()
+    }
+
+    /// Records an event of `visitor` at `now` (Unix seconds) and says what it changes.
+    pub fn step(
+        &self,
+        visitor: u64,
+        now: u32,
+        pageview: bool,
+        interactive: bool,
+        page: &str,
+    ) -> Step {
+        let Ok(mut shard) = self.shards[(visitor >> 58) as usize % SHARDS].lock() else {
+            return entry_step(pageview, interactive);
+        };
+        let timeout = self.settings.timeout_secs;
+        if let Some(v) = shard.open.get_mut(&visitor)
+            && now.saturating_sub(v.last) < timeout
+        {
+            let seconds = now.saturating_sub(v.last);
+            v.last = v.last.max(now);
+            let mut bounce = 0;
+            if pageview {
+                v.pageviews = v.pageviews.saturating_add(1);
+            }
+            if v.bounce && (v.pageviews >= 2 || (interactive && !pageview)) {
+                v.bounce = false;
+                bounce = -1;
+            }
+            let exit_prev = pageview.then(|| std::mem::replace(&mut v.exit, page.into()));
+            return Step {
+                entry: false,
+                seconds,
+                bounce,
+                exit_prev: exit_prev.filter(|p| !p.is_empty()),
+            };
+        }
+        let per_shard = (self.settings.max_open / SHARDS).max(1);
+        if shard.open.len() >= per_shard && !shard.open.contains_key(&visitor) {
+            if now.saturating_sub(shard.swept_at) >= SWEEP_EVERY_SECS {
+                shard.swept_at = now;
+                shard
+                    .open
+                    .retain(|_, v| now.saturating_sub(v.last) < timeout);
+            }
+            if shard.open.len() >= per_shard {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+                return entry_step(pageview, interactive);
+            }
+        }
+        let step = entry_step(pageview, interactive);
+        shard.open.insert(
+            visitor,
+            Visit {
+                last: now,
+                pageviews: u16::from(pageview),
+                bounce: step.bounce > 0,
+                exit: if pageview { page.into() } else { "".into() },
+            },
+        );
+        step
+    }
+}
+
+/// A visit's first event: a bounce unless it is an interaction itself.
+fn entry_step(pageview: bool, interactive: bool) -> Step {
+    Step {
+        entry: true,
+        seconds: 0,
+        bounce: if interactive && !pageview { 0 } else { 1 },
+        exit_prev: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visits_holding(max_open: usize) -> Visits {
+        Visits::new(Settings {
+            timeout_secs: 1800,
+            max_open,
+        })
+    }
+
+    fn visits() -> Visits {
+        visits_holding(100_000)
+    }
+
+    #[test]
+    fn a_visit_with_three_pages_then_a_new_visit_after_the_timeout() {
+        let v = visits();
+        let a = 7u64;
+        assert_eq!(
+            v.step(a, 1000, true, true, "/"),
+            Step {
+                entry: true,
+                seconds: 0,
+                bounce: 1,
+                exit_prev: None
+            }
+        );
+        let s = v.step(a, 1600, true, true, "/pricing");
+        assert_eq!(
+            (s.entry, s.seconds, s.bounce, s.exit_prev.as_deref()),
+            (false, 600, -1, Some("/"))
+        );
+        let s = v.step(a, 1700, true, true, "/pricing");
+        assert_eq!(
+            (s.seconds, s.bounce, s.exit_prev.as_deref()),
+            (100, 0, Some("/pricing"))
+        );
+        // A custom event does not move the exit page.
+        let s = v.step(a, 1750, false, true, "/pricing");
+        assert_eq!((s.seconds, s.bounce, s.exit_prev), (50, 0, None));
+        // 30 minutes of silence end the visit.
+        assert!(v.step(a, 1750 + 1800, true, true, "/blog").entry);
+    }
+
+    #[test]
+    fn bounce_rules() {
+        let v = visits();
+        // An interactive custom event on a one-page visit ends the bounce.
+        v.step(1, 0, true, true, "/");
+        assert_eq!(v.step(1, 10, false, true, "/").bounce, -1);
+        // A non-interactive one does not.
+        v.step(2, 0, true, true, "/");
+        assert_eq!(v.step(2, 10, false, false, "/").bounce, 0);
+        // A visit starting with an interaction is no bounce.
+        assert_eq!(v.step(3, 0, false, true, "/").bounce, 0);
+        // A non-interactive start, then one page view: still one page, still a bounce.
+        assert_eq!(v.step(4, 0, false, false, "/").bounce, 1);
+        assert_eq!(v.step(4, 5, true, true, "/").bounce, 0);
+        assert_eq!(v.step(4, 9, true, true, "/x").bounce, -1);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let v = visits_holding(SHARDS * 2);
+        for i in 0..10_000u64 {
+            v.step(i << 40 | i, 100, true, true, "/");
+        }
+        assert!(v.open() <= SHARDS * 2);
+        assert!(v.untracked() > 9_000);
+        // Once visits have ended, a sweep makes room again.
+        let before = v.untracked();
+        v.step(5, 100 + 1800, true, true, "/");
+        assert_eq!(v.untracked(), before);
+    }
+}
