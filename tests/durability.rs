@@ -395,3 +395,44 @@ fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Ta
         tally.accepted.len()
     );
 }
+
+/// A segment spooled by a version before visits (row format 1: no visit columns, no format
+/// record) is still delivered after the upgrade, its new columns taking their defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_from_before_the_upgrade_is_still_delivered() {
+    use glimpse::event::Event;
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    std::fs::create_dir_all(&cfg.spool.dir).unwrap();
+    let mut row = Vec::new();
+    Event {
+        timestamp: u32::try_from(glimpse::clock::Clock::default().now()).unwrap(),
+        site: "a.com",
+        name: "pageview",
+        hostname: "a.com",
+        pathname: "/from-the-old-version",
+        device: "desktop",
+        visitor_id: 42,
+        interactive: true,
+        ..Default::default()
+    }
+    .encode(&mut row);
+    // Format 1 ended before the visit columns: entry, seconds, bounce, exit (7 bytes here).
+    row.truncate(row.len() - 7);
+    let mut segment = Vec::new();
+    segment.extend_from_slice(&(row.len() as u32).to_le_bytes());
+    segment.extend_from_slice(&1u32.to_le_bytes());
+    segment.extend_from_slice(&crc32fast::hash(&row).to_le_bytes());
+    segment.extend_from_slice(&row);
+    std::fs::write(cfg.spool.dir.join(format!("{:020}.seg", 1)), segment).unwrap();
+
+    let g = Glimpse::start(cfg).await;
+    let landed = ch.wait_count(
+        DB,
+        "SELECT count() FROM events WHERE pathname = '/from-the-old-version' AND visit_entry = 0",
+        1,
+    );
+    g.stop().await;
+    assert_eq!(landed, 1);
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 1);
+}
