@@ -49,9 +49,51 @@ pub fn date_string(day: u16) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The day number of a `YYYY-MM-DD` date (Howard Hinnant's days_from_civil); `None` when it is
+/// not a real date from 1970 on.
+pub fn parse_date(s: &str) -> Option<u16> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (
+        s[..4].parse().ok()?,
+        s[5..7].parse().ok()?,
+        s[8..].parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let day = u16::try_from(era * 146_097 + doe - 719_468).ok()?;
+    // Reject 2026-02-31 and the like: the day must print back as given.
+    (date_string(day) == s).then_some(day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_date_round_trips() {
+        for day in [0u16, 11_016, 20_413, 20_415] {
+            assert_eq!(parse_date(&date_string(day)), Some(day));
+        }
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "26-11-01",
+            "1969-12-31",
+            "2026-11-1x",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn dates() {

@@ -186,6 +186,24 @@ pub mod keys {
         "GLIMPSE_VISITS_MAX_OPEN",
         "100000"
     );
+    key!(
+        DASHBOARD_LISTEN,
+        "dashboard.listen",
+        "GLIMPSE_DASHBOARD_LISTEN",
+        "127.0.0.1:8081"
+    );
+    key!(
+        DASHBOARD_TOKEN,
+        "dashboard.token",
+        "GLIMPSE_DASHBOARD_TOKEN",
+        ""
+    );
+    key!(
+        DASHBOARD_MIN_VISITORS,
+        "dashboard.min_visitors",
+        "GLIMPSE_DASHBOARD_MIN_VISITORS",
+        "0"
+    );
     key!(LOG_FORMAT, "log.format", "GLIMPSE_LOG_FORMAT", "text");
     key!(LOG_LEVEL, "log.level", "GLIMPSE_LOG_LEVEL", "info");
 
@@ -220,6 +238,9 @@ pub mod keys {
         FILTER_DATACENTER_RANGES,
         VISITS_TIMEOUT_MINUTES,
         VISITS_MAX_OPEN,
+        DASHBOARD_LISTEN,
+        DASHBOARD_TOKEN,
+        DASHBOARD_MIN_VISITORS,
         LOG_FORMAT,
         LOG_LEVEL,
     ];
@@ -257,6 +278,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub filter: FilterConfig,
     pub visits: VisitsConfig,
+    pub dashboard: DashboardConfig,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -293,6 +315,15 @@ pub struct Shields {
     pub block_countries: Vec<String>,
     pub exclude_paths: Vec<String>,
     pub allow_hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for the stats API; `glimpse dashboard` refuses to start without one.
+    pub token: String,
+    /// k-anonymity: breakdown rows with fewer visitors are folded into "(other)".
+    pub min_visitors: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -424,6 +455,11 @@ impl Config {
             visits: VisitsConfig {
                 timeout: Duration::from_secs(60 * r.bounded(keys::VISITS_TIMEOUT_MINUTES, 1, 1440)),
                 max_open: r.bounded(keys::VISITS_MAX_OPEN, 64, 100_000_000) as usize,
+            },
+            dashboard: DashboardConfig {
+                listen: r.socket_addr(keys::DASHBOARD_LISTEN),
+                token: r.string(keys::DASHBOARD_TOKEN),
+                min_visitors: r.bounded(keys::DASHBOARD_MIN_VISITORS, 0, 1_000_000) as u32,
             },
             log_format: match r.string(keys::LOG_FORMAT).as_str() {
                 "text" => LogFormat::Text,

@@ -44,6 +44,7 @@ pub mod beacon;
 pub mod clientip;
 pub mod clock;
 pub mod collector;
+pub mod dashboard;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;

@@ -35,6 +35,8 @@ enum Command {
         #[arg(long)]
         server_version: Option<String>,
     },
+    /// Serve the dashboard page and its stats API (a separate process from `serve`).
+    Dashboard,
     /// Print a plain-language privacy statement for this configuration, to paste into a
     /// privacy policy.
     PrivacyStatement,
@@ -65,6 +67,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             println!("ClickHouse {version}: {} migration(s) applied", ran.len());
             Ok(())
         }
+        Command::Dashboard => dashboard(config).await,
         Command::PrivacyStatement => {
             print!("{}", glimpse::privacy::statement(&config));
             Ok(())
@@ -98,6 +101,28 @@ async fn serve(config: Config) -> Result<()> {
         .context("start-up failed")?;
     tracing::info!(listen = %listener.local_addr()?, sites = config.sites.len(), "accepting events");
     collector.serve(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn dashboard(config: Config) -> Result<()> {
+    if config.dashboard.token.len() < 16 {
+        anyhow::bail!(
+            "dashboard.token (GLIMPSE_DASHBOARD_TOKEN) must be set to a secret of at least 16 characters"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.dashboard.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.dashboard.listen))?;
+    let (_, db) = store::clients(&config.clickhouse);
+    let app = std::sync::Arc::new(glimpse::dashboard::Dashboard {
+        db,
+        token: config.dashboard.token.clone(),
+        sites: config.sites.iter().map(|s| s.domain.clone()).collect(),
+        min_visitors: config.dashboard.min_visitors,
+        clock: Clock::default(),
+    });
+    tracing::info!(listen = %listener.local_addr()?, "dashboard");
+    glimpse::dashboard::run(listener, shutdown_signal(), app).await;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use glimpse::clock::{date_string, day_of};
 use glimpse::store::queries::{self, DIMENSIONS, Params};
-use support::{ClickHouse, Glimpse, UA_CHROME_WIN, UA_FIREFOX, UA_IPHONE, test_config};
+use support::{ClickHouse, Glimpse, UA_FIREFOX, seed_known_traffic, test_config};
 
 const DB: &str = "glimpse";
 
@@ -33,57 +33,10 @@ fn raw_expression(dimension: &str) -> &'static str {
     }
 }
 
-/// Known traffic for site a.com (and one bot); returns today's date.
-async fn seed(ch: &ClickHouse) -> String {
-    let g = Glimpse::start(test_config(ch, DB)).await;
-    let today = date_string(day_of(g.clock.now()));
-    let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];
-    let ips = [
-        "81.2.69.1",
-        "81.2.69.2",
-        "2001:db8:1::4",
-        "192.0.2.5",
-        "203.0.113.9",
-    ];
-    let pages = ["/", "/pricing", "/blog/one", "/blog/two", "/docs"];
-    for (i, ip) in ips.iter().enumerate() {
-        for (j, page) in pages.iter().enumerate().take(i + 1) {
-            let ua = uas[(i + j) % uas.len()];
-            let referrer = ["", "https://news.ycombinator.com/item", "https://t.co/x"][(i * j) % 3];
-            let utm = ["", "?utm_source=mail&utm_medium=email&utm_campaign=launch"][j % 2];
-            let body =
-                format!(r#"{{"n":"pageview","u":"https://a.com{page}{utm}","r":"{referrer}"}}"#);
-            assert_eq!(g.send(&body, ua, ip).await.status, 202);
-        }
-        let signup = format!(
-            r#"{{"n":"Signup","u":"https://a.com/pricing","p":{{"plan":"{}","trial":"yes"}}}}"#,
-            ["pro", "team"][i % 2]
-        );
-        assert_eq!(g.send(&signup, uas[i % 3], ip).await.status, 202);
-        if i % 2 == 0 {
-            let purchase = r#"{"n":"Purchase","u":"https://a.com/checkout","revenue":{"amount":"12.5","currency":"EUR"}}"#;
-            assert_eq!(g.send(purchase, uas[i % 3], ip).await.status, 202);
-        }
-    }
-    assert_eq!(
-        g.send(
-            r#"{"n":"pageview","u":"https://a.com/"}"#,
-            "curl/8.5.0",
-            "192.0.2.1"
-        )
-        .await
-        .dropped
-        .as_deref(),
-        Some("http_client")
-    );
-    g.stop().await;
-    today
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_queries_agree_with_raw_events() {
     let ch = ClickHouse::start();
-    let today = seed(&ch).await;
+    let today = seed_known_traffic(&ch).await;
     let params = |dimension: &str, k: u32| Params {
         site: "a.com".into(),
         from: today.clone(),
@@ -163,7 +116,7 @@ async fn dashboard_queries_agree_with_raw_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grafana_dashboard_runs_the_same_queries() {
     let ch = ClickHouse::start();
-    let today = seed(&ch).await;
+    let today = seed_known_traffic(&ch).await;
     let text =
         std::fs::read_to_string(support::repo_path("deploy/grafana/dashboards/glimpse.json"))
             .unwrap();

@@ -268,6 +268,54 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
     cfg
 }
 
+/// Known traffic for site a.com in database `glimpse`: pages, referrers, UTM tags, countries,
+/// browsers, custom events with properties, purchases, and one bot. Returns today's date.
+pub async fn seed_known_traffic(ch: &ClickHouse) -> String {
+    let g = Glimpse::start(test_config(ch, "glimpse")).await;
+    let today = glimpse::clock::date_string(glimpse::clock::day_of(g.clock.now()));
+    let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];
+    let ips = [
+        "81.2.69.1",
+        "81.2.69.2",
+        "2001:db8:1::4",
+        "192.0.2.5",
+        "203.0.113.9",
+    ];
+    let pages = ["/", "/pricing", "/blog/one", "/blog/two", "/docs"];
+    for (i, ip) in ips.iter().enumerate() {
+        for (j, page) in pages.iter().enumerate().take(i + 1) {
+            let ua = uas[(i + j) % uas.len()];
+            let referrer = ["", "https://news.ycombinator.com/item", "https://t.co/x"][(i * j) % 3];
+            let utm = ["", "?utm_source=mail&utm_medium=email&utm_campaign=launch"][j % 2];
+            let body =
+                format!(r#"{{"n":"pageview","u":"https://a.com{page}{utm}","r":"{referrer}"}}"#);
+            assert_eq!(g.send(&body, ua, ip).await.status, 202);
+        }
+        let signup = format!(
+            r#"{{"n":"Signup","u":"https://a.com/pricing","p":{{"plan":"{}","trial":"yes"}}}}"#,
+            ["pro", "team"][i % 2]
+        );
+        assert_eq!(g.send(&signup, uas[i % 3], ip).await.status, 202);
+        if i % 2 == 0 {
+            let purchase = r#"{"n":"Purchase","u":"https://a.com/checkout","revenue":{"amount":"12.5","currency":"EUR"}}"#;
+            assert_eq!(g.send(purchase, uas[i % 3], ip).await.status, 202);
+        }
+    }
+    assert_eq!(
+        g.send(
+            r#"{"n":"pageview","u":"https://a.com/"}"#,
+            "curl/8.5.0",
+            "192.0.2.1"
+        )
+        .await
+        .dropped
+        .as_deref(),
+        Some("http_client")
+    );
+    g.stop().await;
+    today
+}
+
 /// An HTTP client that sends what every browser sends with a beacon request besides its user
 /// agent (`Accept-Language`), so the header checks treat it as a browser.
 pub fn browser_client() -> reqwest::Client {
