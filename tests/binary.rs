@@ -23,6 +23,8 @@ fn help_on_every_command() {
         &["serve", "--help"],
         &["migrate", "--help"],
         &["schema", "--help"],
+        &["dashboard", "--help"],
+        &["privacy-statement", "--help"],
     ] {
         let out = glimpse(args, &[]);
         assert!(out.status.success(), "{args:?}");
@@ -70,6 +72,17 @@ fn config_errors_are_all_reported_naming_keys() {
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
+}
+
+#[test]
+fn dashboard_refuses_to_start_without_a_token() {
+    let out = glimpse(&["dashboard"], &[("GLIMPSE_DASHBOARD_TOKEN", "short")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dashboard.token (GLIMPSE_DASHBOARD_TOKEN)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,0 +1,224 @@
+//! Dashboard speed: every panel of the built-in dashboard, through its stats API, over the
+//! aggregates of 10 million raw events (200 000 when run as a test), on the real clickhouse-server.
+//!
+//! `cargo bench --bench dashboard`; `GLIMPSE_DASHBOARD_EVENTS` sets the number of events and
+//! `GLIMPSE_DASHBOARD_RUNS` the runs per panel (20). The events are generated inside ClickHouse
+//! (30 days, 5 sites, 2 million daily visitors, long-tailed pages, 10 % custom events) and go
+//! through the same materialized views as collected ones; the collector runs in aggregates-only
+//! mode, as the dashboard never reads raw rows. Prints p50/p95 per panel and writes
+//! `target/dashboard-report.json`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glimpse::clock::{Clock, SECS_PER_DAY};
+use glimpse::dashboard::{self, Dashboard};
+use serde_json::json;
+use support::ClickHouse;
+
+const TOKEN: &str = "bench-token-0123456789";
+
+/// Events `offset..offset + count` of `n` (chunks keep each statement within the client timeout).
+fn generate_sql(n: u64, offset: u64, count: u64, start: u64, span: u64) -> String {
+    format!(
+        "INSERT INTO glimpse.events_in (timestamp, site, name, hostname, pathname, referrer, \
+         referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, \
+         country_code, region, browser, browser_version, os, os_version, device, visitor_id, \
+         interactive, revenue_micros, revenue_currency, prop_keys, prop_values, visit_entry, \
+         visit_seconds, visit_bounce, visit_exit_prev) \
+         SELECT \
+           toDateTime({start} + intDiv(number * {span}, {n})), \
+           concat('site', toString(intHash32(number) % 5), '.example') AS s, \
+           if(number % 10 = 0, 'Signup', 'pageview') AS nm, \
+           s, \
+           concat('/', arrayElement(['blog','docs','pricing','products','about'], intHash32(number * 3) % 5 + 1), \
+                  '/', toString(toUInt32(exp(log(5000) * intHash32(number * 7) / 4294967295)))) AS path, \
+           arrayElement(['', '', 'www.google.com', 'news.ycombinator.com/item', 't.co/abc'], intHash32(number * 5) % 5 + 1) AS ref, \
+           arrayElement(['', '', 'Google', 'Hacker News', 't.co'], intHash32(number * 5) % 5 + 1), \
+           if(number % 7 = 0, 'newsletter', ''), if(number % 7 = 0, 'email', ''), \
+           if(number % 7 = 0, concat('launch-', toString(number % 12)), ''), '', '', \
+           arrayElement(['US','DE','GB','FR','JP','BR','IN','NL','SE','CA'], intHash32(number * 11) % 10 + 1), \
+           concat('R', toString(intHash32(number * 13) % 30)), \
+           arrayElement(['Chrome','Safari','Firefox','Edge','Samsung Internet'], intHash32(number * 17) % 5 + 1), \
+           toString(100 + intHash32(number * 19) % 30), \
+           arrayElement(['Windows 10','Mac OSX','iOS','Android','Linux'], intHash32(number * 23) % 5 + 1), \
+           toString(intHash32(number * 29) % 18), \
+           arrayElement(['desktop','mobile','tablet'], intHash32(number * 31) % 3 + 1), \
+           cityHash64(intHash32(number) % 2000000, intDiv(number * {span}, {n} * 86400)), \
+           1, if(number % 50 = 0, 19990000, 0), if(number % 50 = 0, 'EUR', ''), \
+           if(nm = 'Signup', ['plan'], emptyArrayString()), \
+           if(nm = 'Signup', [arrayElement(['free','pro','team'], number % 3 + 1)], emptyArrayString()), \
+           toUInt8(intHash32(number * 37) % 3 = 0) AS entry, \
+           if(entry = 1, 0, intHash32(number * 41) % 600), \
+           toInt8(if(entry = 1, 1, if(intHash32(number * 43) % 4 = 0, -1, 0))), \
+           if(entry = 1 OR nm != 'pageview', '', path) \
+         FROM system.numbers LIMIT {count} OFFSET {offset}"
+    )
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("dashboard_smoke: test");
+        }
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = if full {
+        env("GLIMPSE_DASHBOARD_EVENTS", 10_000_000)
+    } else {
+        200_000
+    };
+    let runs = if full {
+        env("GLIMPSE_DASHBOARD_RUNS", 20)
+    } else {
+        3
+    } as usize;
+
+    let ch = ClickHouse::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = support::test_config(&ch, "glimpse");
+        cfg.events_retention_days = 0;
+        cfg.sites = (0..5)
+            .map(|i| glimpse::config::Site::new(&format!("site{i}.example")))
+            .collect();
+        let (server, db) = glimpse::store::clients(&cfg.clickhouse);
+        let version = glimpse::store::server_version(&server).await.unwrap();
+        glimpse::store::migrate(&server, &db, "glimpse", version)
+            .await
+            .unwrap();
+        let clock = Clock::default();
+        let today = clock.now() - clock.now() % SECS_PER_DAY;
+        let start = today - 29 * SECS_PER_DAY;
+        let t = Instant::now();
+        const CHUNK: u64 = 500_000;
+        let mut offset = 0;
+        while offset < n {
+            let count = CHUNK.min(n - offset);
+            ch.sql(
+                "glimpse",
+                &generate_sql(n, offset, count, start, 30 * SECS_PER_DAY),
+            );
+            offset += count;
+        }
+        let generated = t.elapsed();
+        let _ = ch.sql("glimpse", "OPTIMIZE TABLE stats_daily FINAL");
+        let _ = ch.sql("glimpse", "OPTIMIZE TABLE stats_hourly FINAL");
+        let stored = ch.count(
+            "glimpse",
+            "SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_hourly",
+        );
+        assert_eq!(stored, n, "every generated event is in the aggregates");
+        let rows = ch.count(
+            "glimpse",
+            "SELECT sum(rows) FROM system.parts WHERE database = 'glimpse' AND active",
+        );
+        eprintln!(
+            "{n} events generated through the views in {:.1} s; {rows} aggregate rows",
+            generated.as_secs_f64()
+        );
+
+        let app = Arc::new(Dashboard {
+            db,
+            token: TOKEN.into(),
+            sites: cfg.sites.iter().map(|s| s.domain.clone()).collect(),
+            min_visitors: 0,
+            clock,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/api/v1/stats", listener.local_addr().unwrap());
+        tokio::spawn(dashboard::run(listener, std::future::pending(), app));
+        let client = reqwest::Client::new();
+        let q = "site_id=site0.example&period=30d";
+        let mut panels: Vec<(String, String)> = vec![
+            ("aggregate".into(), format!("{base}/aggregate?{q}")),
+            ("timeseries (days)".into(), format!("{base}/timeseries?{q}")),
+            (
+                "timeseries (hours)".into(),
+                format!("{base}/timeseries?{q}&interval=hour"),
+            ),
+            ("revenue".into(), format!("{base}/revenue?{q}")),
+            ("dropped".into(), format!("{base}/dropped?{q}")),
+        ];
+        for p in [
+            "event:page",
+            "visit:entry_page",
+            "visit:exit_page",
+            "visit:source",
+            "visit:referrer",
+            "visit:utm_campaign",
+            "visit:country",
+            "visit:region",
+            "visit:browser",
+            "visit:browser_version",
+            "visit:os",
+            "visit:device",
+            "event:name",
+            "event:props",
+        ] {
+            panels.push((
+                p.into(),
+                format!("{base}/breakdown?{q}&property={p}&limit=10"),
+            ));
+        }
+        let mut report = Vec::new();
+        println!("| {:<22} | {:>9} | {:>9} |", "panel", "p50 ms", "p95 ms");
+        println!("|{}|{}|{}|", "-".repeat(24), "-".repeat(11), "-".repeat(11));
+        let mut worst: f64 = 0.0;
+        for (name, url) in &panels {
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t = Instant::now();
+                let r = client
+                    .get(url)
+                    .bearer_auth(TOKEN)
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{name}: {}", r.text().await.unwrap());
+                let _ = r.bytes().await.unwrap();
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let p50 = percentile(&mut times, 0.5);
+            let p95 = percentile(&mut times, 0.95);
+            worst = worst.max(p95);
+            println!("| {name:<22} | {p50:>9.1} | {p95:>9.1} |");
+            report.push(json!({ "panel": name, "p50_ms": p50, "p95_ms": p95 }));
+        }
+        let out = json!({
+            "events": n,
+            "aggregate_rows": rows,
+            "runs_per_panel": runs,
+            "generate_seconds": generated.as_secs_f64(),
+            "panels": report,
+            "worst_p95_ms": worst,
+        });
+        let path = support::repo_path(if full {
+            "target/dashboard-report.json"
+        } else {
+            "target/dashboard-smoke-report.json"
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+        println!("worst p95: {worst:.1} ms; report: {}", path.display());
+    });
+}
