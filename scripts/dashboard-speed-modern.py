@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Times the dashboard queries on the modern ClickHouse engine (chdb, 26.x, in-process) over the
+aggregates of N generated events (default 10 million), like `cargo bench --bench dashboard` does
+on the server Debian ships. Prints p50/p95 per query.
+
+Usage: GLIMPSE_BIN=target/release/glimpse scripts/dashboard-speed-modern.py [EVENTS] [RUNS]
+Requires chdb (pip install chdb-core).
+"""
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    from chdb import session as chs
+    binary = os.environ.get("GLIMPSE_BIN", str(REPO / "target" / "debug" / "glimpse"))
+    ddl = subprocess.run([binary, "schema", "--server-version", "26.3"], check=True,
+                         capture_output=True, text=True, env={"GLIMPSE_RETENTION_EVENTS_DAYS": "0"}).stdout
+    s = chs.Session(tempfile.mkdtemp(prefix="glimpse-speed-"))
+    s.query("CREATE DATABASE glimpse")
+    s.query("USE glimpse")
+    for stmt in [x.strip() for x in re.split(r";\s*\n", ddl) if x.strip()]:
+        body = "\n".join(l for l in stmt.splitlines() if not l.strip().startswith("--")).strip()
+        if body:
+            s.query(body)
+    # The same generator as benches/dashboard.rs.
+    bench = (REPO / "benches" / "dashboard.rs").read_text()
+    template = bench[bench.index('"INSERT INTO glimpse.events_in'):bench.index('LIMIT {count} OFFSET {offset}"')]
+    template = template.strip('"').replace("\\\n", "").replace('\\"', '"')
+    template = re.sub(r"\s+", " ", template) + " LIMIT {count} OFFSET {offset}"
+    today = int(time.time()) // 86400 * 86400
+    start, span = today - 29 * 86400, 30 * 86400
+    t = time.monotonic()
+    chunk = 1_000_000
+    for offset in range(0, n, chunk):
+        count = min(chunk, n - offset)
+        s.query(template.format(n=n, offset=offset, count=count, start=start, span=span))
+    print(f"{n} events through the views in {time.monotonic() - t:.1f} s")
+    day = lambda d: (dt.date.today() - dt.timedelta(days=d)).isoformat()
+    values = {"{site}": "'site0.example'", "{from}": f"'{day(29)}'", "{to}": f"'{day(0)}'",
+              "{k}": "0", "{limit}": "10"}
+    cases = [(f.stem, None) for f in sorted((REPO / "schema" / "queries").glob("*.sql")) if f.stem != "breakdown"]
+    cases += [("breakdown", d) for d in ["page", "source", "country", "region", "browser", "device", "event"]]
+    print(f"| {'query':<24} | {'p50 ms':>8} | {'p95 ms':>8} |")
+    worst = 0.0
+    for name, dim in cases:
+        sql = (REPO / "schema" / "queries" / f"{name}.sql").read_text().strip().rstrip(";")
+        for k, v in {**values, "{dimension}": f"'{dim}'"}.items():
+            sql = sql.replace(k, v)
+        times = []
+        for _ in range(runs):
+            t = time.monotonic()
+            s.query(sql, "JSONEachRow")
+            times.append((time.monotonic() - t) * 1000)
+        times.sort()
+        p50, p95 = times[len(times) // 2], times[min(len(times) - 1, round((len(times) - 1) * 0.95))]
+        worst = max(worst, p95)
+        label = name + (f" {dim}" if dim else "")
+        print(f"| {label:<24} | {p50:>8.1f} | {p95:>8.1f} |")
+    print(f"worst p95: {worst:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
