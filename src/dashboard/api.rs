@@ -163,8 +163,10 @@ async fn rows(app: &Dashboard, name: &str, p: &Params) -> Result<Vec<Map<String,
 async fn aggregate(app: &Dashboard, p: &Params) -> Result<Value, Failure> {
     let mut current = Map::new();
     let mut previous = Map::new();
-    for name in ["totals", "visits"] {
-        for row in rows(app, name, p).await? {
+    // Independent queries: ask both at once.
+    let (totals, visits) = tokio::join!(rows(app, "totals", p), rows(app, "visits", p));
+    for result in [totals, visits] {
+        for row in result? {
             let target = if row.get("period").and_then(Value::as_str) == Some("current") {
                 &mut current
             } else {
