@@ -65,14 +65,9 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("dashboard_smoke: test");
-        }
+    let Some(full) = support::bench_mode("dashboard_smoke") else {
         return;
-    }
-    let full = args.iter().any(|a| a == "--bench");
+    };
     let env = |k: &str, d: u64| {
         std::env::var(k)
             .ok()

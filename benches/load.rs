@@ -381,16 +381,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
-    // `cargo bench` passes --bench. Test runners list tests first (libtest's `--list`), then run
-    // the binary without --bench: a smoke run then.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("load_smoke: test");
-        }
+    let Some(full) = support::bench_mode("load_smoke") else {
         return;
-    }
-    let full = args.iter().any(|a| a == "--bench");
+    };
     let seconds = if full {
         env_or("GLIMPSE_LOAD_SECONDS", 5)
     } else {

@@ -330,7 +330,7 @@ pub struct DashboardConfig {
 pub struct VisitsConfig {
     /// A visit ends after this long without an event.
     pub timeout: Duration,
-    /// Open visits held in memory (about 100 bytes each).
+    /// Open visits held in memory (each a map entry and its exit page's path).
     pub max_open: usize,
 }
 

@@ -47,6 +47,7 @@ pub mod collector;
 pub mod dashboard;
 pub mod metrics;
 pub mod pipeline;
+mod prehashed;
 pub mod privacy;
 pub mod ratelimit;
 pub mod server;

@@ -7,11 +7,12 @@
 //! then, if still full, admits newcomers without tracking them (fail open, never fail closed
 //! for real visitors).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::prehashed;
 
 const SHARDS: usize = 32;
 
@@ -31,31 +32,13 @@ struct Bucket {
     at_ms: u32,
 }
 
-/// The keys are already uniformly distributed hashes; hashing them again is wasted work.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// How often a full shard may be swept for clients whose bucket has refilled. Between sweeps a
 /// full shard admits newcomers untracked, so many distinct clients never cost a scan each.
 const SWEEP_EVERY_MS: u32 = 1000;
 
 #[derive(Default)]
 struct Shard {
-    buckets: HashMap<u64, Bucket, BuildHasherDefault<Prehashed>>,
+    buckets: prehashed::HashMap<Bucket>,
     swept_at_ms: Option<u32>,
 }
 

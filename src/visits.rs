@@ -10,10 +10,10 @@
 //! midnight becomes two, as the visitor id changes. When the table is full, events of visitors it
 //! cannot hold count as visits of their own (`glimpse_visits_untracked_total`).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::prehashed;
 
 const SHARDS: usize = 64;
 /// A full shard is swept for ended visits at most this often.
@@ -44,27 +44,9 @@ struct Visit {
     exit: Box<str>,
 }
 
-/// Visitor ids are keyed hashes already: use them as they are.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 #[derive(Default)]
 struct Shard {
-    open: HashMap<u64, Visit, BuildHasherDefault<Prehashed>>,
+    open: prehashed::HashMap<Visit>,
     swept_at: u32,
 }
 

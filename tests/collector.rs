@@ -135,12 +135,7 @@ async fn bots_unknown_sites_and_bad_input_are_not_recorded() {
     assert!(r.body.contains("missing field `u`"), "{}", r.body);
 
     assert_eq!(g.send(&page, UA_FIREFOX, "203.0.113.5").await.status, 202);
-    let metrics = reqwest::get(g.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(
         metrics.contains("glimpse_events_dropped_total{reason=\"http_client\"} 2"),
         "{metrics}"

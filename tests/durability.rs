@@ -253,14 +253,7 @@ async fn a_full_spool_answers_429_with_retry_after_and_recovers() {
     let body = refused.text().await.unwrap();
     assert!(body.contains("spool is full"), "{body}");
     assert!(g.app.spool.bytes() >= 64 * 1024);
-    let metrics = client
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(metrics.contains("glimpse_http_responses_total{status=\"429\"} 1"));
 
     ch.restart();

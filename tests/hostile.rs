@@ -353,14 +353,7 @@ async fn a_flooding_client_is_rate_limited_by_address() {
             .unwrap();
         assert_eq!(r.status(), 202);
     }
-    let metrics = client
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(metrics.contains(&format!(
         "glimpse_events_rate_limited_total {}",
         30 - accepted
@@ -389,18 +382,10 @@ async fn metrics_cover_the_pipeline_and_name_no_visitor() {
         .await;
     assert_eq!(bot.dropped.as_deref(), Some("http_client"));
     assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 5), 5);
-    let client = support::browser_client();
     // The insert's metrics are recorded once ClickHouse has answered: poll briefly.
     let start = Instant::now();
     let text = loop {
-        let text = client
-            .get(g.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = g.metrics().await;
         if text.contains("glimpse_insert_rows_total 5") || start.elapsed() > Duration::from_secs(5)
         {
             break text;

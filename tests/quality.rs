@@ -160,8 +160,7 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
         (202, None)
     );
 
-    let metrics = browser.get(g.url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = g.metrics().await;
     for (reason, _) in cases.iter().skip(1) {
         let line = format!("glimpse_events_dropped_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "missing {line}");

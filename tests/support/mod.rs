@@ -316,6 +316,20 @@ pub async fn seed_known_traffic(ch: &ClickHouse) -> String {
     today
 }
 
+/// For a bench target with `harness = false`: `cargo bench` passes `--bench` (a full run, `true`);
+/// test runners first list tests (libtest's `--list`, answered here with `name` and `None`),
+/// then run the binary without `--bench` (a smoke run, `false`).
+pub fn bench_mode(name: &str) -> Option<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("{name}: test");
+        }
+        return None;
+    }
+    Some(args.iter().any(|a| a == "--bench"))
+}
+
 /// An HTTP client that sends what every browser sends with a beacon request besides its user
 /// agent (`Accept-Language`), so the header checks treat it as a browser.
 pub fn browser_client() -> reqwest::Client {
@@ -393,6 +407,16 @@ impl Glimpse {
             .await
             .unwrap();
         Reply::from(res).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Graceful stop: flushes everything accepted to ClickHouse.
