@@ -24,6 +24,18 @@ impl Clock {
         real.saturating_add_signed(self.offset_secs.load(Ordering::Relaxed))
     }
 
+    /// Milliseconds since the Unix epoch.
+    pub fn now_millis(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        real.saturating_add_signed(
+            self.offset_secs
+                .load(Ordering::Relaxed)
+                .saturating_mul(1000),
+        )
+    }
+
     /// Moves this clock (and every clone of it) by `secs`.
     pub fn advance(&self, secs: i64) {
         self.offset_secs.fetch_add(secs, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! Wiring: opens the spool, connects to ClickHouse, prepares the schema and salts, starts the
-//! background work (batcher thread, deliverer, salt keeper, retention) and serves until
-//! shutdown; then stops accepting, seals the spool and delivers what it can within the grace
+//! background work (batcher thread, deliverer, salt keeper, retention, closing days) and serves
+//! until shutdown; then stops accepting, seals the spool and delivers what it can within the grace
 //! period. Whatever ClickHouse has not taken by then stays in the spool for the next start.
 
 use std::future::Future;
@@ -30,6 +30,8 @@ use crate::visits::Visits;
 /// How often salts are refreshed (and expired ones destroyed), and retention applied.
 pub const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often finished days are checked and copied into exact counts (`store::closing`).
+pub const CLOSE_DAYS_EVERY: Duration = Duration::from_secs(600);
 /// A segment never grows past this, whatever `batch.max_rows` says: it bounds the deliverer's
 /// memory (it reads one segment at a time).
 pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
@@ -138,6 +140,11 @@ impl Collector {
                 db.clone(),
                 version,
                 config.events_retention_days,
+                clock.clone(),
+                stopped(stop_rx.clone()),
+            )),
+            tokio::spawn(keep_closing_days(
+                db.clone(),
                 clock.clone(),
                 stopped(stop_rx),
             )),
@@ -281,6 +288,27 @@ async fn keep_salts(
         }
         if let Err(e) = salts.refresh(&db, clock.now()).await {
             tracing::warn!(error = %e, "salt refresh failed; will retry");
+        }
+    }
+}
+
+/// Copies finished days into exact counts, at start and every `CLOSE_DAYS_EVERY`.
+async fn keep_closing_days(db: clickhouse::Client, clock: Clock, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        match store::closing::close_days(&db, clock.now_millis()).await {
+            Ok(closed) if !closed.is_empty() => {
+                tracing::info!(
+                    days = closed.len(),
+                    "finished days copied into exact counts"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "closing finished days failed; will retry"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CLOSE_DAYS_EVERY) => {}
+            () = &mut stop => return,
         }
     }
 }

@@ -456,6 +456,69 @@ async fn migrations_are_idempotent_and_recorded() {
     );
 }
 
+/// Upgrading a database that has data: migration 0007 rebuilds the sketch tables, keeping every
+/// aggregate, and the views of 0002 then write into the rebuilt tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_closed_days_keeps_the_aggregates() {
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    let (server, db) = store::clients(&cfg.clickhouse);
+    let version = store::server_version(&server).await.unwrap();
+    let (before, rest) = store::schema::MIGRATIONS.split_at(6);
+    assert_eq!(rest[0].0, "0007_closed_days.sql");
+    store::migrate_with(&server, &db, DB, version, before)
+        .await
+        .unwrap();
+    let insert = |offset: u64| {
+        format!(
+            "INSERT INTO events_in (timestamp, site, name, pathname, country_code, visitor_id) \
+             SELECT toDateTime(1795000000 + number * 600), if(number % 3 = 0, 'b.org', 'a.com'), \
+             if(number % 5 = 0, 'Signup', 'pageview'), concat('/p', toString(number % 7)), \
+             'DE', number % 97 FROM system.numbers LIMIT 1000 OFFSET {offset}"
+        )
+    };
+    ch.sql(DB, &insert(0));
+    let snapshot = |ch: &ClickHouse| {
+        (
+            ch.rows(
+                DB,
+                "SELECT site, hour, sumMerge(pageviews), sumMerge(events), \
+                 uniqMerge(visitors) FROM stats_hourly GROUP BY site, hour ORDER BY site, hour",
+            ),
+            ch.rows(
+                DB,
+                "SELECT site, day, dimension, value, sumMerge(pageviews), sumMerge(events), \
+                 uniqMerge(visitors) FROM stats_daily GROUP BY site, day, dimension, value \
+                 ORDER BY site, day, dimension, value",
+            ),
+        )
+    };
+    let old = snapshot(&ch);
+    assert!(old.0.len() > 100 && old.1.len() > 100);
+    let ran = store::migrate(&server, &db, DB, version).await.unwrap();
+    assert_eq!(ran, ["0007_closed_days.sql"]);
+    assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
+    let leftovers = "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+                     AND (name LIKE '%_rebuild' OR name LIKE '%_0002')";
+    assert_eq!(ch.count(DB, leftovers), 0);
+    // New rows reach the rebuilt tables through the old views.
+    ch.sql(DB, &insert(1000));
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT sumMerge(pageviews) + sumMerge(events) FROM stats_hourly"
+        ),
+        2000
+    );
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT sumMerge(pageviews) FROM stats_daily WHERE dimension = 'country'"
+        ),
+        1600
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_table_matches_the_row_encoder() {
     let ch = ClickHouse::start();

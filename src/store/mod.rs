@@ -1,6 +1,8 @@
-//! Stage 7 — store: the ClickHouse side. Connection, server version, migrations, retention and
-//! the salts table. Inserting batches is `deliver`'s job; everything here is control traffic.
+//! Stage 7 — store: the ClickHouse side. Connection, server version, migrations, retention,
+//! the salts table and closed days. Inserting batches is `deliver`'s job; everything here is
+//! control traffic.
 
+pub mod closing;
 pub mod queries;
 pub mod salts;
 pub mod schema;
@@ -58,6 +60,17 @@ pub async fn migrate(
     database: &str,
     version: ServerVersion,
 ) -> Result<Vec<String>, StoreError> {
+    migrate_with(server, db, database, version, schema::MIGRATIONS).await
+}
+
+/// `migrate` with a given list: tests use a prefix of it to stand for an older release.
+pub async fn migrate_with(
+    server: &Client,
+    db: &Client,
+    database: &str,
+    version: ServerVersion,
+    migrations: &[(&str, &str)],
+) -> Result<Vec<String>, StoreError> {
     server
         .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
         .execute()
@@ -75,7 +88,7 @@ pub async fn migrate(
         .await?;
     let features = version.features();
     let mut ran = Vec::new();
-    for (name, sql) in schema::MIGRATIONS {
+    for (name, sql) in migrations {
         let checksum = blake3::hash(sql.as_bytes()).to_hex()[..16].to_string();
         if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == name) {
             if *recorded != checksum {

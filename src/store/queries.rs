@@ -137,7 +137,7 @@ fn check_date(which: &'static str, d: &str) -> Result<(), QueryError> {
 }
 
 /// A ClickHouse string literal.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
