@@ -7,6 +7,7 @@ Usage: GLIMPSE_BIN=target/release/glimpse scripts/dashboard-speed-modern.py [EVE
 Requires chdb (pip install chdb-core).
 """
 import datetime as dt
+import importlib.util
 import os
 import re
 import subprocess
@@ -16,7 +17,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+
+
+def schema_check():
+    """scripts/check-modern-schema.py as a module: its chdb wrapper and its day closing."""
+    spec = importlib.util.spec_from_file_location("check_modern_schema",
+                                                  REPO / "scripts" / "check-modern-schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main():
@@ -46,6 +55,11 @@ def main():
         count = min(chunk, n - offset)
         s.query(template.format(n=n, offset=offset, count=count, start=start, span=span))
     print(f"{n} events through the views in {time.monotonic() - t:.1f} s")
+    # Every day but today is over: close them as the collector would.
+    check = schema_check()
+    t = time.monotonic()
+    closed = check.close_days(check.Engine(s))
+    print(f"{closed} (site, day) pairs closed in {time.monotonic() - t:.1f} s")
     day = lambda d: (dt.date.today() - dt.timedelta(days=d)).isoformat()
     values = {"{site}": "'site0.example'", "{from}": f"'{day(29)}'", "{to}": f"'{day(0)}'",
               "{k}": "0", "{limit}": "10"}

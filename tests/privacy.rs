@@ -32,6 +32,8 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "kind",
     "page",
     "visits",
+    // When a closed day's copy was made (milliseconds since the epoch), not when anyone visited.
+    "generation",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {
