@@ -6,7 +6,9 @@
 -- later days (today, usually) from the sketches. Visitor ids change every day, so a period's
 -- visitors are the sum of its days' visitors.
 --
--- Each copy carries a generation (milliseconds since the epoch when it was made). The copy of
+-- Each copy carries a generation (when it was made: milliseconds since the epoch times a
+-- million, plus a random number below a million so that two collectors copying a day in the
+-- same millisecond do not write equal ones). The copy of
 -- a (site, day) that counts is the one with the latest generation in closed_days, which is
 -- written after that copy's rows. When rows for a copied day arrive late (from a spool after an
 -- outage), the day's sums no longer match its closed_days row and the next check copies it

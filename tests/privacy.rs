@@ -32,7 +32,7 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "kind",
     "page",
     "visits",
-    // When a closed day's copy was made (milliseconds since the epoch), not when anyone visited.
+    // When a closed day's copy was made (by the collector's clock), not when anyone visited.
     "generation",
 ];
 

@@ -19,6 +19,8 @@ use crate::clock::{SECS_PER_DAY, date_string, day_of};
 pub const CLOSE_DAY_SQL: &str = include_str!("../../schema/close_day.sql");
 /// A day is closed this long after its UTC midnight, once batches in flight have landed.
 pub const CLOSE_AFTER_SECS: u64 = 15 * 60;
+/// Generations per millisecond: room for the random part of [`generation_at`].
+const GENERATIONS_PER_MS: u64 = 1_000_000;
 /// The tables a copy writes, each with a `generation` column.
 const CLOSED_TABLES: [(&str, &str); 3] = [
     ("stats_hourly_closed", "toDate(hour)"),
@@ -94,8 +96,8 @@ pub async fn days_to_close(db: &Client, now: u64) -> Result<Vec<OpenDay>, StoreE
     Ok(open)
 }
 
-/// Copies one day as generation `generation` (the time in milliseconds, raised if needed to
-/// stay above the day's last copy), then deletes older copies of it. Returns the generation.
+/// Copies one day as generation `generation` (see [`generation_at`]; raised if needed to stay
+/// above the day's last copy), then deletes older copies of it. Returns the generation.
 pub async fn close_day(db: &Client, day: &OpenDay, generation: u64) -> Result<u64, StoreError> {
     let (copies, last): (u64, u64) = db
         .query(
@@ -133,11 +135,22 @@ pub async fn close_day(db: &Client, day: &OpenDay, generation: u64) -> Result<u6
     Ok(generation)
 }
 
+/// A generation for a copy made at `now_millis`: the time in milliseconds times a million plus
+/// a random number below a million, so two collectors first copying the same day in the same
+/// millisecond still write different generations (equal ones would both count), but for a
+/// one-in-a-million chance.
+pub fn generation_at(now_millis: u64) -> u64 {
+    let mut b = [0u8; 4];
+    // Without randomness the copy is still correct unless another collector collides.
+    let _ = getrandom::fill(&mut b);
+    now_millis * GENERATIONS_PER_MS + u64::from(u32::from_le_bytes(b)) % GENERATIONS_PER_MS
+}
+
 /// Closes every day `days_to_close` finds. Returns the days copied.
 pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, StoreError> {
     let open = days_to_close(db, now_millis / 1000).await?;
     for day in &open {
-        close_day(db, day, now_millis).await?;
+        close_day(db, day, generation_at(now_millis)).await?;
     }
     Ok(open)
 }
@@ -145,6 +158,15 @@ pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_keep_time_order_and_differ_within_a_millisecond() {
+        let t = 1_795_000_000_000;
+        let seen: std::collections::HashSet<u64> = (0..50).map(|_| generation_at(t)).collect();
+        assert!(seen.len() > 1, "random low digits");
+        assert!(seen.iter().all(|g| g / GENERATIONS_PER_MS == t));
+        assert!(generation_at(t + 1) > *seen.iter().max().unwrap());
+    }
 
     #[test]
     fn renders_three_statements_with_every_placeholder_filled() {
