@@ -35,6 +35,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "glimpse"
 QUERIES_DIR = REPO_ROOT / "schema" / "queries"
+GRANTS = REPO_ROOT / "deploy" / "clickhouse" / "grants.sql"
 DATABASE = "glimpse"
 
 # Columns of events_in / events, in DDL order.
@@ -479,6 +481,23 @@ def run_query_files(engine):
     return len(texts), 0
 
 
+def check_grants(engine):
+    """The access recipe parses on this server and names only tables the schema made.
+
+    The in-process engine has no writable user storage, so the statements are parsed
+    (EXPLAIN AST), not executed; tests/queries.rs checks which tables they grant.
+    """
+    statements = split_statements(GRANTS.read_text())
+    tables = {r["name"] for r in engine.rows(
+        f"SELECT name FROM system.tables WHERE database = '{DATABASE}'")}
+    for _, sql in statements:
+        engine.exec(f"EXPLAIN AST {sql}", f"{display(GRANTS)}: {sql}")
+        for table in re.findall(rf"\bON {DATABASE}\.(\w+)", sql):
+            if table not in tables:
+                fail(f"{display(GRANTS)} grants {DATABASE}.{table}, which the schema lacks")
+    return len(statements)
+
+
 def close_days(engine):
     """Copies every (site, day) but the last day into the closed-day tables with
     schema/close_day.sql, as the collector does once a day is over. Returns how many."""
@@ -558,6 +577,8 @@ def main():
         print(f"deduplication: a segment of {deduped} rows retried with its token "
               f"is stored once in events and every aggregate")
         ran, skipped = run_query_files(engine)
+        grants = check_grants(engine)
+        print(f"{display(GRANTS)}: {grants} statements parse; every granted table exists")
         closed = close_days(engine)
         if closed == 0:
             fail("the test data has no day to close")

@@ -28,7 +28,10 @@ impl Drop for Running {
 }
 
 async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
-    let cfg = support::test_config(ch, DB);
+    let mut cfg = support::test_config(ch, DB);
+    // The dashboard reads as the read-only user dashboards are meant to get.
+    cfg.clickhouse.user = "dashboards".into();
+    cfg.clickhouse.password = "dashboards".into();
     let (_, db) = glimpse::store::clients(&cfg.clickhouse);
     let app = Arc::new(Dashboard {
         db,

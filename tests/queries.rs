@@ -296,3 +296,75 @@ async fn visits_from_known_timings() {
         [pair("/blog", "2"), pair("/", "1"), pair("/docs", "1")]
     );
 }
+
+/// The tables a statement reads: the names after FROM and JOIN, outside comments.
+fn tables_read(sql: &str) -> std::collections::BTreeSet<String> {
+    let words: Vec<&str> = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .flat_map(str::split_whitespace)
+        .collect();
+    words
+        .windows(2)
+        .filter(|w| w[0].eq_ignore_ascii_case("FROM") || w[0].eq_ignore_ascii_case("JOIN"))
+        .map(|w| w[1].trim_end_matches([')', ',', ';']))
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .map(String::from)
+        .collect()
+}
+
+/// The dashboards recipe (`deploy/clickhouse/grants.sql`) grants exactly the tables the query
+/// files read, which are neither the salts nor the raw events; and a read-only user (what
+/// ClickHouse 18.16 offers instead of grants) runs every query and cannot change anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
+    let ch = ClickHouse::start();
+    let today = seed_known_traffic(&ch).await;
+    let recipe =
+        std::fs::read_to_string(support::repo_path("deploy/clickhouse/grants.sql")).unwrap();
+    let granted: std::collections::BTreeSet<String> = recipe
+        .lines()
+        .filter_map(|l| l.strip_prefix("GRANT SELECT ON glimpse."))
+        .filter_map(|l| l.strip_suffix(" TO glimpse_dashboards;"))
+        .map(String::from)
+        .collect();
+
+    let mut read = std::collections::BTreeSet::new();
+    for (name, _) in queries::QUERIES {
+        for dimension in ["page", "country"] {
+            let sql = queries::render(name, &params(&today, dimension, 0)).unwrap();
+            read.extend(tables_read(&sql));
+            let (status, answer) = ch.sql_as("dashboards", "dashboards", DB, &sql);
+            assert_eq!(status, 200, "{name} as the dashboards user: {answer}");
+            assert_eq!(answer, ch.sql(DB, &sql), "{name}");
+        }
+    }
+    assert_eq!(granted, read, "the role grants what the queries read");
+    for secret in ["glimpse_salts", "events", "events_in"] {
+        assert!(!granted.contains(secret), "{secret} is granted");
+    }
+    let tables: std::collections::BTreeSet<String> = ch
+        .rows(
+            "system",
+            "SELECT name FROM tables WHERE database = 'glimpse' AND engine NOT LIKE '%View'",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert!(
+        granted.is_subset(&tables),
+        "{granted:?} not all in {tables:?}"
+    );
+    assert!(tables.contains("glimpse_salts") && tables.contains("events"));
+
+    for change in [
+        "INSERT INTO dropped_daily (day, site, reason, events) VALUES (today(), 'a.com', 'x', 1)",
+        "ALTER TABLE stats_daily DELETE WHERE 1",
+        "DROP TABLE glimpse_salts",
+        "CREATE TABLE t (x UInt8) ENGINE = Memory",
+    ] {
+        let (status, answer) = ch.sql_as("dashboards", "dashboards", DB, change);
+        assert_ne!(status, 200, "{change}");
+        assert!(answer.contains("readonly mode"), "{change}: {answer}");
+    }
+}

@@ -150,6 +150,17 @@ impl ClickHouse {
         text
     }
 
+    /// Runs one statement as another user: the HTTP status and the answer, or the error.
+    pub fn sql_as(&self, user: &str, password: &str, database: &str, query: &str) -> (u16, String) {
+        http(
+            "POST",
+            self.http_port,
+            &format!("/?database={database}&user={user}&password={password}"),
+            query,
+        )
+        .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"))
+    }
+
     /// TSV rows as vectors of fields.
     pub fn rows(&self, database: &str, query: &str) -> Vec<Vec<String>> {
         self.sql(database, &format!("{query} FORMAT TSV"))

@@ -1,0 +1,25 @@
+-- Access for Glimpse on ClickHouse 24.x-26.x (SQL access control). Replace the passwords, and
+-- `glimpse` in `ON glimpse.` if the database has another name. Run as an administrator.
+--
+-- The collector's own user: it creates and migrates its tables, inserts, drops expired
+-- partitions (retention, salt destruction) and deletes superseded copies of closed days.
+CREATE USER IF NOT EXISTS glimpse IDENTIFIED BY 'change-me';
+GRANT CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW, ALTER, INSERT, SELECT ON glimpse.* TO glimpse;
+GRANT SELECT ON system.parts TO glimpse;
+
+-- Dashboards (Grafana, `glimpse dashboard`, Metabase, ...): read the aggregate tables that
+-- schema/queries reads, and nothing else: not the salts (glimpse_salts), not the raw events.
+CREATE ROLE IF NOT EXISTS glimpse_dashboards;
+GRANT SELECT ON glimpse.stats_hourly TO glimpse_dashboards;
+GRANT SELECT ON glimpse.stats_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.closed_days TO glimpse_dashboards;
+GRANT SELECT ON glimpse.stats_hourly_closed TO glimpse_dashboards;
+GRANT SELECT ON glimpse.stats_daily_closed TO glimpse_dashboards;
+GRANT SELECT ON glimpse.visits_hourly TO glimpse_dashboards;
+GRANT SELECT ON glimpse.visit_pages_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.revenue_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.props_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.dropped_daily TO glimpse_dashboards;
+CREATE USER IF NOT EXISTS dashboards IDENTIFIED BY 'change-me-too' SETTINGS readonly = 1;
+GRANT glimpse_dashboards TO dashboards;
+SET DEFAULT ROLE glimpse_dashboards TO dashboards;
