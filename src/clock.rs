@@ -18,10 +18,7 @@ pub struct Clock {
 impl Clock {
     /// Seconds since the Unix epoch.
     pub fn now(&self) -> u64 {
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        real.saturating_add_signed(self.offset_secs.load(Ordering::Relaxed))
+        self.now_millis() / 1000
     }
 
     /// Milliseconds since the Unix epoch.

@@ -30,8 +30,9 @@ impl Drop for Running {
 async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
     let mut cfg = support::test_config(ch, DB);
     // The dashboard reads as the read-only user dashboards are meant to get.
-    cfg.clickhouse.user = "dashboards".into();
-    cfg.clickhouse.password = "dashboards".into();
+    let (user, password) = support::DASHBOARDS_USER;
+    cfg.clickhouse.user = user.into();
+    cfg.clickhouse.password = password.into();
     let (_, db) = glimpse::store::clients(&cfg.clickhouse);
     let app = Arc::new(Dashboard {
         db,

@@ -334,7 +334,7 @@ async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
         for dimension in ["page", "country"] {
             let sql = queries::render(name, &params(&today, dimension, 0)).unwrap();
             read.extend(tables_read(&sql));
-            let (status, answer) = ch.sql_as("dashboards", "dashboards", DB, &sql);
+            let (status, answer) = ch.sql_as(support::DASHBOARDS_USER, DB, &sql);
             assert_eq!(status, 200, "{name} as the dashboards user: {answer}");
             assert_eq!(answer, ch.sql(DB, &sql), "{name}");
         }
@@ -363,7 +363,7 @@ async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
         "DROP TABLE glimpse_salts",
         "CREATE TABLE t (x UInt8) ENGINE = Memory",
     ] {
-        let (status, answer) = ch.sql_as("dashboards", "dashboards", DB, change);
+        let (status, answer) = ch.sql_as(support::DASHBOARDS_USER, DB, change);
         assert_ne!(status, 200, "{change}");
         assert!(answer.contains("readonly mode"), "{change}: {answer}");
     }

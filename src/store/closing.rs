@@ -39,16 +39,8 @@ pub struct OpenDay {
 
 /// The statements of `CLOSE_DAY_SQL` for one day and generation.
 pub fn render(day: &OpenDay, generation: u64) -> Vec<String> {
-    CLOSE_DAY_SQL
-        .split(';')
-        .map(|stmt| {
-            stmt.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    super::schema::statements(CLOSE_DAY_SQL)
+        .into_iter()
         .map(|s| {
             s.replace("{site}", &quote(&day.site))
                 .replace("{day}", &quote(&date_string(day.day)))
@@ -99,6 +91,8 @@ pub async fn days_to_close(db: &Client, now: u64) -> Result<Vec<OpenDay>, StoreE
 /// Copies one day as generation `generation` (see [`generation_at`]; raised if needed to stay
 /// above the day's last copy), then deletes older copies of it. Returns the generation.
 pub async fn close_day(db: &Client, day: &OpenDay, generation: u64) -> Result<u64, StoreError> {
+    // Read now rather than taken from `days_to_close`: another collector may have copied the
+    // day since.
     let (copies, last): (u64, u64) = db
         .query(
             "SELECT count(), max(generation) FROM closed_days \

@@ -116,7 +116,16 @@ pub fn render(sql: &str, features: Features) -> Vec<String> {
         // Migrations run once, so the guard only matters for re-running a rendered script.
         text = text.replace("ADD COLUMN IF NOT EXISTS ", "ADD COLUMN ");
     }
-    text.split(';')
+    statements(&text)
+}
+
+/// The statements of a SQL text, without its whole-line `--` comments.
+pub fn statements(sql: &str) -> Vec<String> {
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(String::from)

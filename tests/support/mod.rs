@@ -38,6 +38,9 @@ pub fn free_port() -> u16 {
 }
 
 /// A ClickHouse server in a temp dir, on free loopback ports; killed on drop.
+/// The read-only user of `scripts/clickhouse/users.xml`: (name, password).
+pub const DASHBOARDS_USER: (&str, &str) = ("dashboards", "dashboards");
+
 pub struct ClickHouse {
     pub http_port: u16,
     pub dir: tempfile::TempDir,
@@ -139,19 +142,18 @@ impl ClickHouse {
 
     /// Runs one statement and returns its TSV output.
     pub fn sql(&self, database: &str, query: &str) -> String {
-        let (status, text) = http(
-            "POST",
-            self.http_port,
-            &format!("/?database={database}"),
-            query,
-        )
-        .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"));
+        let (status, text) = self.sql_as(("default", ""), database, query);
         assert!(status == 200, "query failed ({status}): {query}\n{text}");
         text
     }
 
-    /// Runs one statement as another user: the HTTP status and the answer, or the error.
-    pub fn sql_as(&self, user: &str, password: &str, database: &str, query: &str) -> (u16, String) {
+    /// Runs one statement as `(user, password)`: the HTTP status and the answer, or the error.
+    pub fn sql_as(
+        &self,
+        (user, password): (&str, &str),
+        database: &str,
+        query: &str,
+    ) -> (u16, String) {
         http(
             "POST",
             self.http_port,
