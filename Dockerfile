@@ -10,8 +10,10 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not refetch and rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+# The test harness is a workspace member: its manifest is needed to resolve the workspace.
+COPY tests/support/Cargo.toml ./tests/support/Cargo.toml
+RUN mkdir -p src benches tests/support/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/support/src/lib.rs \
     && for b in stages load dashboard; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked \
     && rm -rf src benches

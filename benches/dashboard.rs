@@ -9,9 +9,6 @@
 //! counts, as the collector does after each midnight, and today stays open. Prints p50/p95 per panel and writes
 //! `target/dashboard-report.json`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,9 +90,9 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let mut cfg = support::test_config(&ch, "glimpse");
-        cfg.events_retention_days = 0;
+        cfg.retention.events_days = 0;
         cfg.sites = (0..5)
-            .map(|i| glimpse::config::Site::new(&format!("site{i}.example")))
+            .map(|i| glimpse::model::Site::new(&format!("site{i}.example")))
             .collect();
         let (server, db) = glimpse::store::clients(&cfg.clickhouse);
         let version = glimpse::store::server_version(&server).await.unwrap();
@@ -154,7 +151,12 @@ fn main() {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/api/v1/stats", listener.local_addr().unwrap());
-        tokio::spawn(dashboard::run(listener, std::future::pending(), app));
+        tokio::spawn(dashboard::run(
+            listener,
+            std::future::pending(),
+            app,
+            cfg.server.clone(),
+        ));
         let client = reqwest::Client::new();
         let q = "site_id=site0.example&period=30d";
         let mut panels: Vec<(String, String)> = vec![

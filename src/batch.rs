@@ -1,4 +1,4 @@
-//! Stage 5 — batch: gather encoded rows into spool segments, one segment per INSERT.
+//! Batch: gather encoded rows into spool segments, one segment per INSERT.
 //!
 //! A dedicated thread (file writes and fsync block) receives each request's rows from a bounded
 //! queue, appends them to the open segment and group-commits on `commit_interval`: with an
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Gauge, Metrics};
+use crate::settings::Reader;
 use crate::spool::{SegmentWriter, Spool};
 
 /// The rows of one accepted request, already RowBinary-encoded.
@@ -26,13 +27,50 @@ pub struct Rows {
     pub durable: Option<oneshot::Sender<()>>,
 }
 
-#[derive(Debug, Clone)]
+/// The `[batch]` section.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Rows per segment (one INSERT).
+    pub max_rows: usize,
+    /// A segment is sealed this long after its first row at the latest.
+    pub max_delay: Duration,
+    /// Requests waiting for the batcher; beyond it, 429.
+    pub queue_capacity: usize,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            max_rows: r.bounded("batch.max_rows", 50_000, 1, 1_000_000) as usize,
+            max_delay: r.millis("batch.max_delay_ms", 1000, 1, 600_000),
+            queue_capacity: r.bounded("batch.queue_capacity", 20_000, 1, 10_000_000) as usize,
+        }
+    }
+}
+
+/// When the batcher seals and commits.
+#[derive(Debug, Clone)]
+pub struct Limits {
     pub max_rows: u64,
     pub max_bytes: u64,
     pub max_delay: Duration,
     /// Zero: fsync before answering. Otherwise a crash loses at most this much.
     pub commit_interval: Duration,
+}
+
+/// A segment never grows past this, whatever `batch.max_rows` says: it bounds the deliverer's
+/// memory (it reads one segment at a time).
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+
+impl Limits {
+    pub fn new(batch: &Settings, spool: &crate::spool::Settings) -> Limits {
+        Limits {
+            max_rows: batch.max_rows as u64,
+            max_bytes: MAX_SEGMENT_BYTES,
+            max_delay: batch.max_delay,
+            commit_interval: spool.commit_interval,
+        }
+    }
 }
 
 enum Message {
@@ -95,6 +133,15 @@ impl Intake {
     pub fn depth(&self) -> usize {
         self.tx.len()
     }
+
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_queue_depth",
+            help: "Requests waiting for the batcher.",
+            value: self.depth() as f64,
+        });
+    }
 }
 
 /// Creates the queue and starts the batcher thread. Sealed segment numbers go to `sealed`;
@@ -103,7 +150,7 @@ pub fn start(
     spool: Arc<Spool>,
     next_seq: u64,
     capacity: usize,
-    settings: Settings,
+    settings: Limits,
     sealed: mpsc::UnboundedSender<u64>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(Intake, std::thread::JoinHandle<()>)> {
@@ -136,7 +183,7 @@ pub fn start(
 
 struct Batcher {
     spool: Arc<Spool>,
-    settings: Settings,
+    settings: Limits,
     sealed: mpsc::UnboundedSender<u64>,
     metrics: Arc<Metrics>,
     failing: Arc<AtomicBool>,
@@ -289,7 +336,7 @@ mod tests {
     }
 
     fn setup(
-        settings: Settings,
+        settings: Limits,
     ) -> (
         tempfile::TempDir,
         Arc<Spool>,
@@ -312,8 +359,8 @@ mod tests {
         (dir, spool, intake, thread, srx)
     }
 
-    fn settings(max_rows: u64, max_delay_ms: u64, commit_ms: u64) -> Settings {
-        Settings {
+    fn settings(max_rows: u64, max_delay_ms: u64, commit_ms: u64) -> Limits {
+        Limits {
             max_rows,
             max_bytes: 1 << 30,
             max_delay: Duration::from_millis(max_delay_ms),

@@ -10,6 +10,23 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::settings::Reader;
+
+/// The `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// Proxies (CIDRs) whose forwarding headers are believed.
+    pub trusted: Vec<IpNet>,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            trusted: r.cidrs("proxy.trusted"),
+        }
+    }
+}
+
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     if !is_trusted(peer, trusted) {

@@ -85,7 +85,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             };
             print!(
                 "{}",
-                schema::script(version, config.events_retention_days > 0)
+                schema::script(version, config.retention.events_days > 0)
             );
             Ok(())
         }
@@ -117,12 +117,12 @@ async fn dashboard(config: Config) -> Result<()> {
     let app = std::sync::Arc::new(glimpse::dashboard::Dashboard {
         db,
         token: config.dashboard.token.clone(),
-        sites: config.sites.iter().map(|s| s.domain.clone()).collect(),
+        sites: config.domains(),
         min_visitors: config.dashboard.min_visitors,
         clock: Clock::default(),
     });
     tracing::info!(listen = %listener.local_addr()?, "dashboard");
-    glimpse::dashboard::run(listener, shutdown_signal(), app).await;
+    glimpse::dashboard::run(listener, shutdown_signal(), app, config.server).await;
     Ok(())
 }
 
@@ -137,12 +137,12 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }

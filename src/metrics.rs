@@ -1,11 +1,20 @@
-//! Process counters, kept as plain atomics so the request path never takes a lock.
-//! Rendered in Prometheus text format at `GET /metrics`. No label ever names a visitor.
+//! Process counters, kept as plain atomics so the request path never takes a lock, and the
+//! gauges each component reports about itself. Rendered in Prometheus text format at
+//! `GET /metrics`. No label ever names a visitor.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::check::DropReason;
+use crate::model::DropReason;
+
+/// A value sampled when `/metrics` is read; components push theirs into a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: f64,
+}
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -78,7 +87,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition; `gauges` are sampled by the caller.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -179,8 +188,11 @@ impl Metrics {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.insert_micros_total.get() as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        for Gauge { name, help, value } in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

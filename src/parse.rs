@@ -1,4 +1,4 @@
-//! Stage 1 — parse: request body bytes to a [`Payload`] that borrows from the body where it can.
+//! Parse: request body bytes to a [`Payload`] that borrows from the body where it can.
 //!
 //! Accepts the Plausible Events API payload (short and long field names), so existing integrations
 //! work unchanged. Every rejection says which field is wrong and why.
@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+pub use crate::model::payload::{PropList, Revenue};
 
 /// Limits that keep one event small; they mirror what Plausible accepts.
 pub const MAX_NAME_LEN: usize = 120;
@@ -29,14 +31,6 @@ pub struct Payload<'a> {
     pub hash_mode: bool,
     pub interactive: bool,
     pub revenue: Option<Revenue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revenue {
-    /// Amount in millionths of the currency unit.
-    pub micros: i64,
-    /// ISO 4217 code, upper case.
-    pub currency: [u8; 3],
 }
 
 /// Why a payload was rejected; the text goes back to the client in a 400.
@@ -348,9 +342,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
         d.deserialize_any(V)
     }
 }
-
-/// Custom properties as (name, value) pairs, in the order sent.
-pub type PropList<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 fn parse_props_string(s: &str) -> Result<PropList<'static>, ParseError> {
     if s.trim().is_empty() || s.trim() == "null" {

@@ -1,18 +1,21 @@
-//! The request path, stage by stage: parse → check → enrich → anonymize → hand to the batcher.
-//! Everything it needs is in [`Pipeline`]. The only wait is for the spool's fsync, and only in
-//! fsync-before-ack mode.
+//! The request path, stage by stage: parse → classify → filter → anonymize → visits → encode →
+//! hand to the batcher. Everything it needs is in [`Pipeline`], the ingest handle the HTTP front
+//! is given. The only wait is for the spool's fsync, and only in fsync-before-ack mode.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::anonymize::{self, Salts};
 use crate::batch::{Intake, Refused, Rows};
-use crate::check::{self, DropReason, Dropped, Rejection, Rules, Sender};
+use crate::classify::Classifier;
 use crate::clock::{Clock, day_of};
-use crate::deliver::dropped::DropCounts;
-use crate::enrich::{self, Geo};
-use crate::metrics::Metrics;
+use crate::drops::DropCounts;
+use crate::encode::Event;
+use crate::filter::{self, Dropped, Rules, Signals};
+use crate::metrics::{Gauge, Metrics};
+use crate::model::DropReason;
 use crate::parse::{self, Payload};
 use crate::visits::Visits;
 
@@ -33,29 +36,38 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// Who sent an event: what classification, the filter and anonymisation need from the request.
+/// It goes no further than this module.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'r> {
+    pub ip: IpAddr,
+    pub user_agent: &'r str,
+    pub signals: Signals,
+}
+
 pub struct Pipeline {
+    pub classifier: Classifier,
     pub rules: Rules,
-    pub geo: Geo,
     pub salts: Arc<Salts>,
+    pub visits: Visits,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub drops: Arc<DropCounts>,
-    pub visits: Visits,
     pub intake: Intake,
     /// Answer only once the rows are fsynced (group-commit interval 0).
     pub durable: bool,
 }
 
 impl Pipeline {
-    pub async fn ingest_json(&self, body: &[u8], sender: &Sender<'_>) -> Outcome {
+    pub async fn ingest_json(&self, body: &[u8], request: &Requester<'_>) -> Outcome {
         match parse::parse_json(body) {
-            Ok(payload) => self.ingest(payload, sender).await,
+            Ok(payload) => self.ingest(payload, request).await,
             Err(e) => Outcome::Invalid(e.0),
         }
     }
 
-    pub async fn ingest(&self, payload: Payload<'_>, sender: &Sender<'_>) -> Outcome {
-        let mut rows = match self.prepare(payload, sender) {
+    pub async fn ingest(&self, payload: Payload<'_>, request: &Requester<'_>) -> Outcome {
+        let mut rows = match self.prepare(payload, request) {
             Ok(rows) => rows,
             Err(outcome) => return outcome,
         };
@@ -82,59 +94,42 @@ impl Pipeline {
         }
     }
 
-    /// Stages 1–4 without the hand-off: the encoded rows of one event, or why there are none.
-    pub fn prepare(&self, payload: Payload<'_>, sender: &Sender<'_>) -> Result<Rows, Outcome> {
+    /// Every stage before the hand-off: the encoded rows of one event, or why there are none.
+    pub fn prepare(&self, payload: Payload<'_>, request: &Requester<'_>) -> Result<Rows, Outcome> {
         let now = self.clock.now();
         let day = day_of(now);
-        let checked = match check::check(payload, sender, &self.rules) {
-            Ok(c) => c,
-            Err(Rejection::Invalid(msg)) => return Err(Outcome::Invalid(msg)),
-            Err(Rejection::Dropped(d)) => return Err(self.dropped(day, &d)),
+        let event = self
+            .classifier
+            .classify(payload, request.ip, request.user_agent)
+            .map_err(Outcome::Invalid)?;
+        let accepted = match filter::filter(event, request.ip, request.signals, &self.rules) {
+            Ok(accepted) => accepted,
+            Err(d) => return Err(self.dropped(day, &d)),
         };
-        for &(site, reason) in &checked.shielded {
+        for &(site, reason) in &accepted.shielded {
             self.drops.add(day, site, reason, 1);
-        }
-        let mut enriched = enrich::enrich(checked, sender.ip, &self.geo);
-        // Country shields need the location, so they apply after enrichment.
-        let country = enriched.location.country_code;
-        let blocked: Vec<usize> = enriched
-            .checked
-            .sites
-            .iter()
-            .filter(|s| s.shield.blocks_country(country))
-            .map(|s| s.index)
-            .collect();
-        if !blocked.is_empty() {
-            enriched
-                .checked
-                .sites
-                .retain(|s| !blocked.contains(&s.index));
-            let reason = DropReason::BlockedCountry;
-            if enriched.checked.sites.is_empty() {
-                let sites = blocked.into_iter().map(|s| (s, reason)).collect();
-                return Err(self.dropped(day, &Dropped { reason, sites }));
-            }
-            for site in blocked {
-                self.drops.add(day, site, reason, 1);
-            }
         }
         let salts = self.salts.load();
         let Some(salt) = salts.get(day) else {
             return Err(Outcome::NoSalt);
         };
-        let mut bytes = Vec::with_capacity(256);
         let timestamp = u32::try_from(now).unwrap_or(u32::MAX);
-        let count = anonymize::encode_rows(
-            &enriched,
-            salt,
-            sender.ip,
-            sender.user_agent,
-            timestamp,
-            &self.visits,
-            &mut bytes,
-        );
+        let payload = &accepted.event.payload;
+        let pageview = payload.name == "pageview";
+        let mut bytes = Vec::with_capacity(256);
+        for (_, site) in &accepted.sites {
+            let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
+            let step = self.visits.step(
+                visitor,
+                timestamp,
+                pageview,
+                payload.interactive,
+                &accepted.event.page.pathname,
+            );
+            Event::of(&accepted, &site.domain, timestamp, visitor, &step).encode(&mut bytes);
+        }
         Ok(Rows {
-            count: count as u32,
+            count: accepted.sites.len() as u32,
             bytes,
             durable: None,
         })
@@ -146,5 +141,12 @@ impl Pipeline {
             self.drops.add(day, site, reason, 1);
         }
         Outcome::Dropped(d.reason)
+    }
+
+    /// Gauges of the request path's own state, for `/metrics`.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        self.intake.gauges(out);
+        self.salts.gauges(self.clock.now(), out);
+        self.visits.gauges(out);
     }
 }

@@ -141,7 +141,7 @@ pub fn statement(config: &Config) -> String {
          on another day or on another website, and once the secret is destroyed nobody, \
          including us, can recompute it.\n\n"
     );
-    let retention = if config.events_retention_days == 0 {
+    let retention = if config.retention.events_days == 0 {
         "Individual events are not stored at all: only aggregated counts per day and hour \
          (page views, events and the number of distinct daily visitors per page, source, \
          country, region, browser, operating system and device) are kept."
@@ -153,7 +153,7 @@ pub fn statement(config: &Config) -> String {
              country, region, browser, operating system and device) are kept longer; their \
              visitor counts are built from the daily visitor numbers, which nobody can trace \
              back once that day's secret is destroyed.",
-            config.events_retention_days
+            config.retention.events_days
         )
     };
     let _ = writeln!(

@@ -12,12 +12,45 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::metrics::Gauge;
 use crate::prehashed;
+use crate::settings::Reader;
 
 const SHARDS: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The `[rate_limit]` section.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Sustained events per second per client; 0 disables the limiter.
+    pub events_per_second: u32,
+    pub burst: u32,
+    /// Whether requests whose client address is a trusted proxy's own are limited too.
+    pub trusted_proxies: bool,
+}
+
+/// Clients tracked at most (about 40 bytes each).
+pub const MAX_CLIENTS: usize = 100_000;
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            events_per_second: r.bounded("rate_limit.events_per_second", 20, 0, 1_000_000) as u32,
+            burst: r.bounded("rate_limit.burst", 200, 1, 1_000_000) as u32,
+            trusted_proxies: r.boolean("rate_limit.trusted_proxies", false),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_second: f64::from(self.events_per_second),
+            burst: f64::from(self.burst),
+            max_clients: MAX_CLIENTS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
     /// Sustained events per second per client; 0 disables the limiter.
     pub per_second: f64,
     pub burst: f64,
@@ -43,14 +76,14 @@ struct Shard {
 }
 
 pub struct RateLimiter {
-    settings: Settings,
+    settings: Limits,
     key: std::collections::hash_map::RandomState,
     started: Instant,
     shards: Vec<Mutex<Shard>>,
 }
 
 impl RateLimiter {
-    pub fn new(settings: Settings) -> RateLimiter {
+    pub fn new(settings: Limits) -> RateLimiter {
         RateLimiter {
             settings,
             key: std::collections::hash_map::RandomState::new(),
@@ -126,6 +159,15 @@ impl RateLimiter {
             .map(|s| s.lock().map_or(0, |s| s.buckets.len()))
             .sum()
     }
+
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_rate_limited_clients",
+            help: "Clients the rate limiter currently tracks.",
+            value: self.tracked() as f64,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +176,7 @@ mod tests {
     use std::time::Duration;
 
     fn limiter(per_second: f64, burst: f64, max_clients: usize) -> RateLimiter {
-        RateLimiter::new(Settings {
+        RateLimiter::new(Limits {
             per_second,
             burst,
             max_clients,

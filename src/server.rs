@@ -1,131 +1,121 @@
-//! HTTP front: accepts connections (bounded), routes requests, and turns pipeline outcomes into
-//! responses. `run` takes its listener, shutdown signal and state; it owns no globals.
+//! The collector's HTTP routes: events in (`POST /api/event`, the pixel), the beacon script,
+//! health, readiness and metrics. [`run`] serves them on the shared front ([`front`]) with an
+//! ingest handle (the [`Pipeline`]) and a readiness probe; it needs no ClickHouse of its own.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use ipnet::IpNet;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::beacon::{self, Script};
-use crate::check::{Sender, Signals};
-use crate::clientip::client_ip;
-use crate::metrics::Metrics;
-use crate::pipeline::{Outcome, Pipeline};
-use crate::ratelimit::RateLimiter;
-use crate::spool::Spool;
+use crate::clientip::{self, client_ip};
+use crate::filter::Signals;
+use crate::front::{self, Reply, error, method_not_allowed, retry_later, text, too_large};
+use crate::metrics::{Gauge, Metrics};
+use crate::pipeline::{Outcome, Pipeline, Requester};
+use crate::ratelimit::{self, RateLimiter};
+use crate::settings::Reader;
 
-pub struct App {
-    pub pipeline: Pipeline,
-    pub metrics: Arc<Metrics>,
-    pub trusted_proxies: Vec<IpNet>,
+/// The `[ingest]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingest {
     pub max_body_bytes: usize,
+}
+
+impl Ingest {
+    pub(crate) fn read(r: &mut Reader) -> Ingest {
+        Ingest {
+            max_body_bytes: r.bounded("ingest.max_body_bytes", 65_536, 256, 16 << 20) as usize,
+        }
+    }
+}
+
+/// Answers whether the collector can deliver: `Err` says why not.
+pub type Probe =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// A component's gauges, sampled at each `/metrics` read.
+pub type Gauges = Box<dyn Fn(&mut Vec<Gauge>) + Send + Sync>;
+
+/// Everything the routes need.
+pub struct Routes {
+    /// The ingest handle.
+    pub pipeline: Pipeline,
+    pub ready: Probe,
+    /// Gauges of components outside the request path (the spool, ...).
+    pub gauges: Vec<Gauges>,
+    pub metrics: Arc<Metrics>,
+    pub proxy: clientip::Settings,
+    pub rate_limit: ratelimit::Settings,
+    pub rate_limiter: RateLimiter,
+    pub ingest: Ingest,
     /// How long a client may take to send its body once the head has arrived.
     pub body_timeout: Duration,
-    pub rate_limiter: RateLimiter,
-    /// Whether a trusted proxy's own address (a request it made itself) is limited too.
-    pub rate_limit_proxies: bool,
-    /// For the spool gauges.
-    pub spool: Arc<Spool>,
-    /// For `/readyz`.
-    pub db: clickhouse::Client,
     pub script: Script,
 }
 
-pub struct Limits {
-    pub max_connections: usize,
-    pub shutdown_grace: Duration,
-    /// How long a client may take to send a request head. hyper starts this clock as soon as it
-    /// waits for a head, so it also closes idle keep-alive connections.
-    pub header_timeout: Duration,
-    /// Largest request head accepted (431 beyond).
-    pub max_header_bytes: usize,
+impl Routes {
+    /// The routes over `pipeline`, configured by these sections.
+    pub fn new(
+        pipeline: Pipeline,
+        ready: Probe,
+        proxy: &clientip::Settings,
+        rate_limit: &ratelimit::Settings,
+        ingest: &Ingest,
+        server: &front::Settings,
+    ) -> Routes {
+        Routes {
+            metrics: pipeline.metrics.clone(),
+            pipeline,
+            ready,
+            gauges: Vec::new(),
+            proxy: proxy.clone(),
+            rate_limit: rate_limit.clone(),
+            rate_limiter: RateLimiter::new(rate_limit.limits()),
+            ingest: ingest.clone(),
+            body_timeout: server.body_timeout,
+            script: Script::new(),
+        }
+    }
 }
 
-/// Serves until `shutdown` completes, then stops accepting and gives open connections up to
-/// `limits.shutdown_grace` to finish their current request.
+/// Serves the routes until `shutdown`, then drains (see [`front::serve`]).
 pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-    app: Arc<App>,
-    limits: Limits,
+    routes: Arc<Routes>,
+    settings: front::Settings,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        // Waiting for a permit before accepting keeps excess clients in the kernel's backlog
-        // instead of holding memory for them here.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically EMFILE: back off briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown grace period; closing them");
-    }
+    front::serve(listener, shutdown, settings, move |peer, req| {
+        let routes = routes.clone();
+        async move { handle(&routes, peer, req).await }
+    })
+    .await;
 }
 
-async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let response = route(app, peer, req).await;
-    app.metrics.record_status(response.status().as_u16());
+async fn handle(routes: &Routes, peer: SocketAddr, req: Request<Incoming>) -> Reply {
+    let response = route(routes, peer, req).await;
+    routes.metrics.record_status(response.status().as_u16());
     response
 }
 
-async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(routes: &Routes, peer: SocketAddr, req: Request<Incoming>) -> Reply {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/api/event") => ingest(app, peer.ip(), req).await,
+        (&Method::POST, "/api/event") => ingest(routes, peer.ip(), req).await,
         (&Method::OPTIONS, "/api/event") => cors(preflight()),
         (_, "/api/event") => method_not_allowed("POST, OPTIONS"),
-        (&Method::GET | &Method::HEAD, "/js/glimpse.js") => script(&app.script, req.headers()),
-        (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(app, peer.ip(), &req).await,
+        (&Method::GET | &Method::HEAD, "/js/glimpse.js") => script(&routes.script, req.headers()),
+        (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(routes, peer.ip(), &req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET | &Method::HEAD, "/readyz") => ready(app).await,
-        (&Method::GET, "/metrics") => metrics(app),
+        (&Method::GET | &Method::HEAD, "/readyz") => ready(routes).await,
+        (&Method::GET, "/metrics") => metrics(routes),
         _ => error(
             StatusCode::NOT_FOUND,
             "no such endpoint; events go to POST /api/event",
@@ -133,7 +123,7 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
     }
 }
 
-async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !(ct.starts_with("text/plain") || ct.starts_with("application/json")) {
@@ -143,16 +133,17 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
             ));
         }
     }
+    let max = routes.ingest.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        return cors(too_large(app.max_body_bytes));
+    if declared.is_some_and(|n| n > max as u64) {
+        return cors(too_large(max));
     }
-    let ip = client_ip(peer, req.headers(), &app.trusted_proxies);
-    if !admit(app, ip) {
+    let ip = client_ip(peer, req.headers(), &routes.proxy.trusted);
+    if !admit(routes, ip) {
         return cors(rate_limited());
     }
     let user_agent = req
@@ -162,52 +153,34 @@ async fn ingest(app: &App, peer: IpAddr, req: Request<Incoming>) -> Response<Ful
         .unwrap_or("")
         .to_owned();
     let signals = Signals::from_headers(req.headers());
-    let body = Limited::new(req.into_body(), app.max_body_bytes);
-    let body = match tokio::time::timeout(app.body_timeout, body.collect()).await {
-        Err(_) => {
-            return cors(error(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            ));
-        }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return cors(too_large(app.max_body_bytes));
-        }
-        Ok(Err(_)) => {
-            return cors(error(
-                StatusCode::BAD_REQUEST,
-                "could not read request body",
-            ));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
+    let body = match front::read_body(req.into_body(), max, routes.body_timeout).await {
+        Ok(body) => body,
+        Err(reply) => return cors(reply),
     };
-    let sender = Sender {
+    let requester = Requester {
         ip,
         user_agent: &user_agent,
         signals,
     };
     cors(outcome_response(
-        app.pipeline.ingest_json(&body, &sender).await,
+        routes.pipeline.ingest_json(&body, &requester).await,
     ))
 }
 
 /// The per-client rate limit. A trusted proxy's own address is exempt unless configured
 /// otherwise: it is a backend sending events server-side, not a visitor.
-fn admit(app: &App, ip: IpAddr) -> bool {
-    if !app.rate_limit_proxies && app.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+fn admit(routes: &Routes, ip: IpAddr) -> bool {
+    if !routes.rate_limit.trusted_proxies && routes.proxy.trusted.iter().any(|n| n.contains(&ip)) {
         return true;
     }
-    if app.rate_limiter.allow(ip) {
+    if routes.rate_limiter.allow(ip) {
         return true;
     }
-    app.metrics.rate_limited.inc();
+    routes.metrics.rate_limited.inc();
     false
 }
 
-fn rate_limited() -> Response<Full<Bytes>> {
+fn rate_limited() -> Reply {
     retry_later(
         StatusCode::TOO_MANY_REQUESTS,
         "too many events from this client; slow down",
@@ -216,10 +189,10 @@ fn rate_limited() -> Response<Full<Bytes>> {
 
 /// The no-JavaScript fallback: the same fields as query parameters. `n` defaults to `pageview`
 /// and `u` to the `Referer` of the image request (the page that shows the image).
-async fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn pixel(routes: &Routes, peer: IpAddr, req: &Request<Incoming>) -> Reply {
     let h = req.headers();
-    let ip = client_ip(peer, h, &app.trusted_proxies);
-    if !admit(app, ip) {
+    let ip = client_ip(peer, h, &routes.proxy.trusted);
+    if !admit(routes, ip) {
         return cors(rate_limited());
     }
     let user_agent = h
@@ -227,14 +200,14 @@ async fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Ful
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let referer = h.get(header::REFERER).and_then(|v| v.to_str().ok());
-    let sender = Sender {
+    let requester = Requester {
         ip,
         user_agent,
         signals: Signals::from_headers(h),
     };
     let outcome =
         match crate::parse::parse_query_with_defaults(req.uri().query().unwrap_or(""), referer) {
-            Ok(payload) => app.pipeline.ingest(payload, &sender).await,
+            Ok(payload) => routes.pipeline.ingest(payload, &requester).await,
             Err(e) => Outcome::Invalid(e.0),
         };
     let mut r = outcome_response(outcome);
@@ -251,7 +224,7 @@ async fn pixel(app: &App, peer: IpAddr, req: &Request<Incoming>) -> Response<Ful
 }
 
 /// The beacon script: cached for a day, revalidated by ETag, gzipped when the client accepts it.
-fn script(script: &Script, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+fn script(script: &Script, headers: &http::HeaderMap) -> Reply {
     let etag = HeaderValue::from_str(&script.etag).expect("hex etag is a valid header");
     let matches = headers
         .get(header::IF_NONE_MATCH)
@@ -290,7 +263,7 @@ fn script(script: &Script, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
     cors(r)
 }
 
-pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {
+pub fn outcome_response(outcome: Outcome) -> Reply {
     match outcome {
         Outcome::Accepted { .. } => text(StatusCode::ACCEPTED, "ok"),
         Outcome::Dropped(reason) => {
@@ -317,10 +290,9 @@ pub fn outcome_response(outcome: Outcome) -> Response<Full<Bytes>> {
     }
 }
 
-async fn ready(app: &App) -> Response<Full<Bytes>> {
-    let check = app.db.query("SELECT 1").fetch_one::<u8>();
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(_)) => text(StatusCode::OK, "ready"),
+async fn ready(routes: &Routes) -> Reply {
+    match tokio::time::timeout(Duration::from_secs(2), (routes.ready)()).await {
+        Ok(Ok(())) => text(StatusCode::OK, "ready"),
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("ClickHouse not reachable: {e}"),
@@ -332,57 +304,14 @@ async fn ready(app: &App) -> Response<Full<Bytes>> {
     }
 }
 
-fn metrics(app: &App) -> Response<Full<Bytes>> {
-    let now = app.pipeline.clock.now();
-    let salts = &app.pipeline.salts;
-    let gauges = [
-        (
-            "glimpse_queue_depth",
-            "Requests waiting for the batcher.",
-            app.pipeline.intake.depth() as f64,
-        ),
-        (
-            "glimpse_spool_bytes",
-            "Bytes of spool segments on disk, not yet in ClickHouse.",
-            app.spool.bytes() as f64,
-        ),
-        (
-            "glimpse_spool_segments",
-            "Spool segments on disk, not yet in ClickHouse.",
-            app.spool.segments() as f64,
-        ),
-        (
-            "glimpse_spool_dead_letters",
-            "Segments ClickHouse rejected, kept in the dead-letter directory.",
-            app.spool.dead_letters() as f64,
-        ),
-        (
-            "glimpse_salt_age_seconds",
-            "Age of the oldest visitor salt in memory (-1: none loaded).",
-            salts.age(now).map_or(-1.0, |s| s as f64),
-        ),
-        (
-            "glimpse_salt_refresh_age_seconds",
-            "Seconds since the salts were last read from ClickHouse (-1: never).",
-            salts.since_refresh(now).map_or(-1.0, |s| s as f64),
-        ),
-        (
-            "glimpse_visits_open",
-            "Visits in progress held in memory.",
-            app.pipeline.visits.open() as f64,
-        ),
-        (
-            "glimpse_visits_untracked",
-            "Events counted as a visit of their own because the visit table was full.",
-            app.pipeline.visits.untracked() as f64,
-        ),
-        (
-            "glimpse_rate_limited_clients",
-            "Clients the rate limiter currently tracks.",
-            app.rate_limiter.tracked() as f64,
-        ),
-    ];
-    let mut r = Response::new(Full::new(Bytes::from(app.metrics.render(&gauges))));
+fn metrics(routes: &Routes) -> Reply {
+    let mut gauges = Vec::with_capacity(16);
+    routes.pipeline.gauges(&mut gauges);
+    routes.rate_limiter.gauges(&mut gauges);
+    for source in &routes.gauges {
+        source(&mut gauges);
+    }
+    let mut r = Response::new(Full::new(Bytes::from(routes.metrics.render(&gauges))));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -390,53 +319,7 @@ fn metrics(app: &App) -> Response<Full<Bytes>> {
     r
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// `{"error": "..."}` with the given status.
-pub fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": msg }).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn too_large(max: usize) -> Response<Full<Bytes>> {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("request body larger than {max} bytes"),
-    )
-}
-
-fn retry_later(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
-    let mut r = error(status, msg);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method not allowed; use {allow}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn preflight() -> Response<Full<Bytes>> {
+fn preflight() -> Reply {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
@@ -456,7 +339,7 @@ fn preflight() -> Response<Full<Bytes>> {
 }
 
 /// Any site may send events; the dropped reason is readable from scripts for debugging.
-fn cors(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn cors(mut r: Reply) -> Reply {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,

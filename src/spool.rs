@@ -1,4 +1,4 @@
-//! Stage 6 — spool: accepted rows wait on local disk until ClickHouse has acknowledged them.
+//! Spool: accepted rows wait on local disk until ClickHouse has acknowledged them.
 //!
 //! The spool directory holds numbered, append-only segment files (`00000000000000000042.seg`).
 //! The batcher appends each request's rows to the open segment as one record, commits (write +
@@ -21,8 +21,31 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::metrics::Gauge;
+use crate::settings::Reader;
+
+/// The `[spool]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    /// Zero: fsync before answering 202.
+    pub commit_interval: Duration,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            dir: PathBuf::from(r.string("spool.dir", "data/spool")),
+            max_bytes: r.bounded("spool.max_bytes", 1 << 30, 1 << 16, u64::MAX >> 1),
+            commit_interval: r.millis("spool.commit_interval_ms", 200, 0, 10_000),
+        }
+    }
+}
 
 const SEGMENT_EXT: &str = "seg";
 /// Body of the row-format record that opens a segment: this, then the format number.
@@ -71,7 +94,7 @@ pub struct Segment {
     pub data: Bytes,
     /// Bytes after the last intact record (a torn write from a crash).
     pub torn_bytes: u64,
-    /// The row format of `data` (see `event::columns_of`).
+    /// The row format of `data` (see `encode::columns_of`).
     pub format: u32,
 }
 
@@ -170,6 +193,25 @@ impl Spool {
         self.dead_letters.load(Ordering::Relaxed)
     }
 
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_spool_bytes",
+            help: "Bytes of spool segments on disk, not yet in ClickHouse.",
+            value: self.bytes() as f64,
+        });
+        out.push(Gauge {
+            name: "glimpse_spool_segments",
+            help: "Spool segments on disk, not yet in ClickHouse.",
+            value: self.segments() as f64,
+        });
+        out.push(Gauge {
+            name: "glimpse_spool_dead_letters",
+            help: "Segments ClickHouse rejected, kept in the dead-letter directory.",
+            value: self.dead_letters() as f64,
+        });
+    }
+
     /// Past its bound: new events are refused (429) until the deliverer catches up.
     pub fn is_full(&self) -> bool {
         self.bytes() >= self.max_bytes
@@ -194,7 +236,7 @@ impl Spool {
         // The first record names the row format (no rows); segments without one are format 1.
         w.append(
             0,
-            format!("{FORMAT_MAGIC}{}", crate::event::ROW_FORMAT).as_bytes(),
+            format!("{FORMAT_MAGIC}{}", crate::encode::ROW_FORMAT).as_bytes(),
         );
         Ok(w)
     }
@@ -366,7 +408,7 @@ mod tests {
 
     /// Bytes of the row-format record every segment opens with.
     fn header() -> u64 {
-        (RECORD_HEADER + FORMAT_MAGIC.len() + crate::event::ROW_FORMAT.to_string().len()) as u64
+        (RECORD_HEADER + FORMAT_MAGIC.len() + crate::encode::ROW_FORMAT.to_string().len()) as u64
     }
 
     #[test]
@@ -379,7 +421,7 @@ mod tests {
         let seg = spool.read(1).unwrap();
         assert_eq!(
             (seg.format, seg.rows, &seg.data[..]),
-            (crate::event::ROW_FORMAT, 1, &b"row"[..])
+            (crate::encode::ROW_FORMAT, 1, &b"row"[..])
         );
         // A segment written before formats were recorded: records only.
         let mut raw = Vec::new();

@@ -1,6 +1,6 @@
 //! Visits (sessions), decided as events arrive: a visit is a visitor's run of events on one site
 //! with no gap over the timeout (30 minutes by default). Each event row carries what it changes
-//! about its visit (`event::VisitStep`): whether it starts one, the seconds since the visit's
+//! about its visit (`encode::VisitStep`): whether it starts one, the seconds since the visit's
 //! previous event, +1/-1 to the bounce count, and the exit page it replaces. Aggregates only sum
 //! those, so visits, bounce rate, duration, entry and exit pages work in aggregates-only mode and
 //! no visit identifier is stored. The key is the daily visitor id, already per site and per day.
@@ -13,16 +13,32 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
+use crate::metrics::Gauge;
 use crate::prehashed;
+use crate::settings::Reader;
 
 const SHARDS: usize = 64;
 /// A full shard is swept for ended visits at most this often.
 const SWEEP_EVERY_SECS: u32 = 1;
 
+/// The `[visits]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    pub timeout_secs: u32,
+    /// A visit ends after this long without an event.
+    pub timeout: Duration,
+    /// Open visits held in memory (each a map entry and its exit page's path).
     pub max_open: usize,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            timeout: Duration::from_secs(60 * r.bounded("visits.timeout_minutes", 30, 1, 1440)),
+            max_open: r.bounded("visits.max_open", 100_000, 64, 100_000_000) as usize,
+        }
+    }
 }
 
 /// What one event changes about its visit.
@@ -51,7 +67,8 @@ struct Shard {
 }
 
 pub struct Visits {
-    settings: Settings,
+    timeout_secs: u32,
+    max_open: usize,
     shards: Vec<Mutex<Shard>>,
     untracked: AtomicU64,
 }
@@ -59,7 +76,8 @@ pub struct Visits {
 impl Visits {
     pub fn new(settings: Settings) -> Visits {
         Visits {
-            settings,
+            timeout_secs: u32::try_from(settings.timeout.as_secs()).unwrap_or(u32::MAX),
+            max_open: settings.max_open,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             untracked: AtomicU64::new(0),
         }
@@ -78,6 +96,20 @@ impl Visits {
             .sum()
     }
 
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_visits_open",
+            help: "Visits in progress held in memory.",
+            value: self.open() as f64,
+        });
+        out.push(Gauge {
+            name: "glimpse_visits_untracked",
+            help: "Events counted as a visit of their own because the visit table was full.",
+            value: self.untracked() as f64,
+        });
+    }
+
     /// Records an event of `visitor` at `now` (Unix seconds) and says what it changes.
     pub fn step(
         &self,
@@ -90,7 +122,7 @@ impl Visits {
         let Ok(mut shard) = self.shards[(visitor >> 58) as usize % SHARDS].lock() else {
             return entry_step(pageview, interactive);
         };
-        let timeout = self.settings.timeout_secs;
+        let timeout = self.timeout_secs;
         if let Some(v) = shard.open.get_mut(&visitor)
             && now.saturating_sub(v.last) < timeout
         {
@@ -112,7 +144,7 @@ impl Visits {
                 exit_prev: exit_prev.filter(|p| !p.is_empty()),
             };
         }
-        let per_shard = (self.settings.max_open / SHARDS).max(1);
+        let per_shard = (self.max_open / SHARDS).max(1);
         if shard.open.len() >= per_shard && !shard.open.contains_key(&visitor) {
             if now.saturating_sub(shard.swept_at) >= SWEEP_EVERY_SECS {
                 shard.swept_at = now;
@@ -155,7 +187,7 @@ mod tests {
 
     fn visits_holding(max_open: usize) -> Visits {
         Visits::new(Settings {
-            timeout_secs: 1800,
+            timeout: Duration::from_secs(1800),
             max_open,
         })
     }

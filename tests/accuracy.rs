@@ -9,9 +9,8 @@
 //! dropped, at most 0.5 % of browsers dropped, at least 97 % device-class agreement.
 //! `scripts/ua-accuracy.sh` runs just this test and prints the misclassified user agents.
 
-mod support;
-
-use glimpse::enrich::ua::{Device, classify};
+use glimpse::classify::ua::classify;
+use glimpse::model::Device;
 use serde_json::Value;
 
 const MIN_BOTS_DROPPED: f64 = 98.0;

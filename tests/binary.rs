@@ -1,20 +1,8 @@
 //! The `glimpse` binary as an operator runs it: CLI, config errors, and logs that never contain a
 //! visitor's IP address or user agent, even at the most verbose level.
 
-mod support;
-
-use std::process::Command;
-
-use support::{ClickHouse, GlimpseProcess, UA_FIREFOX, repo_path};
-
-fn glimpse(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glimpse"));
-    cmd.args(args).env_clear();
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
+use support::process::run as glimpse;
+use support::{ClickHouse, GlimpseProcess, UA_FIREFOX, binary_env, repo_path};
 
 #[test]
 fn help_on_every_command() {
@@ -120,20 +108,12 @@ fn migrate_command_is_idempotent() {
 async fn logs_never_contain_ip_or_user_agent() {
     let ch = ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
-        ("GLIMPSE_SITES", "a.com".to_owned()),
-        ("GLIMPSE_PROXY_TRUSTED", "127.0.0.1".to_owned()),
-        (
-            "GLIMPSE_GEOIP_DATABASE",
-            repo_path("tests/fixtures/geoip2-city-test.mmdb")
-                .display()
-                .to_string(),
-        ),
+    let mut env = binary_env(&ch);
+    env.extend([
         ("GLIMPSE_BATCH_MAX_DELAY_MS", "50".to_owned()),
         // The most verbose setting, for our code and every library.
         ("GLIMPSE_LOG_LEVEL", "trace".to_owned()),
-    ];
+    ]);
     let g = GlimpseProcess::start(&env, dir.path().join("glimpse.log"));
     let client = support::browser_client();
     let ua = format!("{UA_FIREFOX} LogMarker/4242");

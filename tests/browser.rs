@@ -1,8 +1,6 @@
 //! The beacon in a real browser: headless Chromium loads a test site that embeds
 //! `/js/glimpse.js`; assertions read what reached ClickHouse.
 
-mod support;
-
 use std::time::Duration;
 
 use support::{BROWSER_UA, Chromium, ClickHouse, Glimpse, TestSite, test_config};
@@ -29,11 +27,11 @@ glimpse('Signup',{{props:{{plan:'pro'}},revenue:{{amount:9.99,currency:'EUR'}}}}
 /// Waits until Glimpse has accepted `n` events (the browser sends asynchronously).
 async fn wait_accepted(g: &Glimpse, n: u64) {
     let start = std::time::Instant::now();
-    while g.app.metrics.events_accepted.get() < n {
+    while g.metrics.events_accepted.get() < n {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "only {} events accepted",
-            g.app.metrics.events_accepted.get()
+            g.metrics.events_accepted.get()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -423,7 +421,7 @@ async fn local_and_automated_browsing_is_ignored_by_default() {
     browser.goto(&site.url("/local-ok")).await.unwrap();
     browser.goto(&site.url("/automation-ok")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let requests = g.app.metrics.events_accepted.get();
+    let requests = g.metrics.events_accepted.get();
     browser.close().await.unwrap();
     g.stop().await;
     assert_eq!(requests, 0);

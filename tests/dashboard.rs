@@ -2,8 +2,6 @@
 //! and the page in headless Chromium showing what ClickHouse holds (with a screenshot in
 //! `target/artifacts/dashboard.png`).
 
-mod support;
-
 use std::sync::Arc;
 
 use glimpse::clock::Clock;
@@ -50,6 +48,7 @@ async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
             let _ = rx.await;
         },
         app,
+        cfg.server,
     ));
     Running {
         url,

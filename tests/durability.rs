@@ -2,14 +2,12 @@
 //! and SIGKILL, against a real ClickHouse server. Each test prints what it sent, what was
 //! accepted and what landed; the README quotes these lines.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::{
     ClickHouse, Glimpse, GlimpseProcess, Landed, Load, Tally, UA_FIREFOX, load_client_ip,
-    repo_path, test_config,
+    test_config,
 };
 
 const DB: &str = "glimpse";
@@ -48,16 +46,8 @@ fn report(scenario: &str, tally: &Tally, landed: &Landed) {
 }
 
 fn binary_env(ch: &ClickHouse, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
-        ("GLIMPSE_SITES", "a.com".to_owned()),
-        ("GLIMPSE_PROXY_TRUSTED", "127.0.0.1".to_owned()),
-        (
-            "GLIMPSE_GEOIP_DATABASE",
-            repo_path("tests/fixtures/geoip2-city-test.mmdb")
-                .display()
-                .to_string(),
-        ),
+    let mut env = support::binary_env(ch);
+    env.extend([
         (
             "GLIMPSE_SPOOL_DIR",
             ch.spool_dir("binary").display().to_string(),
@@ -65,7 +55,7 @@ fn binary_env(ch: &ClickHouse, extra: &[(&str, &str)]) -> Vec<(&'static str, Str
         ("GLIMPSE_BATCH_MAX_DELAY_MS", "100".to_owned()),
         ("GLIMPSE_BATCH_MAX_ROWS", SEGMENT_ROWS.to_string()),
         ("GLIMPSE_RATE_LIMIT_EVENTS_PER_SECOND", "0".to_owned()),
-    ];
+    ]);
     for (k, v) in extra {
         let key: &'static str = Box::leak(k.to_string().into_boxed_str());
         env.push((key, v.to_string()));
@@ -85,7 +75,7 @@ async fn clickhouse_outage_under_load_loses_nothing() {
     ch.stop();
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let spooled = g.app.spool.bytes();
+    let spooled = g.spool.bytes();
     ch.restart();
     let outage = down.elapsed();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -252,13 +242,13 @@ async fn a_full_spool_answers_429_with_retry_after_and_recovers() {
     assert_eq!(refused.headers()["retry-after"], "1");
     let body = refused.text().await.unwrap();
     assert!(body.contains("spool is full"), "{body}");
-    assert!(g.app.spool.bytes() >= 64 * 1024);
+    assert!(g.spool.bytes() >= 64 * 1024);
     let metrics = g.metrics().await;
     assert!(metrics.contains("glimpse_http_responses_total{status=\"429\"} 1"));
 
     ch.restart();
     let start = Instant::now();
-    while g.app.spool.is_full() && start.elapsed() < Duration::from_secs(30) {
+    while g.spool.is_full() && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = g
@@ -309,8 +299,8 @@ async fn a_segment_clickhouse_rejects_goes_to_dead_letter_and_the_rest_flows() {
     let reason = std::fs::read_to_string(dead.join("00000000000000000001.seg.reason")).unwrap();
     assert!(reason.starts_with("Code: "), "{reason}");
     assert!(dead.join("00000000000000000001.seg").exists());
-    assert_eq!(g.app.spool.dead_letters(), 1);
-    assert_eq!(g.app.metrics.insert_rejected.get(), 1);
+    assert_eq!(g.spool.dead_letters(), 1);
+    assert_eq!(g.metrics.insert_rejected.get(), 1);
     g.stop().await;
 }
 
@@ -393,7 +383,7 @@ fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Ta
 /// record) is still delivered after the upgrade, its new columns taking their defaults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_from_before_the_upgrade_is_still_delivered() {
-    use glimpse::event::Event;
+    use glimpse::encode::Event;
     let ch = ClickHouse::start();
     let cfg = test_config(&ch, DB);
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();

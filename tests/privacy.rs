@@ -2,10 +2,7 @@
 //! fields it lists are exactly the stored columns, no table anywhere can hold an address or a
 //! user agent, retention is the one applied, and the beacon touches no browser storage.
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use glimpse::privacy::{self, STORED};
 use support::{ClickHouse, Glimpse, UA_FIREFOX, pageview, test_config};
@@ -99,12 +96,7 @@ async fn statement_matches_the_database() {
 #[test]
 fn the_binary_prints_it_from_the_effective_config() {
     let run = |env: &[(&str, &str)]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
-            .arg("privacy-statement")
-            .env_clear()
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        let out = support::process::run(&["privacy-statement"], env);
         assert!(
             out.status.success(),
             "{}",

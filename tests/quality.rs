@@ -2,38 +2,32 @@
 //! header and /metrics), what they removed is counted per site, day and reason in ClickHouse,
 //! and only the real visit is stored.
 
-mod support;
-
 use std::collections::BTreeMap;
 
-use glimpse::config::{Shields, Site};
-use support::{ClickHouse, Glimpse, UA_FIREFOX, browser_client, test_config};
+use glimpse::model::{HostPattern, IpRanges, PathPattern, Shields, Site};
+use support::{ClickHouse, Glimpse, Send, UA_FIREFOX, test_config};
 
 const DB: &str = "glimpse";
 
-/// POSTs `body` from `ip` with `ua` and extra headers through `client`.
+/// POSTs `body` from `ip` with `ua` and extra headers, as a browser or a bare client; the
+/// status and the drop reason.
 async fn post(
     g: &Glimpse,
-    client: &reqwest::Client,
+    as_browser: bool,
     body: &str,
     ua: &str,
     ip: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Option<String>) {
-    let mut req = client
-        .post(g.url("/api/event"))
-        .header("content-type", "text/plain")
-        .header("user-agent", ua)
-        .header("x-forwarded-for", ip);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+    let mut send = Send::event(g.addr, body).ua(ua).from(ip);
+    if !as_browser {
+        send = send.bare();
     }
-    let r = req.body(body.to_owned()).send().await.unwrap();
-    let dropped = r
-        .headers()
-        .get("x-glimpse-dropped")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (r.status().as_u16(), dropped)
+    for (k, v) in headers {
+        send = send.header(k, v);
+    }
+    let r = send.send().await;
+    (r.status, r.dropped)
 }
 
 fn event(url: &str, extra: &str) -> String {
@@ -55,31 +49,34 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
         Site {
             domain: "a.com".into(),
             shields: Shields {
-                block_ips: vec!["198.51.100.0/24".parse().unwrap()],
+                block_ips: IpRanges::parse("198.51.100.0/24").unwrap(),
                 block_countries: vec!["GB".into()],
-                exclude_paths: vec!["/admin/**".into()],
-                allow_hostnames: vec!["a.com".into(), "*.a.com".into()],
+                exclude_paths: vec![PathPattern::parse("/admin/**").unwrap()],
+                allow_hostnames: vec![
+                    HostPattern::parse("a.com").unwrap(),
+                    HostPattern::parse("*.a.com").unwrap(),
+                ],
             },
         },
         Site::new("b.org"),
     ];
     let g = Glimpse::start(cfg).await;
-    let browser = browser_client();
-    let bare = reqwest::Client::new();
+    let browser = true;
+    let bare = false;
     let ip = "192.0.2.10";
     let page = event("https://a.com/pricing", "");
 
     let cases: Vec<(&str, (u16, Option<String>))> = vec![
-        ("accepted", post(&g, &browser, &page, UA_FIREFOX, ip, &[]).await),
+        ("accepted", post(&g, browser, &page, UA_FIREFOX, ip, &[]).await),
         (
             "http_client",
-            post(&g, &browser, &page, "python-requests/2.32.3", ip, &[]).await,
+            post(&g, browser, &page, "python-requests/2.32.3", ip, &[]).await,
         ),
         (
             "crawler",
             post(
                 &g,
-                &browser,
+                browser,
                 &page,
                 "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
                 ip,
@@ -91,7 +88,7 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
             "headless_browser",
             post(
                 &g,
-                &browser,
+                browser,
                 &page,
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/125.0.0.0 Safari/537.36",
                 ip,
@@ -101,17 +98,17 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
         ),
         (
             "header_mismatch",
-            post(&g, &bare, &page, UA_FIREFOX, ip, &[]).await,
+            post(&g, bare, &page, UA_FIREFOX, ip, &[]).await,
         ),
         (
             "prefetch",
-            post(&g, &browser, &page, UA_FIREFOX, ip, &[("sec-purpose", "prefetch")]).await,
+            post(&g, browser, &page, UA_FIREFOX, ip, &[("sec-purpose", "prefetch")]).await,
         ),
         (
             "referrer_spam",
             post(
                 &g,
-                &browser,
+                browser,
                 &event("https://a.com/", r#","r":"https://www.semalt.com/crawler""#),
                 UA_FIREFOX,
                 ip,
@@ -121,25 +118,25 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
         ),
         (
             "datacenter",
-            post(&g, &browser, &page, UA_FIREFOX, "203.0.113.5", &[]).await,
+            post(&g, browser, &page, UA_FIREFOX, "203.0.113.5", &[]).await,
         ),
         (
             "blocked_ip",
-            post(&g, &browser, &page, UA_FIREFOX, "198.51.100.77", &[]).await,
+            post(&g, browser, &page, UA_FIREFOX, "198.51.100.77", &[]).await,
         ),
         (
             "blocked_country",
-            post(&g, &browser, &page, UA_FIREFOX, "81.2.69.10", &[]).await,
+            post(&g, browser, &page, UA_FIREFOX, "81.2.69.10", &[]).await,
         ),
         (
             "excluded_path",
-            post(&g, &browser, &event("https://a.com/admin/users", ""), UA_FIREFOX, ip, &[]).await,
+            post(&g, browser, &event("https://a.com/admin/users", ""), UA_FIREFOX, ip, &[]).await,
         ),
         (
             "hostname_not_allowed",
             post(
                 &g,
-                &browser,
+                browser,
                 &event("https://a-com.preview.example.net/", r#","d":"a.com""#),
                 UA_FIREFOX,
                 ip,
@@ -156,7 +153,7 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
     // A shield is its site's alone: b.org counts the excluded-for-a.com page.
     let both = event("https://a.com/admin/users", r#","d":"a.com,b.org""#);
     assert_eq!(
-        post(&g, &browser, &both, UA_FIREFOX, ip, &[]).await,
+        post(&g, browser, &both, UA_FIREFOX, ip, &[]).await,
         (202, None)
     );
 
@@ -209,16 +206,16 @@ async fn header_checks_can_be_switched_off_for_server_side_senders() {
     let mut cfg = test_config(&ch, DB);
     cfg.filter.header_checks = false;
     let g = Glimpse::start(cfg).await;
-    let bare = reqwest::Client::new();
+    let bare = false;
     let page = event("https://a.com/", "");
-    let r = post(&g, &bare, &page, UA_FIREFOX, "192.0.2.10", &[]).await;
+    let r = post(&g, bare, &page, UA_FIREFOX, "192.0.2.10", &[]).await;
     assert_eq!(
         r,
         (202, None),
         "no Accept-Language is fine when the checks are off"
     );
     // The user-agent rules still apply.
-    let r = post(&g, &bare, &page, "curl/8.5.0", "192.0.2.10", &[]).await;
+    let r = post(&g, bare, &page, "curl/8.5.0", "192.0.2.10", &[]).await;
     assert_eq!(r, (202, Some("http_client".into())));
     g.stop().await;
     assert_eq!(ch.count(DB, "SELECT count() FROM events"), 1);
@@ -237,7 +234,7 @@ fn refreshed_datacenter_ranges_load_and_match() {
             path.display()
         )
     });
-    let ranges = glimpse::check::IpRanges::parse(&text).expect("the script writes valid CIDRs");
+    let ranges = glimpse::model::IpRanges::parse(&text).expect("the script writes valid CIDRs");
     assert!(ranges.len() > 1_000, "{} ranges", ranges.len());
     // An AWS and an Azure address; a residential test address, Google DNS and Cloudflare DNS
     // (Cloudflare is left out on purpose).

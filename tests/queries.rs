@@ -1,8 +1,6 @@
 //! The dashboard queries in `schema/queries/`, run against the real server with known data:
 //! each must give what the same question asked of the raw events gives.
 
-mod support;
-
 use glimpse::clock::{SECS_PER_DAY, date_string, day_of};
 use glimpse::store::closing;
 use glimpse::store::queries::{self, DIMENSIONS, Params};

@@ -2,7 +2,7 @@
 //! stay within the input's size (no amplification).
 #![no_main]
 
-use glimpse::enrich::url;
+use glimpse::classify::url;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

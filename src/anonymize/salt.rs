@@ -8,16 +8,16 @@
 //! - destroyed in ClickHouse [`DESTROY_AFTER_SECS`] after D began (its partition is dropped),
 //!   so it is gone everywhere within 48 hours.
 //!
-//! Several collectors may race to create the same day's salt; each then reads all candidates and
-//! uses the smallest, so they converge well before the day starts.
+//! This module holds the salts in memory and computes visitor ids; `store::salts` creates,
+//! adopts and destroys them in ClickHouse.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::clock::{SECS_PER_DAY, day_of};
-use crate::store::{self, StoreError};
+use crate::clock::SECS_PER_DAY;
+use crate::metrics::Gauge;
 
 /// Partitions are dropped 47 h after their day began; ClickHouse removes dropped parts from disk
 /// within minutes (old_parts_lifetime, 8 min by default), inside the 48 h promise.
@@ -45,6 +45,11 @@ impl Salt {
 #[derive(Debug, Default)]
 pub struct SaltSet {
     days: Vec<(u16, Salt)>,
+}
+
+/// Salts are destroyed in ClickHouse this long after their day began.
+pub fn expired(day: u16, now: u64) -> bool {
+    u64::from(day) * SECS_PER_DAY + DESTROY_AFTER_SECS <= now
 }
 
 impl SaltSet {
@@ -89,48 +94,25 @@ impl Salts {
         }
     }
 
-    pub fn publish(&self, set: SaltSet) {
+    /// Adopts a new set of salts, read from the store; `now` is when they were read.
+    pub fn publish(&self, set: SaltSet, now: u64) {
         self.current.store(Arc::new(set));
-    }
-
-    /// Makes sure today's and tomorrow's salts exist in ClickHouse, adopts the stored ones, and
-    /// destroys expired ones. Run at start-up and then every minute.
-    pub async fn refresh(&self, db: &clickhouse::Client, now: u64) -> Result<(), StoreError> {
-        let today = day_of(now);
-        let wanted = [today, today.saturating_add(1)];
-        let mut stored = store::salts::load(db, &wanted).await?;
-        let missing: Vec<u16> = wanted
-            .iter()
-            .copied()
-            .filter(|d| !stored.iter().any(|(s, _)| s == d))
-            .collect();
-        if !missing.is_empty() {
-            for day in &missing {
-                store::salts::insert(db, *day, &Salt::random()).await?;
-            }
-            // Read back: another collector may have raced us; everyone takes the smallest.
-            stored = store::salts::load(db, &wanted).await?;
-        }
-        let mut days = Vec::with_capacity(2);
-        for day in wanted {
-            if let Some((_, salt)) = stored
-                .iter()
-                .filter(|(d, _)| *d == day)
-                .min_by(|a, b| a.1.0.cmp(&b.1.0))
-            {
-                days.push((day, salt.clone()));
-            }
-        }
-        self.publish(SaltSet { days });
         self.refreshed_at
             .store(now, std::sync::atomic::Ordering::Relaxed);
-        let expired = |day: u16| u64::from(day) * SECS_PER_DAY + DESTROY_AFTER_SECS <= now;
-        for day in store::salts::stored_days(db).await? {
-            if expired(day) {
-                store::salts::destroy(db, day).await?;
-            }
-        }
-        Ok(())
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self, now: u64, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_salt_age_seconds",
+            help: "Age of the oldest visitor salt in memory (-1: none loaded).",
+            value: self.age(now).map_or(-1.0, |s| s as f64),
+        });
+        out.push(Gauge {
+            name: "glimpse_salt_refresh_age_seconds",
+            help: "Seconds since the salts were last read from ClickHouse (-1: never).",
+            value: self.since_refresh(now).map_or(-1.0, |s| s as f64),
+        });
     }
 }
 

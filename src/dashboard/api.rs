@@ -17,16 +17,15 @@
 //! `period`: `day` (default), `7d`, `30d`, `month`, or `custom` with `date=YYYY-MM-DD,YYYY-MM-DD`;
 //! `date` alone sets the last day of the other periods.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::Dashboard;
 use crate::clock::{date_string, day_of, parse_date};
+use crate::front::{self, Reply};
 use crate::store::queries::{self, Params};
 
-pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Response<Full<Bytes>> {
+pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Reply {
     let q: Vec<(String, String)> = url_pairs(query);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if endpoint == "sites" {
@@ -72,8 +71,8 @@ pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Response<Fu
     };
     match result {
         Ok(v) => ok(v),
-        Err(Failure::BadRequest(msg)) => error(StatusCode::BAD_REQUEST, &msg),
-        Err(Failure::Database(msg)) => {
+        Err(ApiError::BadRequest(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        Err(ApiError::Database(msg)) => {
             tracing::warn!(error = %msg, "dashboard query failed");
             error(
                 StatusCode::BAD_GATEWAY,
@@ -83,7 +82,8 @@ pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Response<Fu
     }
 }
 
-enum Failure {
+/// Why a stats request has no answer: the request (400) or the database (503).
+enum ApiError {
     BadRequest(String),
     Database(String),
 }
@@ -140,27 +140,31 @@ fn params<'q>(app: &Dashboard, get: &impl Fn(&str) -> Option<&'q str>) -> Result
     })
 }
 
-async fn rows(app: &Dashboard, name: &str, p: &Params) -> Result<Vec<Map<String, Value>>, Failure> {
-    let sql = queries::render(name, p).map_err(|e| Failure::BadRequest(e.to_string()))?;
+async fn rows(
+    app: &Dashboard,
+    name: &str,
+    p: &Params,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let sql = queries::render(name, p).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let bytes = app
         .db
         .query(&sql)
         .fetch_bytes("JSONEachRow")
-        .map_err(|e| Failure::Database(e.to_string()))?
+        .map_err(|e| ApiError::Database(e.to_string()))?
         .collect()
         .await
-        .map_err(|e| Failure::Database(e.to_string()))?;
+        .map_err(|e| ApiError::Database(e.to_string()))?;
     bytes
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
             serde_json::from_slice::<Map<String, Value>>(l)
-                .map_err(|e| Failure::Database(format!("unexpected row: {e}")))
+                .map_err(|e| ApiError::Database(format!("unexpected row: {e}")))
         })
         .collect()
 }
 
-async fn aggregate(app: &Dashboard, p: &Params) -> Result<Value, Failure> {
+async fn aggregate(app: &Dashboard, p: &Params) -> Result<Value, ApiError> {
     let mut current = Map::new();
     let mut previous = Map::new();
     // Independent queries: ask both at once.
@@ -205,7 +209,7 @@ async fn aggregate(app: &Dashboard, p: &Params) -> Result<Value, Failure> {
     Ok(Value::Object(out))
 }
 
-async fn breakdown(app: &Dashboard, property: &str, mut p: Params) -> Result<Value, Failure> {
+async fn breakdown(app: &Dashboard, property: &str, mut p: Params) -> Result<Value, ApiError> {
     let (query, dimension, key) = match property {
         "visit:entry_page" => ("entry_pages", "", "entry_page"),
         "visit:exit_page" => ("exit_pages", "", "exit_page"),
@@ -218,7 +222,7 @@ async fn breakdown(app: &Dashboard, property: &str, mut p: Params) -> Result<Val
                 p => match p.strip_prefix("visit:") {
                     Some(d) if queries::DIMENSIONS.contains(&d) => (d, d),
                     _ => {
-                        return Err(Failure::BadRequest(format!(
+                        return Err(ApiError::BadRequest(format!(
                             "unknown property {property:?}"
                         )));
                     }
@@ -315,21 +319,19 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn ok(results: Value) -> Response<Full<Bytes>> {
-    json_response(StatusCode::OK, &json!({ "results": results }))
+fn ok(results: Value) -> Reply {
+    no_store(front::json(
+        StatusCode::OK,
+        json!({ "results": results }).to_string(),
+    ))
 }
 
-pub fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({ "error": msg }))
+/// `{"error": "..."}`, never cached.
+pub fn error(status: StatusCode, msg: &str) -> Reply {
+    no_store(front::error(status, msg))
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+fn no_store(mut r: Reply) -> Reply {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

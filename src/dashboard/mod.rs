@@ -6,22 +6,41 @@
 
 pub mod api;
 
-use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
+use crate::front::{self, Reply};
+use crate::settings::Reader;
 
 const PAGE: &str = include_str!("page.html");
+
+/// The `[dashboard]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Bearer token for the stats API; `glimpse dashboard` refuses to start without one.
+    pub token: String,
+    /// k-anonymity: breakdown rows with fewer visitors are folded into "(other)".
+    pub min_visitors: u32,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            listen: r.socket_addr("dashboard.listen", "127.0.0.1:8081"),
+            token: r.string("dashboard.token", ""),
+            min_visitors: r.bounded("dashboard.min_visitors", 0, 0, 1_000_000) as u32,
+        }
+    }
+}
 
 pub struct Dashboard {
     pub db: clickhouse::Client,
@@ -32,35 +51,21 @@ pub struct Dashboard {
     pub clock: Clock,
 }
 
-/// Serves until `shutdown` completes.
-pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>, app: Arc<Dashboard>) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+/// Serves until `shutdown` completes, on the shared front with its limits.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    app: Arc<Dashboard>,
+    limits: front::Settings,
+) {
+    front::serve(listener, shutdown, limits, move |_, req| {
         let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(&app, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { handle(&app, req).await }
+    })
+    .await;
 }
 
-async fn handle(app: &Dashboard, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET {
         return api::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");

@@ -48,7 +48,7 @@ pub fn server_code(msg: &str) -> Option<u32> {
 }
 
 fn first_line(msg: &str) -> String {
-    crate::enrich::url::truncate(msg.lines().next().unwrap_or(""), 500).to_owned()
+    crate::model::text::truncate(msg.lines().next().unwrap_or(""), 500).to_owned()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Stage 7 — deliver: insert sealed spool segments into ClickHouse, oldest first, and delete
+//! Deliver: insert sealed spool segments into ClickHouse, oldest first, and delete
 //! each once the server has acknowledged it.
 //!
 //! Transient failures (network, overload, a server restarting) are retried with backoff, the
@@ -9,7 +9,6 @@
 //! Every INSERT of a segment carries the same deduplication token where the server supports it,
 //! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
 
-pub mod dropped;
 pub mod insert;
 
 use std::sync::Arc;
@@ -79,7 +78,7 @@ impl Deliverer {
             let mut backoff = BACKOFF_START;
             loop {
                 let started = Instant::now();
-                let sql = crate::event::insert_sql(&self.table, segment.format);
+                let sql = crate::encode::insert_sql(&self.table, segment.format);
                 match insert::insert(&client, &sql, segment.data.clone()).await {
                     Ok(()) => {
                         self.metrics

@@ -1,6 +1,6 @@
-//! Stage 7 — store: the ClickHouse side. Connection, server version, migrations, retention,
-//! the salts table and closed days. Inserting batches is `deliver`'s job; everything here is
-//! control traffic.
+//! Store: the ClickHouse side. Connection, server version, migrations, retention, the salts
+//! table and closed days. Inserting batches is `deliver`'s job; everything here is control
+//! traffic.
 
 pub mod closing;
 pub mod queries;
@@ -10,8 +10,43 @@ pub mod schema;
 use clickhouse::Client;
 
 use crate::clock::{date_string, day_of};
-use crate::config::ClickHouseConfig;
+use crate::settings::Reader;
 pub use schema::{ServerVersion, render};
+
+/// The `[clickhouse]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            url: r.url("clickhouse.url", "http://127.0.0.1:8123"),
+            database: r.identifier("clickhouse.database", "glimpse"),
+            user: r.string("clickhouse.user", "default"),
+            password: r.string("clickhouse.password", ""),
+        }
+    }
+}
+
+/// The `[retention]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Days raw events are kept; 0 = aggregates-only mode: raw events are never stored.
+    pub events_days: u32,
+}
+
+impl Retention {
+    pub(crate) fn read(r: &mut Reader) -> Retention {
+        Retention {
+            events_days: r.bounded("retention.events_days", 30, 0, 36_500) as u32,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,18 +67,24 @@ pub enum StoreError {
 }
 
 /// A client for `cfg`, without a database (for `CREATE DATABASE`), and one bound to it.
-pub fn clients(cfg: &ClickHouseConfig) -> (Client, Client) {
+pub fn clients(cfg: &Settings) -> (Client, Client) {
     let server = Client::default()
         .with_url(&cfg.url)
         .with_user(&cfg.user)
         .with_password(&cfg.password)
         // Old servers cannot describe columns the way validation needs; rows are encoded by
-        // `event::Event::encode`, checked against the live table in the integration tests.
+        // `encode::Event::encode`, checked against the live table in the integration tests.
         .with_validation(false)
         // 18.x reports an error found mid-stream inside a 200 response unless told to wait.
         .with_setting("wait_end_of_query", "1");
     let db = server.clone().with_database(&cfg.database);
     (server, db)
+}
+
+/// Whether ClickHouse answers a trivial query, for readiness checks.
+pub async fn ping(client: &Client) -> Result<(), StoreError> {
+    client.query("SELECT 1").fetch_one::<u8>().await?;
+    Ok(())
 }
 
 pub async fn server_version(client: &Client) -> Result<ServerVersion, StoreError> {

@@ -1,9 +1,14 @@
-//! The `glimpse_salts` table. Salts are stored hex-encoded; reads select only the days asked for.
+//! The `glimpse_salts` table, and the keeper that makes every collector use the same salts.
+//! Salts are stored hex-encoded; reads select only the days asked for.
+//!
+//! Several collectors may race to create the same day's salt; each then reads all candidates and
+//! uses the smallest, so they converge well before the day starts.
 
 use clickhouse::Client;
 
 use super::StoreError;
-use crate::anonymize::Salt;
+use crate::anonymize::{Salt, SaltSet, Salts, expired};
+use crate::clock::day_of;
 
 const TABLE: &str = "glimpse_salts";
 
@@ -25,6 +30,43 @@ pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreEr
                 })
         })
         .collect()
+}
+
+/// Makes sure today's and tomorrow's salts exist in ClickHouse, adopts the stored ones into
+/// `salts`, and destroys expired ones. Run at start-up and then every minute.
+pub async fn refresh(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreError> {
+    let today = day_of(now);
+    let wanted = [today, today.saturating_add(1)];
+    let mut stored = load(db, &wanted).await?;
+    let missing: Vec<u16> = wanted
+        .iter()
+        .copied()
+        .filter(|d| !stored.iter().any(|(s, _)| s == d))
+        .collect();
+    if !missing.is_empty() {
+        for day in &missing {
+            insert(db, *day, &Salt::random()).await?;
+        }
+        // Read back: another collector may have raced us; everyone takes the smallest.
+        stored = load(db, &wanted).await?;
+    }
+    let mut days = Vec::with_capacity(2);
+    for day in wanted {
+        if let Some((_, salt)) = stored
+            .iter()
+            .filter(|(d, _)| *d == day)
+            .min_by(|a, b| a.1.0.cmp(&b.1.0))
+        {
+            days.push((day, salt.clone()));
+        }
+    }
+    salts.publish(SaltSet::from_days(days), now);
+    for day in stored_days(db).await? {
+        if expired(day, now) {
+            destroy(db, day).await?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError> {

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn insert_table_columns_match_event_encoder() {
-        // The Null table's column list must be exactly event::COLUMNS, in order.
+        // The Null table's column list must be exactly encode::COLUMNS, in order.
         let stmts = render(MIGRATIONS[0].1, OLD.features());
         let create = stmts.iter().find(|s| s.contains("events_in")).unwrap();
         let body = &create[create.find('(').unwrap() + 1..create.rfind(')').unwrap()];
@@ -327,7 +327,7 @@ mod tests {
                 (n.to_string(), t.to_string())
             })
             .collect();
-        let want: Vec<(String, String)> = crate::event::columns_of(1)
+        let want: Vec<(String, String)> = crate::encode::columns_of(1)
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
@@ -354,7 +354,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let want: Vec<(String, String)> = crate::event::COLUMNS[25..]
+            let want: Vec<(String, String)> = crate::encode::COLUMNS[25..]
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect();

@@ -1,113 +1,50 @@
-//! Stage 2 — check: decide whether a parsed event is recorded, and reject what is malformed.
+//! Filter: every decision whether a classified event is recorded, and for which sites.
 //!
-//! An event is either invalid (the client gets a 400 saying why), deliberately not recorded
-//! (202 with `x-glimpse-dropped: <reason>`), or accepted with its page URL, sites and browser
-//! class resolved for the stages after this one.
+//! An event is either recorded, for one or more sites, or deliberately not recorded (202 with
+//! `x-glimpse-dropped: <reason>`), with the reason per matched site for the drop counts.
 //!
-//! Order: the site's own shields first (their drops are reported as the owner's choice), then
-//! prefetch, user agent, request headers, datacenter ranges and referrer spam. Country shields
-//! need the location, so the pipeline applies them right after enrichment.
+//! Order: engagement reports, the site, each site's own shields (their drops are reported as
+//! the owner's choice), then prefetch, user agent, request headers, datacenter ranges, referrer
+//! spam, and last the sites' country shields.
 
 pub mod headers;
-pub mod iprange;
-pub mod shield;
 pub mod spam;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config;
-use crate::enrich::ua::{Client, UaCache};
-use crate::enrich::url::{self, Page};
-use crate::parse::Payload;
+use crate::classify::{Classified, url};
+use crate::model::{BrowserClass, DropReason, IpRanges, Site};
+use crate::settings::Reader;
 
 pub use headers::Signals;
-pub use iprange::IpRanges;
-pub use shield::Shield;
 pub use spam::ReferrerSpam;
 
-/// Why an event was not recorded. The string form is the `x-glimpse-dropped` header value, the
-/// metrics label and the `reason` column of `dropped_daily`, so it never changes once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    UnknownSite,
-    NoUserAgent,
-    NotABrowser,
-    Headless,
-    HttpClient,
-    Crawler,
-    /// A prefetch or prerender: nobody has seen the page (yet).
-    Prefetch,
-    /// A browser user agent on a request no browser would send that way.
-    HeaderMismatch,
-    ReferrerSpam,
-    Datacenter,
-    BlockedIp,
-    BlockedCountry,
-    ExcludedPath,
-    HostnameNotAllowed,
-    /// Plausible's tracker reports time on page as `engagement` events; they are not page views
-    /// or custom events, so they are not stored as such.
-    Engagement,
+/// The `[filter]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Browser-consistency checks on request headers. Off for senders that forward events
+    /// server-side without the browser's headers.
+    pub header_checks: bool,
+    pub referrer_spam: bool,
+    /// File of datacenter/hosting CIDRs whose traffic is dropped; `None`: no such filter.
+    pub datacenter_ranges: Option<PathBuf>,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 15] = [
-        DropReason::UnknownSite,
-        DropReason::NoUserAgent,
-        DropReason::NotABrowser,
-        DropReason::Headless,
-        DropReason::HttpClient,
-        DropReason::Crawler,
-        DropReason::Prefetch,
-        DropReason::HeaderMismatch,
-        DropReason::ReferrerSpam,
-        DropReason::Datacenter,
-        DropReason::BlockedIp,
-        DropReason::BlockedCountry,
-        DropReason::ExcludedPath,
-        DropReason::HostnameNotAllowed,
-        DropReason::Engagement,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::UnknownSite => "unknown_site",
-            DropReason::NoUserAgent => "no_user_agent",
-            DropReason::NotABrowser => "not_a_browser",
-            DropReason::Headless => "headless_browser",
-            DropReason::HttpClient => "http_client",
-            DropReason::Crawler => "crawler",
-            DropReason::Prefetch => "prefetch",
-            DropReason::HeaderMismatch => "header_mismatch",
-            DropReason::ReferrerSpam => "referrer_spam",
-            DropReason::Datacenter => "datacenter",
-            DropReason::BlockedIp => "blocked_ip",
-            DropReason::BlockedCountry => "blocked_country",
-            DropReason::ExcludedPath => "excluded_path",
-            DropReason::HostnameNotAllowed => "hostname_not_allowed",
-            DropReason::Engagement => "engagement",
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            header_checks: r.boolean("filter.header_checks", true),
+            referrer_spam: r.boolean("filter.referrer_spam", true),
+            datacenter_ranges: r.path("filter.datacenter_ranges"),
         }
     }
-
-    /// Position in [`DropReason::ALL`], for counter arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
-    /// Malformed input: 400 with this message.
-    Invalid(String),
-    /// Well-formed but not recorded: 202 with the reason.
-    Dropped(Dropped),
 }
 
 /// An event not recorded: the reason reported to the client, and the reason per matched site
-/// (sites' shields can differ). `sites` is empty when no site matched.
+/// (sites' shields can differ), by the site's position. `sites` is empty when no site matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub reason: DropReason,
@@ -115,33 +52,15 @@ pub struct Dropped {
 }
 
 impl Dropped {
-    fn all(reason: DropReason, sites: &[&Site]) -> Dropped {
+    fn all(reason: DropReason, sites: &[(usize, &Site)]) -> Dropped {
         Dropped {
             reason,
-            sites: sites.iter().map(|s| (s.index, reason)).collect(),
+            sites: sites.iter().map(|(i, _)| (*i, reason)).collect(),
         }
     }
 }
 
-/// A configured site, with its shields compiled.
-#[derive(Debug)]
-pub struct Site {
-    /// Position in the configuration; keys per-site counters.
-    pub index: usize,
-    /// Lower-case host name without `www.`, as stored in the `site` column.
-    pub domain: String,
-    pub shield: Shield,
-}
-
-/// Who sent the request, as far as the checks need to know. Dropped after anonymisation.
-#[derive(Debug, Clone, Copy)]
-pub struct Sender<'r> {
-    pub ip: IpAddr,
-    pub user_agent: &'r str,
-    pub signals: Signals,
-}
-
-/// Everything `check` decides with, built once at start-up and never mutated.
+/// Everything the filter decides with, built once at start-up and never mutated.
 #[derive(Debug, Default)]
 pub struct Rules {
     sites: Vec<Site>,
@@ -152,22 +71,13 @@ pub struct Rules {
     pub datacenters: IpRanges,
     /// Browser-consistency checks on request headers; off for server-side senders.
     pub header_checks: bool,
-    user_agents: UaCache,
 }
 
 impl Rules {
     /// Sites only, with header checks on and no lists: what tests and benches mostly need.
-    pub fn new(sites: &[config::Site]) -> Rules {
+    pub fn new(sites: &[Site]) -> Rules {
         Rules {
-            sites: sites
-                .iter()
-                .enumerate()
-                .map(|(index, s)| Site {
-                    index,
-                    domain: s.domain.clone(),
-                    shield: Shield::new(&s.shields),
-                })
-                .collect(),
+            sites: sites.to_vec(),
             by_domain: sites
                 .iter()
                 .enumerate()
@@ -176,152 +86,200 @@ impl Rules {
             spam: ReferrerSpam::default(),
             datacenters: IpRanges::default(),
             header_checks: true,
-            user_agents: UaCache::default(),
         }
+    }
+
+    /// The rules of the configuration; reads the datacenter ranges file if one is set. The
+    /// error names the file and the problem.
+    pub fn configured(sites: &[Site], settings: &Settings) -> Result<Rules, String> {
+        let mut rules = Rules::new(sites);
+        rules.header_checks = settings.header_checks;
+        if settings.referrer_spam {
+            rules.spam = ReferrerSpam::bundled();
+        }
+        if let Some(path) = &settings.datacenter_ranges {
+            let fail =
+                |reason: String| format!("datacenter ranges file {}: {reason}", path.display());
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            rules.datacenters = IpRanges::parse(&text).map_err(fail)?;
+            tracing::info!(
+                ranges = rules.datacenters.len(),
+                "datacenter ranges loaded: their traffic is dropped"
+            );
+        }
+        Ok(rules)
     }
 
     pub fn sites(&self) -> &[Site] {
         &self.sites
     }
 
-    fn get(&self, domain: &str) -> Option<&Site> {
-        self.by_domain.get(domain).map(|&i| &self.sites[i])
+    fn get(&self, domain: &str) -> Option<(usize, &Site)> {
+        self.by_domain.get(domain).map(|&i| (i, &self.sites[i]))
     }
 }
 
 /// An event that will be recorded, for one or more sites.
 #[derive(Debug)]
-pub struct Checked<'a, 's> {
-    pub payload: Payload<'a>,
-    pub page: Page<'a>,
-    pub sites: Vec<&'s Site>,
-    pub client: Arc<Client>,
+pub struct Accepted<'a, 'g, 's> {
+    pub event: Classified<'a, 'g>,
+    pub browser: Arc<BrowserClass>,
+    /// The sites that record it, with their positions.
+    pub sites: Vec<(usize, &'s Site)>,
     /// Sites whose shields refused this event while others accept it.
     pub shielded: Vec<(usize, DropReason)>,
 }
 
-pub fn check<'a, 's>(
-    payload: Payload<'a>,
-    sender: &Sender<'_>,
+/// Decides whether `event`, sent from `ip` with these header `signals`, is recorded.
+pub fn filter<'a, 'g, 's>(
+    event: Classified<'a, 'g>,
+    ip: IpAddr,
+    signals: Signals,
     rules: &'s Rules,
-) -> Result<Checked<'a, 's>, Rejection> {
-    // Lifetimes: the page borrows from the payload's URL, so parse it from a clone of that Cow;
-    // in the common case (no escapes) it is a borrow of the request body and the clone is free.
-    let page = match payload.url.clone() {
-        Cow::Borrowed(u) => url::parse_page(u, payload.hash_mode),
-        Cow::Owned(u) => url::parse_page(&u, payload.hash_mode).map(into_owned_page),
-    }
-    .map_err(|e| Rejection::Invalid(format!("`u`: {e}")))?;
-    let drop = |d: Dropped| Err(Rejection::Dropped(d));
-    if payload.name == "engagement" {
-        return drop(Dropped::all(DropReason::Engagement, &[]));
+) -> Result<Accepted<'a, 'g, 's>, Dropped> {
+    if event.payload.name == "engagement" {
+        return Err(Dropped::all(DropReason::Engagement, &[]));
     }
 
-    let mut matched: Vec<&'s Site> = Vec::with_capacity(1);
-    match payload.domain.as_deref() {
+    let mut matched: Vec<(usize, &'s Site)> = Vec::with_capacity(1);
+    match event.payload.domain.as_deref() {
         Some(list) => {
             for d in list.split(',').map(str::trim).filter(|d| !d.is_empty()) {
                 if let Some(site) = rules.get(&url::normalize_host(d))
-                    && !matched.iter().any(|m| m.index == site.index)
+                    && !matched.iter().any(|m| m.0 == site.0)
                 {
                     matched.push(site);
                 }
             }
         }
-        None => matched.extend(rules.get(&page.hostname)),
+        None => matched.extend(rules.get(&event.page.hostname)),
     }
     if matched.is_empty() {
-        return drop(Dropped::all(DropReason::UnknownSite, &[]));
+        return Err(Dropped::all(DropReason::UnknownSite, &[]));
     }
 
     // The site owners' own rules first, so their drops are reported as theirs.
     let mut shielded = Vec::new();
-    matched.retain(
-        |site| match site.shield.check(sender.ip, &page.hostname, &page.pathname) {
-            Ok(()) => true,
-            Err(reason) => {
-                shielded.push((site.index, reason));
+    matched.retain(|(i, site)| {
+        match site
+            .shields
+            .refuses(ip, &event.page.hostname, &event.page.pathname)
+        {
+            None => true,
+            Some(reason) => {
+                shielded.push((*i, reason));
                 false
             }
-        },
-    );
+        }
+    });
     if matched.is_empty() {
-        return drop(Dropped {
+        return Err(Dropped {
             reason: shielded[0].1,
             sites: shielded,
         });
     }
 
-    let refuse = |reason| Rejection::Dropped(Dropped::all(reason, &matched));
-    if rules.header_checks && sender.signals.speculative {
+    let refuse = |reason| Dropped::all(reason, &matched);
+    if rules.header_checks && signals.speculative {
         return Err(refuse(DropReason::Prefetch));
     }
-    let client = rules
-        .user_agents
-        .classify(sender.user_agent)
-        .map_err(refuse)?;
-    if rules.header_checks && (!sender.signals.accept_language || sender.signals.navigation) {
+    let browser = event.browser.clone().map_err(refuse)?;
+    if rules.header_checks && (!signals.accept_language || signals.navigation) {
         return Err(refuse(DropReason::HeaderMismatch));
     }
-    if rules.datacenters.contains(sender.ip) {
+    if rules.datacenters.contains(ip) {
         return Err(refuse(DropReason::Datacenter));
     }
     if !rules.spam.is_empty()
-        && let Some(r) = payload.referrer.as_deref()
+        && let Some(r) = event.payload.referrer.as_deref()
         && let Some(host) = url::referrer_host(r)
         && rules.spam.contains(&host)
     {
         return Err(refuse(DropReason::ReferrerSpam));
     }
-    Ok(Checked {
-        payload,
-        page,
+
+    // Country shields need the location, so they come last.
+    let country = event.location.country_code;
+    matched.retain(|(i, site)| {
+        let blocked = site.shields.blocks_country(country);
+        if blocked {
+            shielded.push((*i, DropReason::BlockedCountry));
+        }
+        !blocked
+    });
+    if matched.is_empty() {
+        return Err(Dropped {
+            reason: DropReason::BlockedCountry,
+            sites: shielded,
+        });
+    }
+    Ok(Accepted {
+        event,
+        browser,
         sites: matched,
-        client,
         shielded,
     })
-}
-
-fn into_owned_page(p: Page<'_>) -> Page<'static> {
-    let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
-    Page {
-        hostname: own(p.hostname),
-        pathname: own(p.pathname),
-        utm: url::Utm {
-            source: own(p.utm.source),
-            medium: own(p.utm.medium),
-            campaign: own(p.utm.campaign),
-            content: own(p.utm.content),
-            term: own(p.utm.term),
-        },
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Shields;
-    use crate::parse::parse_json;
+    use crate::classify::{Classifier, Geo};
+    use crate::model::{HostPattern, PathPattern, Shields};
+    use crate::parse::{Payload, parse_json};
 
     const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
 
     fn rules() -> Rules {
-        let shielded = config::Site {
+        let shielded = Site {
             domain: "b.org".into(),
             shields: Shields {
-                block_ips: vec![
-                    "10.0.0.0/8".parse().unwrap(),
-                    "2001:db8::/32".parse().unwrap(),
-                ],
+                block_ips: IpRanges::parse("10.0.0.0/8\n2001:db8::/32").unwrap(),
                 block_countries: vec!["XX".into()],
-                exclude_paths: vec!["/admin/**".into()],
-                allow_hostnames: vec!["b.org".into(), "*.b.org".into(), "x.net".into()],
+                exclude_paths: vec![PathPattern::parse("/admin/**").unwrap()],
+                allow_hostnames: ["b.org", "*.b.org", "x.net"]
+                    .iter()
+                    .map(|h| HostPattern::parse(h).unwrap())
+                    .collect(),
             },
         };
-        let mut r = Rules::new(&[config::Site::new("a.com"), shielded]);
+        let mut r = Rules::new(&[Site::new("a.com"), shielded]);
         r.spam = ReferrerSpam::from_text("semalt.com\n");
         r.datacenters = IpRanges::parse("203.0.113.0/24").unwrap();
         r
+    }
+
+    /// Who sent the request, as classification and the filter see it.
+    struct Sender<'a> {
+        ip: IpAddr,
+        user_agent: &'a str,
+        signals: Signals,
+    }
+
+    /// The two ways an event is not recorded: malformed (classification) or dropped (filter).
+    #[derive(Debug, PartialEq)]
+    enum Rejection {
+        Invalid(String),
+        Dropped(Dropped),
+    }
+
+    #[derive(Debug)]
+    struct Decided {
+        sites: Vec<String>,
+        shielded: Vec<(usize, DropReason)>,
+    }
+
+    /// Classifies (without a geo database) and filters.
+    fn check(p: Payload<'_>, s: &Sender<'_>, r: &Rules) -> Result<Decided, Rejection> {
+        let classifier = Classifier::new(Geo::empty());
+        let event = classifier
+            .classify(p, s.ip, s.user_agent)
+            .map_err(Rejection::Invalid)?;
+        let a = filter(event, s.ip, s.signals, r).map_err(Rejection::Dropped)?;
+        Ok(Decided {
+            sites: a.sites.iter().map(|(_, s)| s.domain.clone()).collect(),
+            shielded: a.shielded,
+        })
     }
 
     fn sender(ua: &str) -> Sender<'_> {
@@ -335,7 +293,7 @@ mod tests {
     fn run_with(body: &str, s: &Sender<'_>) -> Result<Vec<String>, Rejection> {
         let r = rules();
         let p = parse_json(body.as_bytes()).unwrap();
-        check(p, s, &r).map(|c| c.sites.iter().map(|s| s.domain.clone()).collect())
+        check(p, s, &r).map(|c| c.sites)
     }
 
     fn run(body: &str, ua: &str) -> Result<Vec<String>, Rejection> {
@@ -472,15 +430,5 @@ mod tests {
         assert!(
             matches!(run(r#"{"n":"pageview","u":"/relative","d":"a.com"}"#, UA), Err(Rejection::Invalid(m)) if m.contains("`u`"))
         );
-    }
-
-    #[test]
-    fn reasons_have_stable_distinct_names_and_indexes() {
-        let names: std::collections::HashSet<_> =
-            DropReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names.len(), DropReason::ALL.len());
-        for (i, r) in DropReason::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i);
-        }
     }
 }

@@ -10,42 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use woothee::parser::Parser;
 
-use crate::check::DropReason;
+use crate::model::text::truncate;
+use crate::model::{BrowserClass, Device, DropReason};
 
 /// Longer user agents are cut before parsing: real browsers stay far below this.
 pub const MAX_UA_LEN: usize = 512;
 /// Shorter ones are not browsers ("Mozilla/5.0" alone is 11 bytes).
 pub const MIN_UA_LEN: usize = 12;
 const MAX_VERSION_LEN: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Device {
-    Desktop,
-    Mobile,
-    Tablet,
-    Other,
-}
-
-impl Device {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Desktop => "desktop",
-            Device::Mobile => "mobile",
-            Device::Tablet => "tablet",
-            Device::Other => "other",
-        }
-    }
-}
-
-/// What is stored about a person's browser.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Client {
-    pub browser: String,
-    pub browser_version: String,
-    pub os: String,
-    pub os_version: String,
-    pub device: Device,
-}
 
 /// Substrings (lower case) of automation that presents itself as a browser. Electron is an app
 /// shell (and the usual automation runtime), not a browser people browse the web with.
@@ -197,8 +169,8 @@ fn names_a_site(lower: &str) -> bool {
 }
 
 /// Classifies a user agent; `Err` names why it is not a person's browser.
-pub fn classify(ua: &str) -> Result<Client, DropReason> {
-    let ua = crate::enrich::url::truncate(ua.trim(), MAX_UA_LEN);
+pub fn classify(ua: &str) -> Result<BrowserClass, DropReason> {
+    let ua = truncate(ua.trim(), MAX_UA_LEN);
     if ua.is_empty() {
         return Err(DropReason::NoUserAgent);
     }
@@ -244,18 +216,17 @@ pub fn classify(ua: &str) -> Result<Client, DropReason> {
     } else {
         device
     };
-    Ok(Client {
+    Ok(BrowserClass {
         browser: known(parsed.name).to_string(),
         browser_version: major(parsed.version).to_string(),
         os: known(parsed.os).to_string(),
-        os_version: crate::enrich::url::truncate(known(&parsed.os_version), MAX_VERSION_LEN)
-            .to_string(),
+        os_version: truncate(known(&parsed.os_version), MAX_VERSION_LEN).to_string(),
         device,
     })
 }
 
 /// A classification as the cache hands it out: shared, so a hit costs a reference count.
-pub type Classified = Result<Arc<Client>, DropReason>;
+pub type Classified = Result<Arc<BrowserClass>, DropReason>;
 
 /// A cached classification and the hash of the user agent it belongs to.
 type Slot = Option<(u128, Classified)>;
@@ -297,7 +268,7 @@ impl UaCache {
     /// [`classify`], remembered.
     pub fn classify(&self, ua: &str) -> Classified {
         // Classification only looks at this much, so neither does the key.
-        let ua = crate::enrich::url::truncate(ua, MAX_UA_LEN + 64);
+        let ua = truncate(ua, MAX_UA_LEN + 64);
         let key =
             (u128::from(self.keys.0.hash_one(ua)) << 64) | u128::from(self.keys.1.hash_one(ua));
         let shard = &self.shards[(key as usize) % CACHE_SHARDS];
@@ -336,7 +307,7 @@ fn known(value: &str) -> &str {
 
 fn major(version: &str) -> &str {
     let v = known(version);
-    crate::enrich::url::truncate(v.split('.').next().unwrap_or(""), MAX_VERSION_LEN)
+    truncate(v.split('.').next().unwrap_or(""), MAX_VERSION_LEN)
 }
 
 #[cfg(test)]

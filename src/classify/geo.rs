@@ -11,6 +11,26 @@ use std::path::{Path, PathBuf};
 use maxminddb::{MaxMindDbError, Reader};
 use serde::Deserialize;
 
+/// The `[geoip]` section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// MaxMind-format databases (GeoIP2/GeoLite2/DB-IP or the flat ip-location-db schema);
+    /// DB-IP Lite ships IPv4 and IPv6 as two files, so this is a list.
+    pub database: Vec<PathBuf>,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut crate::settings::Reader) -> Settings {
+        Settings {
+            database: r
+                .list("geoip.database")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        }
+    }
+}
+
 /// The location stored with an event. Empty strings mean unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Location<'a> {

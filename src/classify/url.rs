@@ -8,9 +8,10 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-/// Longest UTM value or host kept; longer ones are cut at a character boundary.
+pub use crate::model::text::{MAX_HOST_LEN, normalize_host, truncate};
+
+/// Longest UTM value kept; longer ones are cut at a character boundary.
 pub const MAX_UTM_LEN: usize = 256;
-pub const MAX_HOST_LEN: usize = 253;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Utm<'a> {
@@ -28,6 +29,24 @@ pub struct Page<'a> {
     /// Percent-decoded path; `/` when empty.
     pub pathname: Cow<'a, str>,
     pub utm: Utm<'a>,
+}
+
+impl Page<'_> {
+    /// The same page owning its strings.
+    pub fn into_owned<'b>(self) -> Page<'b> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Page {
+            hostname: own(self.hostname),
+            pathname: own(self.pathname),
+            utm: Utm {
+                source: own(self.utm.source),
+                medium: own(self.utm.medium),
+                campaign: own(self.utm.campaign),
+                content: own(self.utm.content),
+                term: own(self.utm.term),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,20 +103,6 @@ fn split(url: &str) -> Result<Parts<'_>, UrlError> {
         query,
         fragment,
     })
-}
-
-/// Lower-cases and strips `www.`; borrows when the host is already normal.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let host = truncate(host, MAX_HOST_LEN);
-    let lowered: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    };
-    match lowered {
-        Cow::Borrowed(h) => Cow::Borrowed(h.strip_prefix("www.").unwrap_or(h)),
-        Cow::Owned(h) => Cow::Owned(h.strip_prefix("www.").map(str::to_owned).unwrap_or(h)),
-    }
 }
 
 /// Parses the page URL of an event.
@@ -199,18 +204,6 @@ fn decode(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(_) => Cow::Borrowed(s),
         Cow::Owned(o) => Cow::Owned(o),
     }
-}
-
-/// Cuts at a character boundary at or below `max` bytes.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -1,57 +1,62 @@
-//! Per-site shields from the configuration: addresses, countries, pages and host names whose
-//! events a site owner does not want counted (their own office, a staging host, `/admin/**`).
+//! A configured site and its shields: addresses, countries, pages and host names whose events
+//! the site's owner does not want counted (their own office, a staging host, `/admin/**`).
+//! Everything here is compiled once, when the configuration is read.
 
 use std::net::IpAddr;
 
-use crate::check::DropReason;
-use crate::check::iprange::IpRanges;
-use crate::config;
+use super::drop::DropReason;
+use super::net::IpRanges;
+use super::text;
 
 /// Longest accepted pattern; keeps matching cost bounded.
 pub const MAX_PATTERN_LEN: usize = 200;
 
-#[derive(Debug, Default)]
-pub struct Shield {
-    block_ips: IpRanges,
-    /// Upper-case ISO 3166-1 alpha-2 codes.
-    block_countries: Vec<String>,
-    exclude_paths: Vec<PathPattern>,
-    allow_hostnames: Vec<HostPattern>,
+/// A site events are recorded for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Site {
+    /// Lower-case host name without `www.`, as events are matched against it and as stored in
+    /// the `site` column.
+    pub domain: String,
+    pub shields: Shields,
 }
 
-impl Shield {
-    /// Compiles validated configuration (see `config`; invalid entries never get here).
-    pub fn new(c: &config::Shields) -> Shield {
-        Shield {
-            block_ips: IpRanges::new(c.block_ips.iter().copied()),
-            block_countries: c.block_countries.clone(),
-            exclude_paths: c
-                .exclude_paths
-                .iter()
-                .filter_map(|p| PathPattern::parse(p).ok())
-                .collect(),
-            allow_hostnames: c
-                .allow_hostnames
-                .iter()
-                .filter_map(|h| HostPattern::parse(h).ok())
-                .collect(),
+impl Site {
+    /// A site without shields; `domain` must already be normal (see [`text::host_name`]).
+    pub fn new(domain: &str) -> Site {
+        Site {
+            domain: domain.to_string(),
+            shields: Shields::default(),
         }
     }
+}
 
-    /// The shields decidable before enrichment: client address, page host and path.
-    pub fn check(&self, ip: IpAddr, hostname: &str, pathname: &str) -> Result<(), DropReason> {
+/// A site's own exclusions, compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Shields {
+    pub block_ips: IpRanges,
+    /// Upper-case ISO 3166-1 alpha-2 codes.
+    pub block_countries: Vec<String>,
+    pub exclude_paths: Vec<PathPattern>,
+    pub allow_hostnames: Vec<HostPattern>,
+}
+
+impl Shields {
+    /// Why this site does not count an event from `ip` on `hostname`/`pathname`, if it does
+    /// not. Country blocks are separate ([`Shields::blocks_country`]): the filter decides them
+    /// last, so a bot from a blocked country is still reported as a bot.
+    pub fn refuses(&self, ip: IpAddr, hostname: &str, pathname: &str) -> Option<DropReason> {
         if self.block_ips.contains(ip) {
-            return Err(DropReason::BlockedIp);
+            return Some(DropReason::BlockedIp);
         }
         if !self.allow_hostnames.is_empty()
             && !self.allow_hostnames.iter().any(|h| h.matches(hostname))
         {
-            return Err(DropReason::HostnameNotAllowed);
+            return Some(DropReason::HostnameNotAllowed);
         }
         if self.exclude_paths.iter().any(|p| p.matches(pathname)) {
-            return Err(DropReason::ExcludedPath);
+            return Some(DropReason::ExcludedPath);
         }
-        Ok(())
+        None
     }
 
     /// Whether events located in this country are not counted.
@@ -62,9 +67,17 @@ impl Shield {
                 .iter()
                 .any(|c| c.eq_ignore_ascii_case(country_code))
     }
+}
 
-    pub fn has_country_block(&self) -> bool {
-        !self.block_countries.is_empty()
+/// An upper-case ISO 3166-1 alpha-2 code, or an error naming the input.
+pub fn country_code(raw: &str) -> Result<String, String> {
+    let code = raw.trim().to_ascii_uppercase();
+    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(code)
+    } else {
+        Err(format!(
+            "{raw:?} is not a two-letter country code like \"DE\""
+        ))
     }
 }
 
@@ -80,9 +93,26 @@ enum Token {
 /// A page path pattern: `/blog/*` matches `/blog/post` but not `/blog/a/b`; `/admin/**` matches
 /// everything below `/admin/`. Matching simulates the pattern as an automaton, so its cost is
 /// at most (path length × pattern length) whatever the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PathPattern {
     tokens: Vec<Token>,
+    /// As configured, for messages and comparisons with the configuration.
+    text: Box<str>,
+}
+
+/// Patterns are equal when they match the same paths (`/a/***` is `/a/**`).
+impl PartialEq for PathPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.tokens == other.tokens
+    }
+}
+
+impl Eq for PathPattern {}
+
+impl PartialEq<&str> for PathPattern {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.text == *other
+    }
 }
 
 impl PathPattern {
@@ -108,7 +138,10 @@ impl PathPattern {
                 b => Token::Byte(b),
             });
         }
-        Ok(PathPattern { tokens })
+        Ok(PathPattern {
+            tokens,
+            text: p.into(),
+        })
     }
 
     pub fn matches(&self, path: &str) -> bool {
@@ -154,33 +187,42 @@ impl PathPattern {
 
 /// A host name, or `*.example.com` for every subdomain of example.com. Compared after the same
 /// normalisation as page hosts (lower case, no `www.`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HostPattern {
     host: String,
     subdomains: bool,
+    /// As configured.
+    text: Box<str>,
+}
+
+impl PartialEq for HostPattern {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.host, self.subdomains) == (&other.host, other.subdomains)
+    }
+}
+
+impl Eq for HostPattern {}
+
+impl PartialEq<&str> for HostPattern {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.text == *other
+    }
 }
 
 impl HostPattern {
     pub fn parse(h: &str) -> Result<HostPattern, String> {
-        let lower = h.trim().to_ascii_lowercase();
-        let (subdomains, rest) = match lower.strip_prefix("*.") {
+        let trimmed = h.trim();
+        let (subdomains, rest) = match trimmed.strip_prefix("*.") {
             Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
+            None => (false, trimmed),
         };
-        let rest = rest.strip_prefix("www.").unwrap_or(rest);
-        let valid = !rest.is_empty()
-            && rest.len() <= 253
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-        if !valid {
-            return Err(format!(
-                "{h:?} is not a host name or *.host pattern (no scheme, path or port)"
-            ));
-        }
+        let host = text::host_name(rest).ok_or_else(|| {
+            format!("{h:?} is not a host name or *.host pattern (no scheme, path or port)")
+        })?;
         Ok(HostPattern {
-            host: rest.to_string(),
+            host,
             subdomains,
+            text: h.into(),
         })
     }
 

@@ -1,8 +1,11 @@
-//! The stored row: what survives anonymisation. It has no field that could hold an IP address or
+//! Encode: the stored row, what survives anonymisation. It has no field that could hold an IP address or
 //! a user-agent string, so neither can reach ClickHouse or the spool by construction.
 //!
 //! Rows are encoded straight to ClickHouse RowBinary, once, on the request's own thread; batches
 //! are then plain byte buffers that need no further work to insert (or to spool).
+
+use crate::filter::Accepted;
+use crate::visits::Step;
 
 /// Column names and types of the insert table, in RowBinary order. `schema/` must agree; an
 /// integration test compares this list with the live table.
@@ -98,7 +101,55 @@ pub struct VisitStep<'a> {
     pub exit_prev: &'a str,
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
+    /// The row of an accepted event for one of its sites.
+    pub fn of(
+        a: &'a Accepted<'_, '_, '_>,
+        site: &'a str,
+        timestamp: u32,
+        visitor_id: u64,
+        step: &'a Step,
+    ) -> Event<'a> {
+        let e = &a.event;
+        let p = &e.payload;
+        let (revenue_micros, revenue_currency) = match &p.revenue {
+            Some(r) => (r.micros, std::str::from_utf8(&r.currency).unwrap_or("")),
+            None => (0, ""),
+        };
+        Event {
+            timestamp,
+            site,
+            name: &p.name,
+            hostname: &e.page.hostname,
+            pathname: &e.page.pathname,
+            referrer: &e.referrer,
+            referrer_source: &e.referrer_source,
+            utm_source: &e.page.utm.source,
+            utm_medium: &e.page.utm.medium,
+            utm_campaign: &e.page.utm.campaign,
+            utm_content: &e.page.utm.content,
+            utm_term: &e.page.utm.term,
+            country_code: e.location.country_code,
+            region: e.location.region,
+            browser: &a.browser.browser,
+            browser_version: &a.browser.browser_version,
+            os: &a.browser.os,
+            os_version: &a.browser.os_version,
+            device: a.browser.device.as_str(),
+            visitor_id,
+            interactive: p.interactive,
+            revenue_micros,
+            revenue_currency,
+            props: &p.props,
+            visit: VisitStep {
+                entry: step.entry,
+                seconds: step.seconds,
+                bounce: step.bounce,
+                exit_prev: step.exit_prev.as_deref().unwrap_or(""),
+            },
+        }
+    }
+
     /// Appends this row in RowBinary; the field order is [`COLUMNS`]'s.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.timestamp.to_le_bytes());

@@ -1,6 +1,6 @@
-//! Sets of IP ranges (IPv4 and IPv6 CIDRs) answering "is this address in the set?" with a binary
-//! search over sorted, merged intervals: no locks, no allocation per lookup, and a few hundred
-//! thousand ranges cost a few megabytes.
+//! CIDR parsing, and sets of IP ranges (IPv4 and IPv6 CIDRs) answering "is this address in the
+//! set?" with a binary search over sorted, merged intervals: no locks, no allocation per lookup,
+//! and a few hundred thousand ranges cost a few megabytes.
 
 use std::net::IpAddr;
 

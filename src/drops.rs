@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::check::DropReason;
 use crate::clock::{Clock, day_of};
-use crate::event::put_str;
+use crate::deliver::insert::insert;
+use crate::encode::put_str;
 use crate::metrics::Metrics;
+use crate::model::DropReason;
+use crate::shutdown::{self, Shutdown};
 
 /// How often counts are written to ClickHouse.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -122,30 +124,25 @@ pub async fn flush(
         return;
     }
     let data = Bytes::from(counts.encode(&rows));
-    if let Err(e) = super::insert::insert(client, &insert_sql(), data).await {
+    if let Err(e) = insert(client, &insert_sql(), data).await {
         tracing::warn!(error = ?e, rows = rows.len(), "could not write drop counts; will retry");
         metrics.insert_errors.inc();
         counts.restore(&rows);
     }
 }
 
-/// Flushes every [`FLUSH_INTERVAL`] until `stop`, then once more.
+/// Flushes every [`FLUSH_INTERVAL`] until `shutdown`, then once more.
 pub async fn run(
     counts: std::sync::Arc<DropCounts>,
     client: clickhouse::Client,
     clock: Clock,
     metrics: std::sync::Arc<Metrics>,
-    stop: impl std::future::Future<Output = ()>,
+    shutdown: Shutdown,
 ) {
-    let mut stop = std::pin::pin!(stop);
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => flush(&counts, &client, &clock, &metrics).await,
-            () = &mut stop => break,
-        }
-    }
+    shutdown::every(FLUSH_INTERVAL, shutdown::First::Now, shutdown, || {
+        flush(&counts, &client, &clock, &metrics)
+    })
+    .await;
     flush(&counts, &client, &clock, &metrics).await;
 }
 

@@ -1,0 +1,102 @@
+//! The collector's HTTP routes on the shared front, with no ClickHouse: health and readiness,
+//! CORS, methods, content types, size limits and the event endpoint.
+
+use std::sync::Arc;
+
+use glimpse::server::Probe;
+use support::{Front, UA_FIREFOX, front_config, pageview};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_surface() {
+    let g = Front::start(front_config()).await;
+    let client = support::browser_client();
+    assert_eq!(
+        client.get(g.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        client.get(g.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let pre = client
+        .request(reqwest::Method::OPTIONS, g.url("/api/event"))
+        .header("origin", "https://a.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+
+    let big = format!(
+        r#"{{"n":"pageview","u":"https://a.com/","p":{{"k":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    // Its own connection: answering 413 before the body is read closes the connection, and
+    // a pooled client could race to reuse it.
+    let r = support::Reply::from(
+        support::browser_client()
+            .post(g.url("/api/event"))
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains("larger than 65536 bytes"));
+    let r = client
+        .post(g.url("/api/event"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = client.get(g.url("/api/event")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        client.get(g.url("/nope")).send().await.unwrap().status(),
+        404
+    );
+    let r = g
+        .send(
+            r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#,
+            UA_FIREFOX,
+            "203.0.113.1",
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    // application/json works as well as text/plain.
+    let r = client
+        .post(g.url("/api/event"))
+        .header("content-type", "application/json")
+        .header("user-agent", UA_FIREFOX)
+        .body(pageview("https://a.com/json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(g.stop().await, 2, "two rows recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_the_probes_answer() {
+    let failing: Probe = Arc::new(|| Box::pin(async { Err("connection refused".to_string()) }));
+    let g = Front::start_with(front_config(), failing).await;
+    let client = support::browser_client();
+    let r = client.get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("not reachable"));
+    assert_eq!(
+        client.get(g.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    g.stop().await;
+}

@@ -1,0 +1,195 @@
+//! A real, throwaway ClickHouse server per test: its own temp dir and free loopback ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::http;
+use crate::{free_port, repo_path};
+
+const SERVER_CANDIDATES: &[&str] = &["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"];
+
+/// The read-only user of `scripts/clickhouse/users.xml`: (name, password).
+pub const DASHBOARDS_USER: (&str, &str) = ("dashboards", "dashboards");
+
+/// A ClickHouse server in a temp dir, on free loopback ports; killed on drop.
+pub struct ClickHouse {
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        let http_port = free_port();
+        let tcp_port = free_port();
+        let fill = |t: &str| {
+            t.replace("{{DIR}}", &d)
+                .replace("{{HTTP_PORT}}", &http_port.to_string())
+                .replace("{{TCP_PORT}}", &tcp_port.to_string())
+        };
+        let config = std::fs::read_to_string(repo_path("scripts/clickhouse/config.xml")).unwrap();
+        let users = std::fs::read_to_string(repo_path("scripts/clickhouse/users.xml")).unwrap();
+        std::fs::write(dir.path().join("config.xml"), fill(&config)).unwrap();
+        std::fs::write(dir.path().join("users.xml"), users).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut ch = ClickHouse {
+            http_port,
+            dir,
+            child: None,
+        };
+        ch.spawn();
+        ch
+    }
+
+    fn spawn(&mut self) {
+        let binary = SERVER_CANDIDATES.iter().find(|p| Path::new(p).exists()).unwrap_or_else(|| {
+            panic!(
+                "clickhouse-server not found (looked in {SERVER_CANDIDATES:?}). Install it with \
+                 `sudo apt-get install -y clickhouse-server`, or run `scripts/test.sh`, which installs everything the tests need."
+            )
+        });
+        let d = self.dir.path().to_str().unwrap().to_owned();
+        let child = Command::new(binary)
+            .arg(format!("--config-file={d}/config.xml"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// SIGKILL: the server vanishes mid-whatever, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data and ports after `stop`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Where a Glimpse instance of this test keeps its spool (shared across its restarts).
+    pub fn spool_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("spool-{name}"))
+    }
+
+    /// The server's process id (for CPU accounting in the load harness).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A path in this test's temporary directory, for files a test hands to Glimpse.
+    pub fn temp_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok((200, body)) = http("GET", self.http_port, "/ping", "")
+                && body.starts_with("Ok.")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log"))
+            .unwrap_or_default();
+        panic!("ClickHouse did not answer /ping within {limit:?}; its error log:\n{log}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Runs one statement and returns its TSV output.
+    pub fn sql(&self, database: &str, query: &str) -> String {
+        let (status, text) = self.sql_as(("default", ""), database, query);
+        assert!(status == 200, "query failed ({status}): {query}\n{text}");
+        text
+    }
+
+    /// Runs one statement as `(user, password)`: the HTTP status and the answer, or the error.
+    pub fn sql_as(
+        &self,
+        (user, password): (&str, &str),
+        database: &str,
+        query: &str,
+    ) -> (u16, String) {
+        http(
+            "POST",
+            self.http_port,
+            &format!("/?database={database}&user={user}&password={password}"),
+            query,
+        )
+        .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"))
+    }
+
+    /// TSV rows as vectors of fields.
+    pub fn rows(&self, database: &str, query: &str) -> Vec<Vec<String>> {
+        self.sql(database, &format!("{query} FORMAT TSV"))
+            .lines()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect()
+    }
+
+    pub fn count(&self, database: &str, query: &str) -> u64 {
+        self.sql(database, query)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {query}"))
+    }
+
+    /// Polls until `query` returns at least `want`, then returns what it returned.
+    pub fn wait_count(&self, database: &str, query: &str, want: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let n = self.count(database, query);
+            if n >= want || start.elapsed() > Duration::from_secs(20) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM for a clean shutdown: running queries finish, new ones are refused. The
+        // server then waits ~10 s for idle keep-alive connections to go away; by 3 s it is only
+        // doing that, so the harness ends it there.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The shared harness of Glimpse's integration tests and benches, split by concern:
+//!
+//! - [`clickhouse`]: a real, throwaway ClickHouse server per test;
+//! - [`inprocess`]: Glimpse in this process, whole ([`Glimpse`]) or only its HTTP front with no
+//!   ClickHouse ([`Front`]);
+//! - [`process`]: the `glimpse` binary as a child process;
+//! - [`client`]: HTTP clients, and [`Send`], the one way tests send events;
+//! - [`browser`]: headless Chromium and a loopback test site;
+//! - [`load`]: steady load from many visitors, and how it landed.
+//!
+//! Missing components fail the test with an install hint; nothing is skipped.
+
+pub mod browser;
+pub mod clickhouse;
+pub mod client;
+pub mod inprocess;
+pub mod load;
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
+pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
+pub use client::{Reply, Send, browser_client, browser_client_builder, http};
+pub use inprocess::{Front, Glimpse, front_config, seed_known_traffic, test_config};
+pub use load::{Landed, Load, Tally, load_client_ip};
+pub use process::{GlimpseProcess, binary_env};
+
+pub const UA_FIREFOX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+pub const UA_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+pub const UA_CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.91 Safari/537.36";
+
+/// A path in the repository (this crate lives in `tests/support`).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A page view of `url`.
+pub fn pageview(url: &str) -> String {
+    format!(r#"{{"n":"pageview","u":"{url}"}}"#)
+}
+
+/// For a bench target with `harness = false`: `cargo bench` passes `--bench` (a full run, `true`);
+/// test runners first list tests (libtest's `--list`, answered here with `name` and `None`),
+/// then run the binary without `--bench` (a smoke run, `false`).
+pub fn bench_mode(name: &str) -> Option<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("{name}: test");
+        }
+        return None;
+    }
+    Some(args.iter().any(|a| a == "--bench"))
+}
+
+/// A file from an npm package that `scripts/test.sh` unpacks into `target/test-deps/`.
+pub fn test_dep(package: &str, file: &str) -> String {
+    let path = repo_path(&format!("target/test-deps/{package}/package/{file}"));
+    std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} not found: run `scripts/test.sh` once (it runs `npm pack {package}` into \
+             target/test-deps/{package} and unpacks it); needs npm (`apt-get install npm`)",
+            path.display()
+        )
+    })
+}
