@@ -1,6 +1,8 @@
 //! Per-client rate limiting, in memory, before a request costs anything.
 //!
-//! Clients are told apart by a keyed hash of their IP address: the key is random per process
+//! Clients are told apart by a keyed hash of their address, an IPv4 address or an IPv6 /64 (one
+//! subscriber's network: a host picks any of its 2^64 addresses at will): the key is random per
+//! process
 //! and never stored, so the table holds no address and cannot be reversed. Token buckets live
 //! in a fixed number of shards, each with a bounded number of entries, so memory does not grow
 //! with the number of clients; a full shard first forgets clients whose bucket has refilled,
@@ -62,17 +64,17 @@ pub struct Limits {
 struct Bucket {
     tokens: f32,
     /// Milliseconds since the limiter started.
-    at_ms: u32,
+    at_ms: u64,
 }
 
 /// How often a full shard may be swept for clients whose bucket has refilled. Between sweeps a
 /// full shard admits newcomers untracked, so many distinct clients never cost a scan each.
-const SWEEP_EVERY_MS: u32 = 1000;
+const SWEEP_EVERY_MS: u64 = 1000;
 
 #[derive(Default)]
 struct Shard {
     buckets: prehashed::HashMap<Bucket>,
-    swept_at_ms: Option<u32>,
+    swept_at_ms: Option<u64>,
 }
 
 pub struct RateLimiter {
@@ -105,8 +107,10 @@ impl RateLimiter {
         if !self.enabled() {
             return true;
         }
-        let key = self.key.hash_one(ip);
-        let now_ms = now.duration_since(self.started).as_millis() as u32;
+        let key = self.key.hash_one(client(ip));
+        // 64-bit milliseconds: no wrap in any process lifetime (a u32 wrapped after 49.7 days).
+        let now_ms =
+            u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
         let per_shard = (self.settings.max_clients / SHARDS).max(1);
         let Ok(mut shard) = self.shards[(key as usize) % SHARDS].lock() else {
             return true;
@@ -170,6 +174,20 @@ impl RateLimiter {
     }
 }
 
+/// What a client is limited as: an IPv4 address, or the /64 network of an IPv6 address
+/// (IPv4-mapped IPv6 counts as IPv4).
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +235,7 @@ mod tests {
         let full = l.tracked();
         // Buckets refill after 2 s; a sweep before then frees nothing, and none is tried again
         // for a second, however many newcomers arrive.
-        let swept: Vec<Option<u32>> = l
+        let swept: Vec<Option<u64>> = l
             .shards
             .iter()
             .map(|s| s.lock().unwrap().swept_at_ms)
@@ -256,5 +274,46 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 1);
         assert_ne!(keys[0], u64::from(u32::from_be_bytes([198, 51, 100, 77])));
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_client() {
+        let l = limiter(1.0, 3.0, 1000);
+        let t0 = l.started;
+        // Every address of one /64 draws from the same bucket.
+        let same: Vec<IpAddr> = (1..=4)
+            .map(|i| format!("2001:db8:1:2::{i:x}").parse().unwrap())
+            .collect();
+        let answers: Vec<bool> = same.iter().map(|ip| l.allow_at(*ip, t0)).collect();
+        assert_eq!(answers, [true, true, true, false]);
+        // The next /64, and an IPv4 client, are others.
+        assert!(l.allow_at("2001:db8:1:3::1".parse().unwrap(), t0));
+        assert!(l.allow_at("192.0.2.1".parse().unwrap(), t0));
+        assert_eq!(
+            client("::ffff:192.0.2.1".parse().unwrap()),
+            client("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn keeps_working_across_fifty_days() {
+        // The injected clock runs from 49 to 50 days past the limiter's start: across the point
+        // where 32-bit milliseconds wrapped (49.7 days).
+        let l = limiter(1.0, 2.0, SHARDS * 4);
+        let before = l.started + Duration::from_secs(49 * 86_400);
+        let after = l.started + Duration::from_secs(50 * 86_400);
+        let flooder: IpAddr = "203.0.113.50".parse().unwrap();
+        let answers: Vec<bool> = (0..4).map(|_| l.allow_at(flooder, before)).collect();
+        assert_eq!(answers, [true, true, false, false]);
+        for i in 0..10_000u32 {
+            l.allow_at(IpAddr::from(i.to_be_bytes()), before);
+        }
+        let full = l.tracked();
+        // A day later every bucket has refilled: the flooder may send again, and a full
+        // shard's sweep forgets the refilled clients, so newcomers are tracked.
+        assert!(l.allow_at(flooder, after), "refilled after a day");
+        let newcomer = IpAddr::from(4_000_000_000u32.to_be_bytes());
+        assert!(l.allow_at(newcomer, after));
+        assert!(l.tracked() < full, "refilled buckets were forgotten");
     }
 }
