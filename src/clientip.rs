@@ -1,11 +1,14 @@
 //! Which address is the visitor's: the socket peer, unless the peer is a trusted proxy.
 //!
-//! Only when the peer lies inside a configured trusted CIDR are `X-Forwarded-For` and then
-//! `Forwarded` read, right to left, skipping further trusted hops; the first untrusted address is
-//! the client. Without trusted proxies, forwarding headers are ignored, because any client can
-//! send them.
+//! Only when the peer lies inside a configured trusted CIDR are forwarding headers read:
+//! `X-Forwarded-For` when the request has one, else `Forwarded`, never a mix. The chain is read
+//! right to left, skipping trusted hops; the first untrusted address is the visitor. A chain that
+//! cannot be read that far (an element that is not an address, an empty element, bytes that are
+//! not text) gives no address at all: the client controls everything left of the proxy's own
+//! entry, so a malformed chain must never let it choose. Without trusted proxies, forwarding
+//! headers are ignored, because any client can send them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -27,25 +30,71 @@ impl Settings {
     }
 }
 
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// Who sent a request, as far as its address tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// A visitor at this address.
+    Visitor(IpAddr),
+    /// A trusted proxy's own request (no forwarding header, or only trusted hops): a backend
+    /// sending events server-side.
+    Proxy(IpAddr),
+    /// Forwarded by the trusted proxy `peer` with a chain that cannot be read up to its first
+    /// untrusted hop: the visitor's address is unknown.
+    Unknown { peer: IpAddr },
+}
+
+impl Client {
+    /// The address the pipeline may derive anything from: none (the unspecified address, which
+    /// locates nowhere and matches no range) when it is unknown.
+    pub fn address(self) -> IpAddr {
+        match self {
+            Client::Visitor(ip) | Client::Proxy(ip) => ip,
+            Client::Unknown { .. } => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// What the rate limiter counts this request against: unknown chains share their proxy's
+    /// bucket, so a flood of malformed headers is limited as one client.
+    pub fn limit_key(self) -> IpAddr {
+        match self {
+            Client::Visitor(ip) | Client::Proxy(ip) => ip,
+            Client::Unknown { peer } => peer,
+        }
+    }
+}
+
+pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
     let peer = canonical(peer);
     if !is_trusted(peer, trusted) {
-        return peer;
+        return Client::Visitor(peer);
     }
-    let from_xff = hops(headers, "x-forwarded-for", parse_xff_item);
-    let hops = if from_xff.is_empty() {
-        hops(headers, "forwarded", parse_forwarded_item)
-    } else {
-        from_xff
-    };
+    let (name, item): (&str, fn(&str) -> Option<IpAddr>) =
+        if headers.contains_key("x-forwarded-for") {
+            ("x-forwarded-for", parse_host)
+        } else if headers.contains_key("forwarded") {
+            ("forwarded", parse_forwarded_item)
+        } else {
+            return Client::Proxy(peer);
+        };
+    // Every element of every line of the header, in order; an element that is not text
+    // parses as nothing.
+    let elements: Vec<Option<&str>> = headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|e| std::str::from_utf8(e).ok().map(str::trim))
+        .collect();
     let mut leftmost = peer;
-    for ip in hops.into_iter().rev() {
+    for element in elements.into_iter().rev() {
+        let Some(ip) = element.and_then(item).map(canonical) else {
+            return Client::Unknown { peer };
+        };
         if !is_trusted(ip, trusted) {
-            return ip;
+            return Client::Visitor(ip);
         }
         leftmost = ip;
     }
-    leftmost
+    Client::Proxy(leftmost)
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -58,28 +107,6 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// The addresses of every hop in header order; parsing stops at the first malformed item, since
-/// anything to its left cannot be trusted to mean anything.
-fn hops(headers: &HeaderMap, name: &str, item: fn(&str) -> Option<IpAddr>) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    for value in headers.get_all(name) {
-        let Ok(text) = value.to_str() else {
-            return Vec::new();
-        };
-        for part in text.split(',') {
-            match item(part.trim()) {
-                Some(ip) => out.push(canonical(ip)),
-                None => out.clear(),
-            }
-        }
-    }
-    out
-}
-
-fn parse_xff_item(s: &str) -> Option<IpAddr> {
-    parse_host(s)
 }
 
 /// One `Forwarded` element, e.g. `for=192.0.2.60;proto=http` or `for="[2001:db8::1]:4711"`.
@@ -95,14 +122,27 @@ fn parse_forwarded_item(s: &str) -> Option<IpAddr> {
 }
 
 /// An address with an optional port: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`.
+/// Only the standard forms: `127.1`, `0x7f.0.0.1` or `2130706433` are not addresses here.
 fn parse_host(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse() {
         return Some(ip);
     }
+    let port = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
+        let (host, after) = rest.split_once(']')?;
+        let ok = after.is_empty() || after.strip_prefix(':').is_some_and(port);
+        return if ok {
+            host.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        } else {
+            None
+        };
     }
-    s.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
+    let (host, p) = s.rsplit_once(':')?;
+    if port(p) {
+        host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +162,14 @@ mod tests {
         h
     }
 
+    /// The address the old single-address interface gave: the visitor's, or the proxy's.
+    fn ip_of(peer: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+        match client(peer, h, trusted) {
+            Client::Visitor(ip) | Client::Proxy(ip) => ip,
+            Client::Unknown { .. } => panic!("unknown client"),
+        }
+    }
+
     fn trusted() -> Vec<IpNet> {
         vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
     }
@@ -129,18 +177,15 @@ mod tests {
     #[test]
     fn untrusted_peer_headers_are_ignored() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
-        assert_eq!(
-            client_ip(ip("203.0.113.9"), &h, &trusted()),
-            ip("203.0.113.9")
-        );
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
+        assert_eq!(ip_of(ip("203.0.113.9"), &h, &trusted()), ip("203.0.113.9"));
+        assert_eq!(ip_of(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
     }
 
     #[test]
     fn rightmost_untrusted_hop_wins() {
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.1.1")]);
         assert_eq!(
-            client_ip(ip("10.0.0.1"), &h, &trusted()),
+            ip_of(ip("10.0.0.1"), &h, &trusted()),
             ip("203.0.113.7"),
             "6.6.6.6 could be forged"
         );
@@ -148,18 +193,15 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "203.0.113.7:5555"),
         ]);
-        assert_eq!(client_ip(ip("::1"), &h, &trusted()), ip("203.0.113.7"));
+        assert_eq!(ip_of(ip("::1"), &h, &trusted()), ip("203.0.113.7"));
         let h = headers(&[("x-forwarded-for", "10.2.2.2, 10.3.3.3")]);
         assert_eq!(
-            client_ip(ip("10.0.0.1"), &h, &trusted()),
+            ip_of(ip("10.0.0.1"), &h, &trusted()),
             ip("10.2.2.2"),
             "all trusted: leftmost"
         );
         let h = headers(&[("x-forwarded-for", "203.0.113.7, garbage, 198.51.100.1")]);
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &h, &trusted()),
-            ip("198.51.100.1")
-        );
+        assert_eq!(ip_of(ip("10.0.0.1"), &h, &trusted()), ip("198.51.100.1"));
     }
 
     #[test]
@@ -169,7 +211,7 @@ mod tests {
             r#"for=192.0.2.43, for="[2001:db8:cafe::17]:4711";proto=https"#,
         )]);
         assert_eq!(
-            client_ip(ip("10.0.0.1"), &h, &trusted()),
+            ip_of(ip("10.0.0.1"), &h, &trusted()),
             ip("2001:db8:cafe::17")
         );
     }
@@ -177,8 +219,185 @@ mod tests {
     #[test]
     fn mapped_ipv4_is_canonical() {
         assert_eq!(
-            client_ip(ip("::ffff:203.0.113.9"), &HeaderMap::new(), &[]),
+            ip_of(ip("::ffff:203.0.113.9"), &HeaderMap::new(), &[]),
             ip("203.0.113.9")
         );
+    }
+
+    /// Spoofing attempts through the trusted proxy 10.0.0.1, which appends the address it saw
+    /// (203.0.113.7 unless said otherwise) to whatever the client sent.
+    #[test]
+    fn spoofing_attempts_never_choose_the_address() {
+        use Client::{Proxy, Unknown, Visitor};
+        let peer = ip("10.0.0.1");
+        let unknown = Unknown { peer };
+        let v = |s: &str| Visitor(ip(s));
+        type Lines = Vec<(&'static str, &'static [u8])>;
+        let cases: Vec<(&str, Lines, Client)> = vec![
+            (
+                "forged left of the real hop",
+                vec![("x-forwarded-for", b"1.2.3.4, 203.0.113.7")],
+                v("203.0.113.7"),
+            ),
+            (
+                "forged trusted hop left of the real one",
+                vec![("x-forwarded-for", b"10.9.9.9, 203.0.113.7")],
+                v("203.0.113.7"),
+            ),
+            (
+                "bytes that are not text in a forged element",
+                vec![("x-forwarded-for", b"1.2.3.4\xc3, 203.0.113.7")],
+                v("203.0.113.7"),
+            ),
+            (
+                "non-text line, then the proxy's line",
+                vec![
+                    ("x-forwarded-for", b"\xff\xfe"),
+                    ("x-forwarded-for", b"203.0.113.7"),
+                ],
+                v("203.0.113.7"),
+            ),
+            (
+                "non-text bytes in the proxy's hop",
+                vec![("x-forwarded-for", b"203.0.113.7\xff")],
+                unknown,
+            ),
+            (
+                "malformed chain with Forwarded as a fallback",
+                vec![
+                    ("x-forwarded-for", b"garbage"),
+                    ("forwarded", b"for=1.2.3.4"),
+                ],
+                unknown,
+            ),
+            (
+                "Forwarded ignored when X-Forwarded-For is present",
+                vec![
+                    ("forwarded", b"for=1.2.3.4"),
+                    ("x-forwarded-for", b"203.0.113.7"),
+                ],
+                v("203.0.113.7"),
+            ),
+            (
+                "empty element as the last hop",
+                vec![("x-forwarded-for", b"203.0.113.7, ")],
+                unknown,
+            ),
+            (
+                "empty element between trusted hops",
+                vec![("x-forwarded-for", b"203.0.113.7, , 10.1.1.1")],
+                unknown,
+            ),
+            (
+                "empty element left of the real hop",
+                vec![("x-forwarded-for", b"1.2.3.4,,203.0.113.7")],
+                v("203.0.113.7"),
+            ),
+            ("empty header", vec![("x-forwarded-for", b"")], unknown),
+            (
+                "obfuscated IPv4, short form",
+                vec![("x-forwarded-for", b"127.1")],
+                unknown,
+            ),
+            (
+                "obfuscated IPv4, hex",
+                vec![("x-forwarded-for", b"0x7f.0.0.1")],
+                unknown,
+            ),
+            (
+                "obfuscated IPv4, one number",
+                vec![("x-forwarded-for", b"2130706433")],
+                unknown,
+            ),
+            (
+                "obfuscated IPv4, octal",
+                vec![("x-forwarded-for", b"0177.0.0.01")],
+                unknown,
+            ),
+            (
+                "IPv4 with port",
+                vec![("x-forwarded-for", b"203.0.113.7:8080")],
+                v("203.0.113.7"),
+            ),
+            (
+                "IPv4 with a port that is not one",
+                vec![("x-forwarded-for", b"203.0.113.7:http")],
+                unknown,
+            ),
+            (
+                "bracketed IPv6 with port",
+                vec![("x-forwarded-for", b"[2001:db8::7]:443")],
+                v("2001:db8::7"),
+            ),
+            (
+                "bracketed IPv6 with trailing junk",
+                vec![("x-forwarded-for", b"[2001:db8::7]junk")],
+                unknown,
+            ),
+            (
+                "IPv4-mapped IPv6 of a trusted proxy",
+                vec![("x-forwarded-for", b"203.0.113.7, ::ffff:10.1.1.1")],
+                v("203.0.113.7"),
+            ),
+            (
+                "IPv4-mapped IPv6 visitor",
+                vec![("x-forwarded-for", b"::ffff:203.0.113.7")],
+                v("203.0.113.7"),
+            ),
+            (
+                "IPv6 zone id",
+                vec![("x-forwarded-for", b"fe80::1%eth0")],
+                unknown,
+            ),
+            (
+                "duplicate headers, the proxy's last",
+                vec![
+                    ("x-forwarded-for", b"1.2.3.4"),
+                    ("x-forwarded-for", b"5.6.7.8, 203.0.113.7"),
+                ],
+                v("203.0.113.7"),
+            ),
+            (
+                "only trusted hops: the proxy side itself",
+                vec![("x-forwarded-for", b"10.2.2.2, 10.3.3.3")],
+                Proxy(ip("10.2.2.2")),
+            ),
+            (
+                "Forwarded alone, obfuscated",
+                vec![("forwarded", b"for=0x7f.1")],
+                unknown,
+            ),
+            (
+                "Forwarded alone, without for=",
+                vec![("forwarded", b"proto=https")],
+                unknown,
+            ),
+            (
+                "Forwarded alone, quoted IPv6",
+                vec![("forwarded", b"for=\"[2001:db8::9]:1\"")],
+                v("2001:db8::9"),
+            ),
+            (
+                "hostname instead of an address",
+                vec![("x-forwarded-for", b"localhost")],
+                unknown,
+            ),
+            (
+                "no forwarding header: the proxy's own request",
+                vec![],
+                Proxy(peer),
+            ),
+        ];
+        assert!(cases.len() >= 20);
+        for (what, pairs, want) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(k, HeaderValue::from_bytes(v).unwrap());
+            }
+            assert_eq!(client(peer, &h, &trusted()), want, "{what}");
+        }
+        // What an unknown client may be used for: nothing derived from an address.
+        assert!(unknown.address().is_unspecified());
+        assert_eq!(unknown.limit_key(), peer);
     }
 }

@@ -123,6 +123,7 @@ impl Collector {
             &config.proxy,
             &config.rate_limit,
             &config.ingest,
+            &config.metrics,
             &config.server,
         );
         let gauged = spool.clone();

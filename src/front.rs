@@ -137,6 +137,31 @@ pub async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<
     }
 }
 
+/// Whether the request carries `Authorization: Bearer <token>`; never for an empty token.
+/// Constant-time, so the token cannot be guessed byte by byte from timings.
+pub fn bearer(headers: &http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 401 with the challenge for a bearer token.
+pub fn unauthorized(msg: &str) -> Reply {
+    let mut r = error(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
 pub fn text(status: StatusCode, body: &'static str) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use crate::beacon::{self, Script};
-use crate::clientip::{self, client_ip};
+use crate::clientip::{self, Client};
 use crate::filter::Signals;
 use crate::front::{self, Reply, error, method_not_allowed, retry_later, text, too_large};
 use crate::metrics::{Gauge, Metrics};
@@ -33,6 +33,22 @@ impl Ingest {
     pub(crate) fn read(r: &mut Reader) -> Ingest {
         Ingest {
             max_body_bytes: r.bounded("ingest.max_body_bytes", 65_536, 256, 16 << 20) as usize,
+        }
+    }
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`; empty: open (bind the
+    /// collector to a private address, or set a token, before exposing it).
+    pub token: String,
+}
+
+impl MetricsSettings {
+    pub(crate) fn read(r: &mut Reader) -> MetricsSettings {
+        MetricsSettings {
+            token: r.string("metrics.token", ""),
         }
     }
 }
@@ -56,6 +72,8 @@ pub struct Routes {
     pub rate_limit: ratelimit::Settings,
     pub rate_limiter: RateLimiter,
     pub ingest: Ingest,
+    /// `/metrics` needs this bearer token when it is not empty.
+    pub metrics_token: String,
     /// How long a client may take to send its body once the head has arrived.
     pub body_timeout: Duration,
     pub script: Script,
@@ -69,6 +87,7 @@ impl Routes {
         proxy: &clientip::Settings,
         rate_limit: &ratelimit::Settings,
         ingest: &Ingest,
+        metrics: &MetricsSettings,
         server: &front::Settings,
     ) -> Routes {
         Routes {
@@ -80,6 +99,7 @@ impl Routes {
             rate_limit: rate_limit.clone(),
             rate_limiter: RateLimiter::new(rate_limit.limits()),
             ingest: ingest.clone(),
+            metrics_token: metrics.token.clone(),
             body_timeout: server.body_timeout,
             script: Script::new(),
         }
@@ -115,7 +135,7 @@ async fn route(routes: &Routes, peer: SocketAddr, req: Request<Incoming>) -> Rep
         (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(routes, peer.ip(), &req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => ready(routes).await,
-        (&Method::GET, "/metrics") => metrics(routes),
+        (&Method::GET, "/metrics") => metrics(routes, req.headers()),
         _ => error(
             StatusCode::NOT_FOUND,
             "no such endpoint; events go to POST /api/event",
@@ -142,8 +162,8 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
     if declared.is_some_and(|n| n > max as u64) {
         return cors(too_large(max));
     }
-    let ip = client_ip(peer, req.headers(), &routes.proxy.trusted);
-    if !admit(routes, ip) {
+    let client = clientip::client(peer, req.headers(), &routes.proxy.trusted);
+    if !admit(routes, client) {
         return cors(rate_limited());
     }
     let user_agent = req
@@ -158,7 +178,7 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
         Err(reply) => return cors(reply),
     };
     let requester = Requester {
-        ip,
+        ip: client.address(),
         user_agent: &user_agent,
         signals,
     };
@@ -167,13 +187,13 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
     ))
 }
 
-/// The per-client rate limit. A trusted proxy's own address is exempt unless configured
-/// otherwise: it is a backend sending events server-side, not a visitor.
-fn admit(routes: &Routes, ip: IpAddr) -> bool {
-    if !routes.rate_limit.trusted_proxies && routes.proxy.trusted.iter().any(|n| n.contains(&ip)) {
+/// The per-client rate limit. A trusted proxy's own request is exempt unless configured
+/// otherwise: it is a backend sending events server-side, not a visitor. Nothing else is.
+fn admit(routes: &Routes, client: Client) -> bool {
+    if !routes.rate_limit.trusted_proxies && matches!(client, Client::Proxy(_)) {
         return true;
     }
-    if routes.rate_limiter.allow(ip) {
+    if routes.rate_limiter.allow(client.limit_key()) {
         return true;
     }
     routes.metrics.rate_limited.inc();
@@ -191,8 +211,8 @@ fn rate_limited() -> Reply {
 /// and `u` to the `Referer` of the image request (the page that shows the image).
 async fn pixel(routes: &Routes, peer: IpAddr, req: &Request<Incoming>) -> Reply {
     let h = req.headers();
-    let ip = client_ip(peer, h, &routes.proxy.trusted);
-    if !admit(routes, ip) {
+    let client = clientip::client(peer, h, &routes.proxy.trusted);
+    if !admit(routes, client) {
         return cors(rate_limited());
     }
     let user_agent = h
@@ -201,7 +221,7 @@ async fn pixel(routes: &Routes, peer: IpAddr, req: &Request<Incoming>) -> Reply 
         .unwrap_or("");
     let referer = h.get(header::REFERER).and_then(|v| v.to_str().ok());
     let requester = Requester {
-        ip,
+        ip: client.address(),
         user_agent,
         signals: Signals::from_headers(h),
     };
@@ -290,13 +310,14 @@ pub fn outcome_response(outcome: Outcome) -> Reply {
     }
 }
 
+/// Anonymous clients learn only ready or not; the reason goes to the log.
 async fn ready(routes: &Routes) -> Reply {
     match tokio::time::timeout(Duration::from_secs(2), (routes.ready)()).await {
         Ok(Ok(())) => text(StatusCode::OK, "ready"),
-        Ok(Err(e)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("ClickHouse not reachable: {e}"),
-        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "ClickHouse not reachable")
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ClickHouse did not answer within 2 s",
@@ -304,7 +325,12 @@ async fn ready(routes: &Routes) -> Reply {
     }
 }
 
-fn metrics(routes: &Routes) -> Reply {
+fn metrics(routes: &Routes, headers: &http::HeaderMap) -> Reply {
+    if !routes.metrics_token.is_empty() && !front::bearer(headers, &routes.metrics_token) {
+        return front::unauthorized(
+            "missing or wrong token: send Authorization: Bearer <metrics.token>",
+        );
+    }
     let mut gauges = Vec::with_capacity(16);
     routes.pipeline.gauges(&mut gauges);
     routes.rate_limiter.gauges(&mut gauges);

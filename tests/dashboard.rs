@@ -277,6 +277,11 @@ async fn the_page_shows_what_clickhouse_holds() {
         .await
         .unwrap();
     assert_eq!(bars.to_string(), tiles[1], "page views in the chart");
+    // The token was read, then taken out of the address (and so of the history entry); the
+    // other parts of the fragment stay.
+    let url = browser.current_url().await.unwrap();
+    assert!(!url.as_str().contains("token"), "{url}");
+    assert!(url.as_str().contains("site=a.com"), "{url}");
 
     let png = browser.screenshot().await.unwrap();
     let dir = support::repo_path("target/artifacts");

@@ -93,10 +93,55 @@ async fn readiness_is_the_probes_answer() {
     let client = support::browser_client();
     let r = client.get(g.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("not reachable"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("not reachable"), "{body}");
+    assert!(
+        !body.contains("connection refused"),
+        "the reason goes to the log, not to anonymous clients: {body}"
+    );
     assert_eq!(
         client.get(g.url("/healthz")).send().await.unwrap().status(),
         200
+    );
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_token() {
+    let open = Front::start(front_config()).await;
+    let r = reqwest::get(open.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200, "open by default");
+    open.stop().await;
+
+    let mut cfg = front_config();
+    cfg.metrics.token = "metrics-secret-0123".into();
+    let g = Front::start(cfg).await;
+    let client = reqwest::Client::new();
+    for auth in [
+        None,
+        Some("Bearer wrong-secret-01234"),
+        Some("metrics-secret-0123"),
+    ] {
+        let mut req = client.get(g.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    let r = client
+        .get(g.url("/metrics"))
+        .header("authorization", "Bearer metrics-secret-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("glimpse_events_accepted_total")
     );
     g.stop().await;
 }

@@ -34,6 +34,7 @@ pub struct Config {
     pub filter: filter::Settings,
     pub visits: visits::Settings,
     pub dashboard: dashboard::Settings,
+    pub metrics: server::MetricsSettings,
     pub log: Log,
 }
 
@@ -72,6 +73,7 @@ impl Config {
             filter: filter::Settings::read(&mut r),
             visits: visits::Settings::read(&mut r),
             dashboard: dashboard::Settings::read(&mut r),
+            metrics: server::MetricsSettings::read(&mut r),
             log: Log {
                 format: r.choice(
                     "log.format",

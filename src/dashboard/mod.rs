@@ -84,7 +84,7 @@ async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
             "no such page; the API is under /api/v1/",
         );
     };
-    if !authorized(app, req.headers()) {
+    if !front::bearer(req.headers(), &app.token) {
         let mut r = api::error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token: send Authorization: Bearer <dashboard.token>",
@@ -95,20 +95,4 @@ async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
     }
     let query = req.uri().query().unwrap_or("");
     api::answer(app, endpoint, query).await
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn authorized(app: &Dashboard, headers: &http::HeaderMap) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.as_bytes(), app.token.as_bytes());
-    if a.len() != b.len() || b.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -207,14 +207,16 @@ impl Front {
         let ingest =
             collector::ingest(&config, clock, salts, spool.clone(), metrics.clone(), drops)
                 .expect("ingest path");
-        let routes = Arc::new(Routes::new(
+        let routes = Routes::new(
             ingest.pipeline,
             ready,
             &config.proxy,
             &config.rate_limit,
             &config.ingest,
+            &config.metrics,
             &config.server,
-        ));
+        );
+        let routes = Arc::new(routes);
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel::<()>();
