@@ -4,7 +4,11 @@
 //! Rows are encoded straight to ClickHouse RowBinary, once, on the request's own thread; batches
 //! are then plain byte buffers that need no further work to insert (or to spool).
 
+use std::borrow::Cow;
+
+use crate::classify::redact;
 use crate::filter::Accepted;
+use crate::model::Site;
 use crate::visits::Step;
 
 /// Column names and types of the insert table, in RowBinary order. `schema/` must agree; an
@@ -101,11 +105,37 @@ pub struct VisitStep<'a> {
     pub exit_prev: &'a str,
 }
 
+/// The page path and referrer as one site stores them: with long opaque tokens replaced
+/// unless the site keeps them.
+#[derive(Debug)]
+pub struct Paths<'a> {
+    pub pathname: Cow<'a, str>,
+    pub referrer: Cow<'a, str>,
+}
+
+impl<'a> Paths<'a> {
+    pub fn of(a: &'a Accepted<'_, '_, '_>, site: &Site) -> Paths<'a> {
+        let (pathname, referrer) = (&a.event.page.pathname, &a.event.referrer);
+        if site.redact_tokens {
+            Paths {
+                pathname: redact::tokens(pathname),
+                referrer: redact::tokens(referrer),
+            }
+        } else {
+            Paths {
+                pathname: Cow::Borrowed(pathname),
+                referrer: Cow::Borrowed(referrer),
+            }
+        }
+    }
+}
+
 impl<'a> Event<'a> {
     /// The row of an accepted event for one of its sites.
     pub fn of(
         a: &'a Accepted<'_, '_, '_>,
         site: &'a str,
+        paths: &'a Paths<'_>,
         timestamp: u32,
         visitor_id: u64,
         step: &'a Step,
@@ -121,8 +151,8 @@ impl<'a> Event<'a> {
             site,
             name: &p.name,
             hostname: &e.page.hostname,
-            pathname: &e.page.pathname,
-            referrer: &e.referrer,
+            pathname: &paths.pathname,
+            referrer: &paths.referrer,
             referrer_source: &e.referrer_source,
             utm_source: &e.page.utm.source,
             utm_medium: &e.page.utm.medium,

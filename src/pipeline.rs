@@ -12,7 +12,7 @@ use crate::batch::{Intake, Refused, Rows};
 use crate::classify::Classifier;
 use crate::clock::{Clock, day_of};
 use crate::drops::DropCounts;
-use crate::encode::Event;
+use crate::encode::{Event, Paths};
 use crate::filter::{self, Dropped, Rules, Signals};
 use crate::metrics::{Gauge, Metrics};
 use crate::model::DropReason;
@@ -118,15 +118,17 @@ impl Pipeline {
         let pageview = payload.name == "pageview";
         let mut bytes = Vec::with_capacity(256);
         for (_, site) in &accepted.sites {
+            let paths = Paths::of(&accepted, site);
             let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
             let step = self.visits.step(
                 visitor,
                 timestamp,
                 pageview,
                 payload.interactive,
-                &accepted.event.page.pathname,
+                &paths.pathname,
             );
-            Event::of(&accepted, &site.domain, timestamp, visitor, &step).encode(&mut bytes);
+            Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step)
+                .encode(&mut bytes);
         }
         Ok(Rows {
             count: accepted.sites.len() as u32,

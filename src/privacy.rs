@@ -129,8 +129,11 @@ pub fn statement(config: &Config) -> String {
          Your IP address and your browser's full identification string (its user agent) are used \
          only while the request is processed, to derive the country and region, the browser and \
          device type, and the daily visitor number; they are never stored, logged or written to \
-         disk.\n\n",
-        join_fields(&described)
+         disk. Addresses are stored without their query string or other parameters, and \
+         anything in them that looks like an e-mail address{tokens} is replaced by a placeholder \
+         before it is stored or counted.\n\n",
+        join_fields(&described),
+        tokens = tokens_clause(config)
     );
     let _ = write!(
         out,
@@ -162,6 +165,15 @@ pub fn statement(config: &Config) -> String {
          per day by the reason it was filtered."
     );
     out
+}
+
+/// What the statement says about tokens: every site redacts them unless configured not to.
+fn tokens_clause(config: &Config) -> &'static str {
+    if config.sites.iter().all(|s| s.redact_tokens) {
+        ", or like a long random code (such as a password-reset or login link),"
+    } else {
+        ""
+    }
 }
 
 /// "a; b; and c".

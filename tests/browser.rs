@@ -12,6 +12,7 @@ fn page(glimpse_port: u16, other_port: u16) -> impl Fn(&str) -> String + Send + 
     move |_path| {
         format!(
             r#"<!doctype html><html><head><title>Test site</title>
+<script>window.__sent=[];const f=window.fetch;window.fetch=function(u,o){{window.__sent.push(String(o&&o.body));return f.apply(this,arguments)}};</script>
 <script>window.glimpse=window.glimpse||function(){{(window.glimpse.q=window.glimpse.q||[]).push(arguments)}};
 glimpse('Signup',{{props:{{plan:'pro'}},revenue:{{amount:9.99,currency:'EUR'}}}});</script>
 <script defer data-domain="a.com" data-local data-allow-automation data-outbound
@@ -99,6 +100,19 @@ async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
         .click()
         .await
         .unwrap();
+
+    // The beacon itself sent the link without its query.
+    let sent = browser
+        .execute(
+            "return window.__sent.filter(b => b.includes('Outbound'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let sent: Vec<String> = serde_json::from_value(sent).unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("/elsewhere\""), "{sent:?}");
+    assert!(!sent[0].contains("x=1"), "{sent:?}");
 
     // Nothing stored in the browser, for the site or for the collector's origin.
     let storage = browser
@@ -194,6 +208,7 @@ async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
         outbound[0][1].contains(&format!("localhost:{}/elsewhere", other.port)),
         "{outbound:?}"
     );
+    assert!(!outbound[0][1].contains("x=1"), "{outbound:?}");
     let visitors = ch.count(DB, "SELECT uniqExact(visitor_id) FROM events");
     assert_eq!(visitors, 1, "one browser, one visitor id for the day");
 }

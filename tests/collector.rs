@@ -242,6 +242,95 @@ async fn no_ip_address_or_user_agent_is_stored_anywhere() {
     }
 }
 
+/// Query strings, e-mail addresses and tokens smuggled into every stored string, however
+/// encoded, reach no table, raw or aggregate; a site that keeps tokens keeps them, and nothing
+/// else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_email_or_token_is_stored_anywhere() {
+    let ch = ClickHouse::start();
+    let mut cfg = test_config(&ch, DB);
+    cfg.sites[1].redact_tokens = false;
+    let g = Glimpse::start(cfg).await;
+    let token = "3f9a1c0b7e2d4a6f8b1c3d5e7f9a0b2c";
+    let pages = [
+        "/reset%3Femail%3Dvictim%40example.com".to_string(),
+        "/reset%253Femail%253Dvictim%2540example.com".to_string(),
+        "/u/victim@example.com/inbox".to_string(),
+        format!("/reset/{token}"),
+        "/app;jsessionid=SECRET1".to_string(),
+        "/#/callback?access_token=SECRET2".to_string(),
+        "/#access_token=SECRET3".to_string(),
+    ];
+    for page in &pages {
+        for site in ["a.com", "b.org"] {
+            let body = serde_json::json!({
+                "n": "pageview",
+                "u": format!("https://user:SECRET4@{site}{page}?utm_source=victim%40example.com"),
+                "r": format!("https://ref.example{page}"),
+                "h": true,
+            })
+            .to_string();
+            assert_eq!(g.send(&body, UA_FIREFOX, "203.0.113.80").await.status, 202);
+        }
+    }
+    let outbound = serde_json::json!({
+        "n": "Outbound Link: Click",
+        "u": "https://a.com/",
+        "p": {"url": "https://user:SECRET5@out.example/x?token=SECRET6", "who": "victim@example.com"},
+    })
+    .to_string();
+    assert_eq!(
+        g.send(&outbound, UA_FIREFOX, "203.0.113.80").await.status,
+        202
+    );
+    g.stop().await;
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 15);
+
+    // Every string column of every table, raw and aggregate.
+    let columns = ch.rows(
+        DB,
+        "SELECT table, name FROM system.columns WHERE database = currentDatabase() \
+         AND type LIKE '%String%' AND type NOT LIKE 'AggregateFunction%' AND table NOT IN ('glimpse_salts', 'glimpse_migrations')",
+    );
+    assert!(columns.len() >= 20, "{columns:?}");
+    for col in &columns {
+        let (table, column) = (&col[0], &col[1]);
+        let sql = format!("SELECT DISTINCT toString(`{column}`) FROM `{table}` FORMAT TSV");
+        let values = ch.sql(DB, &sql);
+        for bad in ["victim", "SECRET", "@", "?", "access_token", "jsessionid"] {
+            assert!(
+                !values.contains(bad),
+                "{table}.{column} holds {bad:?}:\n{values}"
+            );
+        }
+    }
+    let paths = |site: &str| {
+        ch.rows(
+            DB,
+            &format!(
+                "SELECT DISTINCT pathname FROM events WHERE site = '{site}' ORDER BY pathname"
+            ),
+        )
+        .concat()
+    };
+    let a = paths("a.com");
+    assert!(a.contains(&"/reset".to_string()), "{a:?}");
+    assert!(a.contains(&"/u/(email)/inbox".to_string()), "{a:?}");
+    assert!(a.contains(&"/reset/(token)".to_string()), "{a:?}");
+    assert!(a.contains(&"/#/callback".to_string()), "{a:?}");
+    assert!(!a.concat().contains(token), "{a:?}");
+    let b = paths("b.org");
+    assert!(
+        b.contains(&format!("/reset/{token}")),
+        "b.org keeps tokens: {b:?}"
+    );
+    let props = ch.rows(
+        DB,
+        "SELECT prop_values FROM events WHERE name = 'Outbound Link: Click'",
+    );
+    assert_eq!(props, [["['https://out.example/x','(email)']"]]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_match_raw_counts() {
     let ch = ClickHouse::start();

@@ -57,6 +57,7 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
                     HostPattern::parse("*.a.com").unwrap(),
                 ],
             },
+            redact_tokens: true,
         },
         Site::new("b.org"),
     ];

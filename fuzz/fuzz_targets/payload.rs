@@ -28,6 +28,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .map(|h| HostPattern::parse(h).unwrap())
                 .collect(),
         },
+        redact_tokens: true,
     };
     let mut rules = Rules::new(&[site]);
     rules.spam = ReferrerSpam::bundled();

@@ -1,8 +1,9 @@
-//! Any text as a page URL or a referrer: normalisation must not panic, and what it keeps must
-//! stay within the input's size (no amplification).
+//! Any text as a page URL or a referrer: normalisation must not panic, what it keeps must stay
+//! within the input's size (no amplification), no kept path holds a query or parameters, and
+//! redaction does not panic either.
 #![no_main]
 
-use glimpse::classify::url;
+use glimpse::classify::{redact, url};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +14,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(page) = url::parse_page(text, hash_mode) {
             assert!(page.pathname.len() <= text.len() + 1);
             assert!(page.hostname.len() <= text.len());
+            assert!(!page.pathname.contains('?') && !page.pathname.contains(';'));
+            let redacted = redact::emails(&page.pathname);
+            assert!(redacted.len() <= page.pathname.len() + redact::EMAIL.len());
+            let _ = redact::tokens(&redacted);
         }
     }
     if let Some((host, full)) = url::normalize_referrer(Some(text), "example.com") {

@@ -112,11 +112,13 @@
       // The target may sit inside the link. An SVG <a> has no host or pathname: no event.
       const link = e.target.closest('a');
       if (!link) return;
+      // Only where the link goes: no query, fragment or credentials (they carry tokens).
+      const props = { props: { url: link.origin + link.pathname } };
       // A file link counts as a download even when it points to another host.
       if (fileRe && fileRe.test(link.pathname)) {
-        track('File Download', { props: { url: link.href.split(/[?#]/)[0] } });
+        track('File Download', props);
       } else if (outbound && link.host && link.host != loc.host) {
-        track('Outbound Link: Click', { props: { url: link.href } });
+        track('Outbound Link: Click', props);
       }
     };
     on(doc, 'click', onClick);

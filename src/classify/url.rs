@@ -1,8 +1,11 @@
 //! Page URL and referrer normalisation.
 //!
-//! Only what a dashboard needs is kept: the host (without `www.`), the path (query and fragment
-//! removed; the fragment kept only in hash mode), and the five UTM parameters. Query strings can
-//! carry personal data (emails, tokens), so they never reach storage.
+//! Only what a dashboard needs is kept: the host (without `www.`), the path, and the five UTM
+//! parameters. Query strings can carry personal data (e-mail addresses, tokens), so no query
+//! survives in any stored string, however it is encoded: paths are percent-decoded until nothing
+//! is left to decode (double encoding included) and then cut at the first `?`, `#` or `;`. In
+//! hash mode the fragment's path is kept, never its parameters (`#/callback?access_token=…`
+//! keeps `#/callback`; `#access_token=…` keeps nothing). Userinfo (`user:pass@`) is dropped.
 
 use std::borrow::Cow;
 
@@ -59,6 +62,8 @@ pub enum UrlError {
 
 /// The parts of an absolute URL, as slices of the input.
 struct Parts<'a> {
+    /// Host and port, without userinfo.
+    authority: &'a str,
     host: &'a str,
     path: &'a str,
     query: &'a str,
@@ -98,6 +103,7 @@ fn split(url: &str) -> Result<Parts<'_>, UrlError> {
         return Err(UrlError::NoHost);
     }
     Ok(Parts {
+        authority,
         host,
         path,
         query,
@@ -108,13 +114,16 @@ fn split(url: &str) -> Result<Parts<'_>, UrlError> {
 /// Parses the page URL of an event.
 pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
     let parts = split(url)?;
-    let mut pathname = decode(if parts.path.is_empty() {
-        "/"
-    } else {
-        parts.path
-    });
-    if hash_mode && let Some(fragment) = parts.fragment.filter(|f| !f.is_empty()) {
-        pathname = Cow::Owned(format!("{pathname}#{}", decode(fragment)));
+    let mut pathname = clean_path(parts.path, &['?', '#', ';']);
+    if pathname.is_empty() {
+        pathname = Cow::Borrowed("/");
+    }
+    if hash_mode && let Some(fragment) = parts.fragment {
+        // A fragment that holds parameters (`#access_token=…`) is not a route.
+        let route = clean_path(fragment, &['?', ';', '&']);
+        if !route.is_empty() && !route.contains('=') {
+            pathname = Cow::Owned(format!("{pathname}#{route}"));
+        }
     }
     Ok(Page {
         hostname: normalize_host(parts.host),
@@ -138,7 +147,11 @@ pub fn normalize_referrer<'a>(
     if host == page_host {
         return None;
     }
-    let path = decode(parts.path.trim_end_matches('/'));
+    let path = clean_path(parts.path, &['?', '#', ';']);
+    let path = match path {
+        Cow::Borrowed(p) => Cow::Borrowed(p.trim_end_matches('/')),
+        Cow::Owned(p) => Cow::Owned(p.trim_end_matches('/').to_owned()),
+    };
     let full = if path.is_empty() {
         host.clone()
     } else {
@@ -185,14 +198,63 @@ fn utm(query: &str) -> Utm<'_> {
 fn decode_query_value(v: &str) -> Cow<'_, str> {
     let v = truncate(v, MAX_UTM_LEN * 3);
     let decoded = if v.contains('+') {
-        Cow::Owned(decode(&v.replace('+', " ")).into_owned())
+        Cow::Owned(clean_path(&v.replace('+', " "), &['?', '#', ';']).into_owned())
     } else {
-        decode(v)
+        clean_path(v, &['?', '#', ';'])
     };
     match decoded {
         Cow::Borrowed(s) => Cow::Borrowed(truncate(s.trim(), MAX_UTM_LEN)),
         Cow::Owned(s) => Cow::Owned(truncate(s.trim(), MAX_UTM_LEN).to_owned()),
     }
+}
+
+/// `s` percent-decoded until nothing is left to decode, then cut before the first of `stops`.
+fn clean_path<'a>(s: &'a str, stops: &[char]) -> Cow<'a, str> {
+    let decoded = decode_all(s);
+    match decoded.find(stops) {
+        None => decoded,
+        Some(i) => match decoded {
+            Cow::Borrowed(d) => Cow::Borrowed(&d[..i]),
+            Cow::Owned(mut d) => {
+                d.truncate(i);
+                Cow::Owned(d)
+            }
+        },
+    }
+}
+
+/// Rounds of decoding at most: `%25253F` is `?` after three.
+const DECODE_ROUNDS: usize = 4;
+
+/// Percent-decodes repeatedly while escapes remain (a double-encoded `%253F` is a `?`).
+fn decode_all(s: &str) -> Cow<'_, str> {
+    let mut out = decode(s);
+    for _ in 1..DECODE_ROUNDS {
+        if !has_escape(&out) {
+            break;
+        }
+        out = Cow::Owned(decode(&out).into_owned());
+    }
+    out
+}
+
+fn has_escape(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// A value that is itself a URL (a link's address in a custom property) without userinfo,
+/// query or fragment; any other value as it is.
+pub fn strip_url(value: &str) -> Cow<'_, str> {
+    let Some((scheme, _)) = value.trim().split_once("://") else {
+        return Cow::Borrowed(value);
+    };
+    let Ok(parts) = split(value) else {
+        return Cow::Borrowed(value);
+    };
+    let path = clean_path(parts.path, &['?', '#', ';']);
+    Cow::Owned(format!("{scheme}://{}{path}", parts.authority))
 }
 
 /// Percent-decodes, replacing invalid UTF-8; borrows when there is nothing to decode.
@@ -232,7 +294,7 @@ mod tests {
         assert_eq!(parse_page(url, false).unwrap().pathname, "/");
         assert_eq!(
             parse_page(url, true).unwrap().pathname,
-            "/#/settings/profile?x=1"
+            "/#/settings/profile"
         );
         assert_eq!(parse_page("https://a.com/x#", true).unwrap().pathname, "/x");
     }

@@ -260,6 +260,24 @@ mod tests {
     }
 
     #[test]
+    fn token_redaction_is_on_unless_a_site_turns_it_off() {
+        let toml = r#"
+            [[sites]]
+            domain = "a.com"
+            [[sites]]
+            domain = "b.org"
+            redact_tokens = false
+        "#;
+        let cfg = Config::load(Some(toml), &env(&[])).unwrap();
+        assert!(cfg.sites[0].redact_tokens && !cfg.sites[1].redact_tokens);
+        let from_env = Config::load(None, &env(&[("GLIMPSE_SITES", "a.com")])).unwrap();
+        assert!(from_env.sites[0].redact_tokens);
+        let bad = "[[sites]]\ndomain = \"a.com\"\nredact_tokens = \"no\"\n";
+        let err = Config::load(Some(bad), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("sites[0].redact_tokens: expected true or false"), "{err}");
+    }
+
+    #[test]
     fn sites_from_env_and_duplicates() {
         let err = Config::load(None, &env(&[("GLIMPSE_SITES", "a.com, www.a.com")])).unwrap_err();
         assert!(err.to_string().contains("listed twice"));

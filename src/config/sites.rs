@@ -15,6 +15,7 @@ const SITE_KEYS: &[&str] = &[
     "block_countries",
     "exclude_paths",
     "allow_hostnames",
+    "redact_tokens",
 ];
 
 pub(super) fn read(r: &mut Reader) -> Vec<Site> {
@@ -22,6 +23,17 @@ pub(super) fn read(r: &mut Reader) -> Vec<Site> {
     let mut sites = Vec::new();
     for (i, entry) in r.tables(KEY, SITE_KEYS, "domain").into_iter().enumerate() {
         let shields = shields(r, i, &entry);
+        let redact_tokens = match entry.get("redact_tokens") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                r.error_at(
+                    format!("{KEY}[{i}].redact_tokens"),
+                    format!("expected true or false, got {}", other.type_str()),
+                );
+                true
+            }
+        };
         let raw = match entry.get("domain") {
             Some(toml::Value::String(d)) => d.clone(),
             _ => {
@@ -40,7 +52,11 @@ pub(super) fn read(r: &mut Reader) -> Vec<Site> {
             Some(domain) if !seen.insert(domain.clone()) => {
                 r.error(KEY, format!("{domain:?} is listed twice"));
             }
-            Some(domain) => sites.push(Site { domain, shields }),
+            Some(domain) => sites.push(Site {
+                domain,
+                shields,
+                redact_tokens,
+            }),
         }
     }
     sites

@@ -242,6 +242,7 @@ mod tests {
                     .map(|h| HostPattern::parse(h).unwrap())
                     .collect(),
             },
+            redact_tokens: true,
         };
         let mut r = Rules::new(&[Site::new("a.com"), shielded]);
         r.spam = ReferrerSpam::from_text("semalt.com\n");

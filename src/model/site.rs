@@ -12,20 +12,24 @@ use super::text;
 pub const MAX_PATTERN_LEN: usize = 200;
 
 /// A site events are recorded for.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
     /// Lower-case host name without `www.`, as events are matched against it and as stored in
     /// the `site` column.
     pub domain: String,
     pub shields: Shields,
+    /// Long opaque tokens in page and referrer paths are stored as `(token)` (on by default).
+    pub redact_tokens: bool,
 }
 
 impl Site {
-    /// A site without shields; `domain` must already be normal (see [`text::host_name`]).
+    /// A site without shields, with the defaults; `domain` must already be normal (see
+    /// [`text::host_name`]).
     pub fn new(domain: &str) -> Site {
         Site {
             domain: domain.to_string(),
             shields: Shields::default(),
+            redact_tokens: true,
         }
     }
 }
