@@ -174,7 +174,6 @@ fn stages(c: &mut Criterion) {
             max_open: 100_000,
         }),
         intake,
-        durable: false,
     };
     c.bench_function("pipeline/prepare", |b| {
         b.iter(|| {

@@ -1,9 +1,15 @@
 //! Batch: gather encoded rows into spool segments, one segment per INSERT.
 //!
 //! A dedicated thread (file writes and fsync block) receives each request's rows from a bounded
-//! queue, appends them to the open segment and group-commits on `commit_interval`: with an
-//! interval of zero every group of requests is fsynced before any of them is answered 202. A
-//! segment is sealed and handed to the deliverer at `max_rows`, `max_bytes` or `max_delay`.
+//! queue and writes each group of requests to the open segment before any of them is answered:
+//! a request hears 202 only once its rows are in the spool file, and 503 when they could not be
+//! written (a full disk, a failing one). With `commit_interval` zero the group is also fsynced
+//! first; otherwise fsync follows within the interval, so a machine crash (not a process crash:
+//! written data is the kernel's) loses at most that much. A segment is sealed and handed to the
+//! deliverer at `max_rows`, `max_bytes` or `max_delay`.
+//!
+//! After a write error the intake refuses events (503) and the batcher probes the disk every
+//! [`PROBE_EVERY`]; once a new segment can be written, events are accepted again.
 //!
 //! The queue is bounded and so is the spool: when either is full, the request path answers 429.
 
@@ -23,8 +29,9 @@ use crate::spool::{SegmentWriter, Spool};
 pub struct Rows {
     pub count: u32,
     pub bytes: Vec<u8>,
-    /// Answered once the rows are on disk (fsync-before-ack mode only).
-    pub durable: Option<oneshot::Sender<()>>,
+    /// Answered once the rows are written (and fsynced, with a commit interval of zero);
+    /// dropped unanswered when they could not be.
+    pub written: Option<oneshot::Sender<()>>,
 }
 
 /// The `[batch]` section.
@@ -166,7 +173,8 @@ pub fn start(
         open: None,
         waiting: Vec::new(),
         seal_at: None,
-        commit_at: None,
+        sync_at: None,
+        waiting_rows: 0,
     };
     let thread = std::thread::Builder::new()
         .name("glimpse-batcher".into())
@@ -189,22 +197,29 @@ struct Batcher {
     failing: Arc<AtomicBool>,
     next_seq: u64,
     open: Option<SegmentWriter>,
-    /// Requests waiting for their rows to be durable.
+    /// Requests of the group being gathered, answered once it is written.
     waiting: Vec<oneshot::Sender<()>>,
+    /// Rows of the group being gathered, for the lost-rows count if it cannot be written.
+    waiting_rows: u64,
     seal_at: Option<Instant>,
-    commit_at: Option<Instant>,
+    /// When written rows are fsynced (commit interval above zero).
+    sync_at: Option<Instant>,
 }
 
-/// How long the batcher lets rows gather between groups when requests do not wait for it.
+/// How long the batcher lets rows gather between groups when it does not fsync each one.
 const GATHER: Duration = Duration::from_millis(1);
+
+/// How often a failing spool is tried again.
+pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 impl Batcher {
     fn run(mut self, rx: Receiver<Message>) {
+        let mut probe_at = None;
         loop {
-            let wake = match (self.commit_at, self.seal_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [self.sync_at, self.seal_at, probe_at]
+                .into_iter()
+                .flatten()
+                .min();
             let message = match wake {
                 Some(at) => rx.recv_deadline(at),
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -212,7 +227,7 @@ impl Batcher {
             match message {
                 Ok(Message::Rows(rows)) => {
                     self.append(rows);
-                    // Take whatever else is already queued: one commit for the whole group.
+                    // Take whatever else is already queued: one write for the whole group.
                     let mut stop = false;
                     while let Ok(m) = rx.try_recv() {
                         match m {
@@ -223,16 +238,13 @@ impl Batcher {
                             }
                         }
                     }
-                    if self.settings.commit_interval.is_zero() {
-                        self.commit();
-                    }
+                    self.write_group();
                     if stop {
                         break;
                     }
                     if !self.settings.commit_interval.is_zero() {
                         // Let the next group gather instead of being woken for every request:
-                        // a parked receiver costs each sender a futex wake-up. Nobody waits
-                        // for this thread in this mode; requests were answered at `offer`.
+                        // a parked receiver costs each sender a futex wake-up.
                         std::thread::sleep(GATHER);
                     }
                 }
@@ -240,70 +252,118 @@ impl Batcher {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
-            if self.commit_at.is_some_and(|t| t <= now) {
-                self.commit();
+            if self.sync_at.is_some_and(|t| t <= now) {
+                self.sync();
             }
             if self.seal_at.is_some_and(|t| t <= now) {
                 self.seal();
             }
+            probe_at = if self.failing.load(Ordering::Relaxed) {
+                if probe_at.is_some_and(|t| t <= now) {
+                    self.probe();
+                }
+                Some(probe_at.filter(|t| *t > now).unwrap_or(now + PROBE_EVERY))
+            } else {
+                None
+            };
         }
         // Anything sent before `Stop` was read above; `close` lets nothing in after it.
         while let Ok(Message::Rows(rows)) = rx.try_recv() {
             self.append(rows);
         }
+        self.write_group();
         self.seal();
     }
 
+    /// Adds a request's rows to the open segment's buffer; they reach the file with the group.
     fn append(&mut self, rows: Rows) {
-        if self.open.is_none() {
-            match self.spool.create(self.next_seq) {
-                Ok(w) => {
-                    self.next_seq += 1;
-                    self.open = Some(w);
-                    self.seal_at = Some(Instant::now() + self.settings.max_delay);
-                }
-                Err(e) => {
-                    self.fail(&e, u64::from(rows.count));
-                    return; // dropping `durable` tells a waiting request it failed
-                }
-            }
+        if self.open.is_none() && !self.open_segment() {
+            self.metrics.spool_lost_rows.add(u64::from(rows.count));
+            return; // dropping `written` answers the request 503
         }
         let Some(w) = self.open.as_mut() else { return };
         w.append(rows.count, &rows.bytes);
-        if let Some(ack) = rows.durable {
+        self.waiting_rows += u64::from(rows.count);
+        if let Some(ack) = rows.written {
             self.waiting.push(ack);
         }
         if w.rows() >= self.settings.max_rows || w.len() >= self.settings.max_bytes {
+            // A full segment goes now, with the part of the group it holds.
+            self.write_group();
             self.seal();
-        } else if self.commit_at.is_none() && !self.settings.commit_interval.is_zero() {
-            self.commit_at = Some(Instant::now() + self.settings.commit_interval);
         }
     }
 
-    fn commit(&mut self) {
-        self.commit_at = None;
-        let Some(w) = self.open.as_mut() else { return };
-        match w.commit() {
+    fn open_segment(&mut self) -> bool {
+        match self.spool.create(self.next_seq) {
+            Ok(w) => {
+                self.next_seq += 1;
+                self.open = Some(w);
+                self.seal_at = Some(Instant::now() + self.settings.max_delay);
+                true
+            }
+            Err(e) => {
+                // A file may have been created before the error; its number is not reused.
+                self.next_seq += 1;
+                self.fail(&e);
+                false
+            }
+        }
+    }
+
+    /// Writes the gathered group (and fsyncs it with a commit interval of zero), then answers
+    /// its requests: 202 when written, 503 (their sender dropped) when not.
+    fn write_group(&mut self) {
+        let Some(w) = self.open.as_mut() else {
+            self.waiting.clear();
+            return;
+        };
+        let written = if self.settings.commit_interval.is_zero() {
+            w.commit()
+        } else {
+            w.write()
+        };
+        match written {
             Ok(n) => {
                 self.spool.grew(n);
-                self.failing.store(false, Ordering::Relaxed);
                 for ack in self.waiting.drain(..) {
                     let _ = ack.send(());
                 }
+                if !self.settings.commit_interval.is_zero() && self.sync_at.is_none() {
+                    self.sync_at = Some(Instant::now() + self.settings.commit_interval);
+                }
             }
             Err(e) => {
-                // What reached the disk before the error is still delivered; the segment is
-                // sealed so that a torn record stays its last.
+                // The file was cut back to its last complete group, so nothing of this one is
+                // delivered; its requests hear 503 and may retry.
                 self.waiting.clear();
-                self.fail(&e, 0);
+                self.metrics.spool_lost_rows.add(self.waiting_rows);
+                self.fail(&e);
                 self.seal();
             }
+        }
+        self.waiting_rows = 0;
+    }
+
+    /// Makes written rows durable (commit interval above zero).
+    fn sync(&mut self) {
+        self.sync_at = None;
+        let Some(w) = self.open.as_mut() else { return };
+        if let Err(e) = w.sync() {
+            // Already answered 202: the rows are written, but the disk did not confirm them.
+            self.fail(&e);
+            self.seal();
         }
     }
 
     /// Closes the open segment and hands it to the deliverer.
     fn seal(&mut self) {
-        self.commit();
+        if let Some(w) = self.open.as_mut()
+            && let Err(e) = w.sync()
+        {
+            self.fail(&e);
+        }
+        self.sync_at = None;
         self.seal_at = None;
         if let Some(w) = self.open.take()
             && self.sealed.send(w.seq).is_err()
@@ -315,11 +375,36 @@ impl Batcher {
         }
     }
 
-    fn fail(&self, e: &std::io::Error, rows: u64) {
-        self.failing.store(true, Ordering::Relaxed);
+    /// After a failure: whether a new segment can be written and synced now; if so, it becomes
+    /// the open segment and events are accepted again.
+    fn probe(&mut self) {
+        if self.open.is_none() && !self.open_segment() {
+            return;
+        }
+        let Some(w) = self.open.as_mut() else { return };
+        match w.commit() {
+            Ok(n) => {
+                self.spool.grew(n);
+                self.failing.store(false, Ordering::Relaxed);
+                tracing::info!("the spool can be written again; accepting events");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spool still not writable");
+                // The probe's segment holds no rows: delete it rather than deliver it.
+                if let Some(w) = self.open.take() {
+                    let _ = self.spool.remove(w.seq);
+                }
+                self.seal_at = None;
+                self.sync_at = None;
+            }
+        }
+    }
+
+    fn fail(&self, e: &std::io::Error) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %e, dir = %self.spool.dir().display(), "cannot write the spool; refusing events until it works again");
+        }
         self.metrics.spool_errors.inc();
-        self.metrics.spool_lost_rows.add(rows);
-        tracing::error!(error = %e, dir = %self.spool.dir().display(), "cannot write the spool; refusing events until it works again");
     }
 }
 
@@ -331,7 +416,7 @@ mod tests {
         Rows {
             count: n,
             bytes: vec![n as u8; n as usize],
-            durable: None,
+            written: None,
         }
     }
 
@@ -412,7 +497,7 @@ mod tests {
         let (_dir, spool, intake, _thread, _sealed) = setup(settings(1000, 3_600_000, 0));
         let (tx, rx) = oneshot::channel();
         let mut r = rows(4);
-        r.durable = Some(tx);
+        r.written = Some(tx);
         intake.offer(r).unwrap();
         rx.await.expect("acknowledged once durable");
         assert_eq!(spool.read(1).unwrap().rows, 4);

@@ -237,7 +237,6 @@ pub fn ingest(
         metrics,
         drops,
         intake,
-        durable: config.spool.commit_interval.is_zero(),
     };
     Ok(Ingest {
         pipeline,

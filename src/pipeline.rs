@@ -1,6 +1,7 @@
 //! The request path, stage by stage: parse → classify → filter → anonymize → visits → encode →
 //! hand to the batcher. Everything it needs is in [`Pipeline`], the ingest handle the HTTP front
-//! is given. The only wait is for the spool's fsync, and only in fsync-before-ack mode.
+//! is given. The only wait is for the batcher to write the rows to the spool (and fsync them in
+//! fsync-before-ack mode).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,8 +55,6 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub drops: Arc<DropCounts>,
     pub intake: Intake,
-    /// Answer only once the rows are fsynced (group-commit interval 0).
-    pub durable: bool,
 }
 
 impl Pipeline {
@@ -72,19 +71,16 @@ impl Pipeline {
             Err(outcome) => return outcome,
         };
         let count = rows.count;
-        let ack = self.durable.then(|| {
-            let (tx, rx) = oneshot::channel();
-            rows.durable = Some(tx);
-            rx
-        });
+        // 202 only once the rows are written to the spool (and fsynced, in fsync-before-ack
+        // mode); a batcher that could not write them drops the sender: 503.
+        let (tx, written) = oneshot::channel();
+        rows.written = Some(tx);
         match self.intake.offer(rows) {
             Ok(()) => {}
             Err(Refused::Full) => return Outcome::Busy,
             Err(Refused::Unavailable) => return Outcome::Unavailable,
         }
-        if let Some(ack) = ack
-            && ack.await.is_err()
-        {
+        if written.await.is_err() {
             return Outcome::Unavailable;
         }
         self.metrics.events_accepted.inc();
@@ -133,7 +129,7 @@ impl Pipeline {
         Ok(Rows {
             count: accepted.sites.len() as u32,
             bytes,
-            durable: None,
+            written: None,
         })
     }
 

@@ -92,8 +92,11 @@ pub struct Spool {
 pub struct Segment {
     pub rows: u64,
     pub data: Bytes,
-    /// Bytes after the last intact record (a torn write from a crash).
+    /// Bytes after the last intact record (a torn write from a crash, or what follows a
+    /// corrupt record).
     pub torn_bytes: u64,
+    /// Offset of a damaged record with more data after it: not a torn tail but corruption.
+    pub corrupt_at: Option<u64>,
     /// The row format of `data` (see `encode::columns_of`).
     pub format: u32,
 }
@@ -231,6 +234,7 @@ impl Spool {
             file,
             buf: Vec::with_capacity(64 * 1024),
             rows: 0,
+            rows_written: 0,
             len: 0,
         };
         // The first record names the row format (no rows); segments without one are format 1.
@@ -293,6 +297,9 @@ pub struct SegmentWriter {
     file: File,
     buf: Vec<u8>,
     rows: u64,
+    /// Rows in the file (the rest are in `buf`).
+    rows_written: u64,
+    /// Bytes in the file.
     len: u64,
 }
 
@@ -325,30 +332,54 @@ impl SegmentWriter {
         !self.buf.is_empty()
     }
 
-    /// Writes buffered records and makes them durable. Returns the bytes written.
-    pub fn commit(&mut self) -> io::Result<u64> {
+    /// Writes the buffered records to the file (not yet fsynced). Returns the bytes written.
+    /// On failure none of them stays: the file is cut back to what was written before, so a
+    /// reader never sees part of a group whose requests were refused.
+    pub fn write(&mut self) -> io::Result<u64> {
         if self.buf.is_empty() {
             return Ok(0);
         }
-        // On failure the buffer is dropped: its records may be half on disk, and a torn
-        // record must stay the last thing in the file for readers to stop at it.
-        let buf = std::mem::take(&mut self.buf);
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        let n = buf.len() as u64;
-        self.len += n;
-        self.buf = buf;
+        let result = self.file.write_all(&self.buf);
+        let n = self.buf.len() as u64;
         self.buf.clear();
+        match result {
+            Ok(()) => {
+                self.len += n;
+                self.rows_written = self.rows;
+                Ok(n)
+            }
+            Err(e) => {
+                self.rows = self.rows_written;
+                // Shrinking needs no space; if even that fails, a reader stops at the torn
+                // record, which is then the file's last.
+                let _ = self.file.set_len(self.len);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes what was written durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// [`SegmentWriter::write`], then [`SegmentWriter::sync`].
+    pub fn commit(&mut self) -> io::Result<u64> {
+        let n = self.write()?;
+        self.sync()?;
         Ok(n)
     }
 }
 
-/// Concatenates the data of every intact record; stops at the first torn or corrupt one.
+/// Concatenates the data of every intact record; stops at the first torn or corrupt one. A
+/// record cut short by the end of the file, or a damaged last record, is a torn write; a damaged
+/// record with data after it is corruption, reported in `corrupt_at`.
 pub fn decode_records(raw: &[u8]) -> Segment {
     let mut data = Vec::with_capacity(raw.len());
     let mut format = 1;
     let mut rows = 0u64;
     let mut at = 0usize;
+    let mut corrupt_at = None;
     while raw.len() - at >= RECORD_HEADER {
         let word = |i: usize| {
             let b = &raw[at + i * 4..at + i * 4 + 4];
@@ -360,6 +391,9 @@ pub fn decode_records(raw: &[u8]) -> Segment {
             break;
         };
         if crc32fast::hash(body) != crc {
+            if start + len < raw.len() {
+                corrupt_at = Some(at as u64);
+            }
             break;
         }
         match std::str::from_utf8(body)
@@ -376,6 +410,7 @@ pub fn decode_records(raw: &[u8]) -> Segment {
         rows,
         data: Bytes::from(data),
         torn_bytes: (raw.len() - at) as u64,
+        corrupt_at,
         format,
     }
 }
@@ -464,6 +499,44 @@ mod tests {
         raw[last] ^= 1;
         let seg = decode_records(&raw);
         assert_eq!((seg.rows, &seg.data[..]), (2, &b"abcd"[..]));
+        assert_eq!(
+            seg.corrupt_at, None,
+            "a damaged last record is a torn write"
+        );
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut w = spool.create(1).unwrap();
+        for data in [&b"one"[..], b"two", b"three"] {
+            w.append(1, data);
+        }
+        w.commit().unwrap();
+        let mut raw = fs::read(spool.path(1)).unwrap();
+        let second = header() as usize + RECORD_HEADER + 3;
+        raw[second + RECORD_HEADER] ^= 1;
+        let seg = decode_records(&raw);
+        assert_eq!((seg.rows, &seg.data[..]), (1, &b"one"[..]));
+        assert_eq!(seg.corrupt_at, Some(second as u64));
+        assert_eq!(seg.torn_bytes as usize, raw.len() - second);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_of_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut w = spool.create(1).unwrap();
+        w.append(1, b"kept");
+        w.commit().unwrap();
+        let before = fs::read(spool.path(1)).unwrap();
+        // A file opened read-only fails every write, as a full disk does.
+        w.file = File::open(spool.path(1)).unwrap();
+        w.append(5, b"refused");
+        assert!(w.write().is_err());
+        assert_eq!(w.rows(), 1);
+        assert_eq!(fs::read(spool.path(1)).unwrap(), before);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::{
-    ClickHouse, Glimpse, GlimpseProcess, Landed, Load, Tally, UA_FIREFOX, load_client_ip,
-    test_config,
+    ClickHouse, Glimpse, GlimpseProcess, Landed, Load, Send, Tally, Tmpfs, UA_FIREFOX,
+    load_client_ip, test_config,
 };
 
 const DB: &str = "glimpse";
@@ -267,6 +267,102 @@ async fn a_full_spool_answers_429_with_retry_after_and_recovers() {
     let landed = Landed::wait(&ch, DB, tally.accepted.len());
     report("spool full", &tally, &landed);
     assert_eq!(landed.missing(&tally.accepted), Vec::<u64>::new());
+    g.stop().await;
+}
+
+/// A real full disk: the spool on a small tmpfs that another file fills while ClickHouse is
+/// down. A request hears 202 only if its rows were written, 503 otherwise; once space is freed,
+/// events are accepted again within a second; every 202 lands, and no 503 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_what_it_cannot_write_and_recovers() {
+    let mut ch = ClickHouse::start();
+    let disk = Tmpfs::mount(4 << 20);
+    let mut cfg = test_config(&ch, DB);
+    cfg.spool.dir = disk.path().join("spool");
+    let g = Glimpse::start(cfg).await;
+    ch.kill();
+    let send = |n: u64| {
+        Send::event(g.addr, support::pageview(&format!("https://a.com/e/{n}")))
+            .ua(UA_FIREFOX)
+            .from(&load_client_ip(n).to_string())
+            .send()
+    };
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut refused = std::collections::BTreeSet::new();
+    for n in 1..=20 {
+        assert_eq!(send(n).await.status, 202);
+        accepted.insert(n);
+    }
+    let filler = disk.fill();
+    for n in 21..=80 {
+        let r = send(n).await;
+        match r.status {
+            202 => {
+                accepted.insert(n);
+            }
+            503 => {
+                assert!(r.body.contains("cannot write its spool"), "{}", r.body);
+                assert_eq!(r.headers["retry-after"], "1");
+                refused.insert(n);
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    // A write into the last, partly used page of the open file needs no new space, so a few
+    // may still fit; the rest cannot.
+    assert!(refused.len() >= 40, "refused {} of 60", refused.len());
+    let metrics = g.metrics().await;
+    assert!(
+        !metrics.contains("glimpse_spool_errors_total 0"),
+        "{metrics}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let freed = Instant::now();
+    let mut n = 1000;
+    loop {
+        let r = send(n).await;
+        if r.status == 202 {
+            accepted.insert(n);
+            break;
+        }
+        assert_eq!(r.status, 503);
+        refused.insert(n);
+        assert!(freed.elapsed() < Duration::from_secs(3), "no recovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+    }
+    let recovered = freed.elapsed();
+    assert!(
+        recovered < Duration::from_secs(1),
+        "recovered after {recovered:?}"
+    );
+    for n in 2000..2020 {
+        assert_eq!(send(n).await.status, 202);
+        accepted.insert(n);
+    }
+
+    ch.restart();
+    let tally = Tally {
+        accepted,
+        ..Default::default()
+    };
+    let landed = Landed::wait(&ch, DB, tally.accepted.len());
+    report("disk full", &tally, &landed);
+    println!(
+        "disk full: {} refused with 503, accepting again {recovered:?} after space was freed",
+        refused.len()
+    );
+    assert_eq!(landed.missing(&tally.accepted), Vec::<u64>::new());
+    let stored_refused: Vec<&u64> = refused
+        .iter()
+        .filter(|n| landed.rows.contains_key(n))
+        .collect();
+    assert!(
+        stored_refused.is_empty(),
+        "503 but stored: {stored_refused:?}"
+    );
+    assert_eq!(landed.duplicates(), 0);
     g.stop().await;
 }
 

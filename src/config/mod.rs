@@ -274,7 +274,10 @@ mod tests {
         assert!(from_env.sites[0].redact_tokens);
         let bad = "[[sites]]\ndomain = \"a.com\"\nredact_tokens = \"no\"\n";
         let err = Config::load(Some(bad), &env(&[])).unwrap_err().to_string();
-        assert!(err.contains("sites[0].redact_tokens: expected true or false"), "{err}");
+        assert!(
+            err.contains("sites[0].redact_tokens: expected true or false"),
+            "{err}"
+        );
     }
 
     #[test]

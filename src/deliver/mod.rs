@@ -60,7 +60,7 @@ impl Deliverer {
                 return;
             }
         };
-        if segment.torn_bytes > 0 {
+        if segment.torn_bytes > 0 && segment.corrupt_at.is_none() {
             tracing::warn!(
                 segment = seq,
                 bytes = segment.torn_bytes,
@@ -99,6 +99,18 @@ impl Deliverer {
                     }
                 }
             }
+        }
+        if let Some(at) = segment.corrupt_at {
+            // Never deleted: what follows the damage stays on disk for an operator.
+            self.quarantine(
+                seq,
+                &format!(
+                    "corrupt record at byte {at}: the {} rows before it were delivered, the {} \
+                     bytes from there on were not",
+                    segment.rows, segment.torn_bytes
+                ),
+            );
+            return;
         }
         if let Err(e) = self.spool.remove(seq) {
             // Delivered but not deleted: a replay would insert it again (deduplicated where the

@@ -5,6 +5,7 @@
 //!   ClickHouse ([`Front`]);
 //! - [`process`]: the `glimpse` binary as a child process;
 //! - [`client`]: HTTP clients, and [`Send`], the one way tests send events;
+//! - [`disk`]: a small tmpfs to fill up;
 //! - [`browser`]: headless Chromium and a loopback test site;
 //! - [`load`]: steady load from many visitors, and how it landed.
 //!
@@ -13,6 +14,7 @@
 pub mod browser;
 pub mod clickhouse;
 pub mod client;
+pub mod disk;
 pub mod inprocess;
 pub mod load;
 pub mod process;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
 pub use client::{Reply, Send, browser_client, browser_client_builder, http};
+pub use disk::Tmpfs;
 pub use inprocess::{Front, Glimpse, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use process::{GlimpseProcess, binary_env};
