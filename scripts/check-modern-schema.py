@@ -382,8 +382,11 @@ def check_features(engine):
         if needle not in events:
             fail(f"SHOW CREATE TABLE events lacks {needle!r}:\n{events}")
     salts = engine.scalar("SHOW CREATE TABLE glimpse_salts FORMAT TSVRaw")
-    if "TTL " not in salts:
-        fail(f"SHOW CREATE TABLE glimpse_salts has no TTL:\n{salts}")
+    # The TTL backstop the collector sets at every start (also on tables made by older releases).
+    for needle in ("TTL toDateTime(day, 'UTC') + toIntervalHour(40)", "merge_with_ttl_timeout = 3600",
+                   "ttl_only_drop_parts = 1"):
+        if needle not in salts:
+            fail(f"SHOW CREATE TABLE glimpse_salts lacks {needle!r}:\n{salts}")
     engine_of = engine.scalar(
         f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
         f"AND name = 'events_in'")

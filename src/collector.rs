@@ -192,9 +192,14 @@ pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreEr
     let version = store::server_version(&server).await?;
     tracing::info!(%version, "connected to ClickHouse");
     store::migrate(&server, &db, &config.clickhouse.database, version).await?;
+    // Salts past their lifetime go before anything else happens.
+    let purged = store::salts::purge_expired(&db, clock.now()).await?;
+    if !purged.is_empty() {
+        tracing::info!(days = purged.len(), "expired salts destroyed at start-up");
+    }
     let days = config.retention.events_days;
     store::apply_retention(&db, version, days, clock.now()).await?;
-    store::enable_deduplication(&db, version).await?;
+    store::apply_every_start(&db, version).await?;
     let salts = Arc::new(Salts::default());
     store::salts::refresh(&salts, &db, clock.now()).await?;
     Ok(Store { db, version, salts })
@@ -282,7 +287,7 @@ fn periodic_jobs(
             move || {
                 let (db, clock, salts) = (db.clone(), clock.clone(), salts.clone());
                 async move {
-                    if let Err(e) = store::salts::refresh(&salts, &db, clock.now()).await {
+                    if let Err(e) = store::salts::keep(&salts, &db, clock.now()).await {
                         tracing::warn!(error = %e, "salt refresh failed; will retry");
                     }
                 }

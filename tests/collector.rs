@@ -514,6 +514,55 @@ async fn salts_are_destroyed_within_48_hours() {
     );
 }
 
+/// A salt past its lifetime is destroyed at start-up before anything else, and a salt in
+/// memory is forgotten at its time even when ClickHouse cannot be reached to replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_salts_go_at_start_up_and_from_memory_without_clickhouse() {
+    let mut ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    let (server, db) = store::clients(&cfg.clickhouse);
+    let version = store::server_version(&server).await.unwrap();
+    store::migrate(&server, &db, DB, version).await.unwrap();
+    let today = day_of(Clock::default().now());
+    for day in [today - 5, today - 2] {
+        salts::insert(&db, day, &glimpse::anonymize::Salt::random())
+            .await
+            .unwrap();
+    }
+    // A collector left down for days starts: the old salts are gone once it serves.
+    let clock = Clock::default();
+    let g = Glimpse::start_with_clock(cfg, clock.clone()).await;
+    let days = ch
+        .rows(
+            DB,
+            "SELECT DISTINCT toUInt16(day) FROM glimpse_salts ORDER BY day",
+        )
+        .concat();
+    assert_eq!(days, [today, today + 1].map(|d| d.to_string()));
+
+    // ClickHouse goes away for three days: refreshes fail, yet today's and tomorrow's salts
+    // leave memory once their lifetime is over, and events are refused rather than hashed.
+    ch.kill();
+    clock.advance(3 * SECS_PER_DAY as i64);
+    let now = clock.now();
+    assert!(
+        salts::keep(&g.salts, &g.db, now).await.is_err(),
+        "ClickHouse is down"
+    );
+    assert!(
+        g.salts.load().days().is_empty(),
+        "{:?}",
+        g.salts.load().days()
+    );
+    let r = g
+        .send(&pageview("https://a.com/"), UA_FIREFOX, "198.51.100.9")
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("salt"), "{}", r.body);
+    let abort = tokio::time::timeout(Duration::from_secs(1), g.stop()).await;
+    drop(abort);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_recorded() {
     let ch = ClickHouse::start();

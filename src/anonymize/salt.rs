@@ -101,6 +101,22 @@ impl Salts {
             .store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Drops from memory every salt past its lifetime, whether or not ClickHouse can be reached
+    /// to replace it. A dropped salt's bytes are zeroed once no request holds it.
+    pub fn forget_expired(&self, now: u64) {
+        let current = self.load();
+        if current.days.iter().all(|(d, _)| !expired(*d, now)) {
+            return;
+        }
+        let kept = current
+            .days
+            .iter()
+            .filter(|(d, _)| !expired(*d, now))
+            .cloned()
+            .collect();
+        self.current.store(Arc::new(SaltSet { days: kept }));
+    }
+
     /// Gauges for `/metrics`.
     pub fn gauges(&self, now: u64, out: &mut Vec<Gauge>) {
         out.push(Gauge {
@@ -198,5 +214,21 @@ mod tests {
         assert_eq!(set.get(11).unwrap().0, [2; 32]);
         assert!(set.get(12).is_none());
         assert_eq!(set.days(), [10, 11]);
+    }
+
+    #[test]
+    fn expired_salts_are_forgotten_in_memory() {
+        let salts = Salts::default();
+        let day = 20_000u16;
+        let start = u64::from(day) * SECS_PER_DAY;
+        salts.publish(
+            SaltSet::from_days(vec![(day, Salt([1; 32])), (day + 1, Salt([2; 32]))]),
+            start,
+        );
+        salts.forget_expired(start + DESTROY_AFTER_SECS - 1);
+        assert_eq!(salts.load().days(), [day, day + 1]);
+        salts.forget_expired(start + DESTROY_AFTER_SECS);
+        assert_eq!(salts.load().days(), [day + 1]);
+        assert!(expired(day, start + 47 * 3600) && !expired(day, start + 47 * 3600 - 1));
     }
 }

@@ -155,10 +155,11 @@ pub async fn migrate_with(
     Ok(ran)
 }
 
-/// Lets the tables an insert reaches recognise a retried block by its deduplication token.
-/// Run at every start rather than as a migration, so it takes effect after a server upgrade.
-pub async fn enable_deduplication(db: &Client, version: ServerVersion) -> Result<(), StoreError> {
-    for stmt in schema::dedup_statements(version.features()) {
+/// Lets the tables an insert reaches recognise a retried block by its deduplication token, and
+/// sets the salts' TTL backstop. Run at every start rather than as a migration, so it takes
+/// effect after a server upgrade.
+pub async fn apply_every_start(db: &Client, version: ServerVersion) -> Result<(), StoreError> {
+    for stmt in schema::every_start_statements(version.features()) {
         db.query(&stmt).execute().await?;
     }
     Ok(())

@@ -22,6 +22,8 @@ pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreEr
     let rows: Vec<(u16, String)> = db.query(&sql).fetch_all().await?;
     rows.into_iter()
         .map(|(day, hex)| {
+            // The hex copy is as secret as the salt: wiped once decoded.
+            let hex = zeroize::Zeroizing::new(hex);
             decode_hex(&hex)
                 .map(|b| (day, Salt(b)))
                 .ok_or_else(|| StoreError::Unexpected {
@@ -30,6 +32,26 @@ pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreEr
                 })
         })
         .collect()
+}
+
+/// Destroys every stored salt past its lifetime. Run at start-up before anything else, and by
+/// every refresh.
+pub async fn purge_expired(db: &Client, now: u64) -> Result<Vec<u16>, StoreError> {
+    let mut purged = Vec::new();
+    for day in stored_days(db).await? {
+        if expired(day, now) {
+            destroy(db, day).await?;
+            purged.push(day);
+        }
+    }
+    Ok(purged)
+}
+
+/// The salt keeper's minute: first forget expired salts in memory (even when ClickHouse cannot
+/// be reached, a salt is never kept past its lifetime), then [`refresh`].
+pub async fn keep(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreError> {
+    salts.forget_expired(now);
+    refresh(salts, db, now).await
 }
 
 /// Makes sure today's and tomorrow's salts exist in ClickHouse, adopts the stored ones into
@@ -61,11 +83,7 @@ pub async fn refresh(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreEr
         }
     }
     salts.publish(SaltSet::from_days(days), now);
-    for day in stored_days(db).await? {
-        if expired(day, now) {
-            destroy(db, day).await?;
-        }
-    }
+    purge_expired(db, now).await?;
     Ok(())
 }
 

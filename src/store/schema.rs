@@ -192,6 +192,13 @@ pub const DEDUPLICATED_TABLES: &[&str] = &[
 /// Block hashes each table remembers; at one insert a second, hours of history.
 pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
 
+/// Hours after its day began at which a salt's row expires by TTL, where the server has TTL:
+/// after its day is over, and (with TTL merges at least hourly) gone well within 48 h. The
+/// collector's own partition drop at 47 h does the same on every server.
+pub const SALT_TTL_HOURS: u32 = 40;
+/// How often, at most, a TTL merge is due on the salts table.
+pub const SALT_TTL_MERGE_SECS: u32 = 3600;
+
 /// Statements that make non-replicated tables honour insert deduplication tokens (none for a
 /// server without tokens).
 pub fn dedup_statements(features: Features) -> Vec<String> {
@@ -206,6 +213,33 @@ pub fn dedup_statements(features: Features) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The TTL backstop of the salts table, for tables created by any release (none for a server
+/// without TTL). Current servers also get hourly TTL merges that drop whole parts.
+pub fn salt_ttl_statements(features: Features) -> Vec<String> {
+    let mut out = Vec::new();
+    if features.ttl {
+        out.push(format!(
+            "ALTER TABLE glimpse_salts MODIFY TTL toDateTime(day, 'UTC') + INTERVAL {SALT_TTL_HOURS} HOUR"
+        ));
+    }
+    // Table-level MODIFY SETTING and ttl_only_drop_parts are long settled by the servers that
+    // have deduplication tokens (22.2+).
+    if features.dedup {
+        out.push(format!(
+            "ALTER TABLE glimpse_salts MODIFY SETTING merge_with_ttl_timeout = {SALT_TTL_MERGE_SECS}, ttl_only_drop_parts = 1"
+        ));
+    }
+    out
+}
+
+/// What is applied at every start rather than as a migration, so that it takes effect after a
+/// server upgrade too.
+pub fn every_start_statements(features: Features) -> Vec<String> {
+    let mut out = dedup_statements(features);
+    out.extend(salt_ttl_statements(features));
+    out
 }
 
 /// Everything `glimpse migrate` would run, as one SQL script, for `glimpse schema`.
@@ -226,10 +260,10 @@ pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
             out.push_str(";\n\n");
         }
     }
-    let dedup = dedup_statements(f);
-    if !dedup.is_empty() {
-        out.push_str("\n-- insert deduplication (applied at every start)\n");
-        for stmt in dedup {
+    let every_start = every_start_statements(f);
+    if !every_start.is_empty() {
+        out.push_str("\n-- insert deduplication and the salts' TTL (applied at every start)\n");
+        for stmt in every_start {
             out.push_str(&stmt);
             out.push_str(";\n\n");
         }
@@ -361,5 +395,24 @@ mod tests {
             assert_eq!(added, want, "{table}");
         }
         assert!(!render(visits, OLD.features())[0].contains("IF NOT EXISTS"));
+    }
+
+    #[test]
+    fn salts_get_a_ttl_backstop_where_the_server_has_ttl() {
+        let old = ServerVersion::parse("18.16").unwrap().features();
+        assert!(salt_ttl_statements(old).is_empty());
+        let ttl_only = ServerVersion::parse("19.6").unwrap().features();
+        assert_eq!(salt_ttl_statements(ttl_only).len(), 1);
+        let modern = ServerVersion::parse("26.3").unwrap().features();
+        let stmts = salt_ttl_statements(modern);
+        assert!(stmts[0].contains("INTERVAL 40 HOUR"), "{stmts:?}");
+        assert!(
+            stmts[1].contains("merge_with_ttl_timeout = 3600"),
+            "{stmts:?}"
+        );
+        assert!(every_start_statements(modern).ends_with(&stmts));
+        // Expired by TTL after its day is over and well before the 48 h promise.
+        assert!((24..47).contains(&SALT_TTL_HOURS));
+        assert!(u64::from(SALT_TTL_HOURS) * 3600 + u64::from(SALT_TTL_MERGE_SECS) < 47 * 3600);
     }
 }
