@@ -111,7 +111,8 @@ impl Collector {
             metrics,
             shutdown.clone(),
         ));
-        let periodic = periodic_jobs(&config, &store, &clock, &shutdown);
+        expire_dead_letters(&spool, config.retention.events_days, &clock);
+        let periodic = periodic_jobs(&config, &store, &spool, &clock, &shutdown);
         let db = store.db.clone();
         let ready: server::Probe = Arc::new(move || {
             let db = db.clone();
@@ -274,6 +275,7 @@ fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliver
 fn periodic_jobs(
     config: &Config,
     store: &Store,
+    spool: &Arc<Spool>,
     clock: &Clock,
     shutdown: &Shutdown,
 ) -> Vec<JoinHandle<()>> {
@@ -295,15 +297,16 @@ fn periodic_jobs(
         )
     };
     let retention = {
-        let (db, clock) = (db.clone(), clock.clone());
+        let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
         let (version, days) = (store.version, config.retention.events_days);
         shutdown::every(
             RETENTION_EVERY,
             First::AfterPeriod,
             shutdown.clone(),
             move || {
-                let (db, clock) = (db.clone(), clock.clone());
+                let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
                 async move {
+                    expire_dead_letters(&spool, days, &clock);
                     match store::apply_retention(&db, version, days, clock.now()).await {
                         Ok(dropped) if !dropped.is_empty() => tracing::info!(
                             days = dropped.len(),
@@ -334,6 +337,17 @@ fn periodic_jobs(
         tokio::spawn(retention),
         tokio::spawn(closing),
     ]
+}
+
+/// Applies the retention to dead letters (they hold rows too).
+fn expire_dead_letters(spool: &Spool, events_days: u32, clock: &Clock) {
+    let lifetime = crate::spool::dead_letter_lifetime(events_days);
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(clock.now_millis());
+    match spool.expire_dead_letters(lifetime, now) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(segments = n, "expired dead letters deleted"),
+        Err(e) => tracing::warn!(error = %e, "cannot expire dead letters; will retry"),
+    }
 }
 
 /// Closes the intake and waits for the batcher thread to seal its last segment.

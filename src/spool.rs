@@ -28,6 +28,17 @@ use bytes::Bytes;
 use crate::metrics::Gauge;
 use crate::settings::Reader;
 
+/// How long a dead letter is kept: as long as raw events are (`retention.events_days`), and in
+/// aggregates-only mode only until the visitor ids it holds could no longer be recomputed (the
+/// salt's lifetime), so that no per-visitor hash outlives the retention anywhere.
+pub fn dead_letter_lifetime(events_days: u32) -> Duration {
+    if events_days == 0 {
+        Duration::from_secs(crate::anonymize::DESTROY_AFTER_SECS)
+    } else {
+        Duration::from_secs(u64::from(events_days) * 86_400)
+    }
+}
+
 /// The `[spool]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -99,6 +110,9 @@ pub struct Segment {
     pub corrupt_at: Option<u64>,
     /// The row format of `data` (see `encode::columns_of`).
     pub format: u32,
+    /// The segment's nonce, part of its deduplication token (none in segments of older
+    /// releases).
+    pub nonce: Option<String>,
 }
 
 impl Spool {
@@ -175,8 +189,14 @@ impl Spool {
     }
 
     /// The insert deduplication token of a segment: identical on every retry and replay.
-    pub fn token(&self, seq: u64) -> String {
-        format!("glimpse-{}-{seq}", self.id)
+    /// The insert deduplication token of segment `seq` with `nonce` (from its first record):
+    /// the same for every attempt and replay of that segment, different for any other, even
+    /// when a later run reuses the number after the spool was emptied.
+    pub fn token(&self, seq: u64, nonce: Option<&str>) -> String {
+        match nonce {
+            Some(n) => format!("glimpse-{}-{seq}-{n}", self.id),
+            None => format!("glimpse-{}-{seq}", self.id),
+        }
     }
 
     pub fn path(&self, seq: u64) -> PathBuf {
@@ -237,10 +257,16 @@ impl Spool {
             rows_written: 0,
             len: 0,
         };
-        // The first record names the row format (no rows); segments without one are format 1.
+        // The first record names the row format (no rows; segments without one are format 1)
+        // and a random nonce that makes the segment's deduplication token unique.
         w.append(
             0,
-            format!("{FORMAT_MAGIC}{}", crate::encode::ROW_FORMAT).as_bytes(),
+            format!(
+                "{FORMAT_MAGIC}{} nonce={}",
+                crate::encode::ROW_FORMAT,
+                nonce()
+            )
+            .as_bytes(),
         );
         Ok(w)
     }
@@ -277,6 +303,37 @@ impl Spool {
         self.forget(len);
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         Ok(to)
+    }
+
+    /// Deletes dead letters (and their reasons) quarantined more than `max_age` before `now`:
+    /// they hold rows, which may not outlive the retention of rows. Returns how many went.
+    pub fn expire_dead_letters(
+        &self,
+        max_age: Duration,
+        now: std::time::SystemTime,
+    ) -> io::Result<usize> {
+        let dead = self.dead_letter_dir();
+        let mut removed = 0;
+        for entry in fs::read_dir(&dead)? {
+            let entry = entry?;
+            let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) else {
+                continue;
+            };
+            let quarantined = entry.metadata()?.modified()?;
+            if now
+                .duration_since(quarantined)
+                .is_ok_and(|age| age > max_age)
+            {
+                let _ = fs::remove_file(dead.join(format!("{}.reason", segment_name(seq))));
+                fs::remove_file(entry.path())?;
+                self.dead_letters.fetch_sub(1, Ordering::Relaxed);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&dead)?;
+        }
+        Ok(removed)
     }
 
     fn forget(&self, len: u64) {
@@ -380,6 +437,7 @@ pub fn decode_records(raw: &[u8]) -> Segment {
     let mut rows = 0u64;
     let mut at = 0usize;
     let mut corrupt_at = None;
+    let mut nonce = None;
     while raw.len() - at >= RECORD_HEADER {
         let word = |i: usize| {
             let b = &raw[at + i * 4..at + i * 4 + 4];
@@ -400,7 +458,11 @@ pub fn decode_records(raw: &[u8]) -> Segment {
             .ok()
             .and_then(|b| b.strip_prefix(FORMAT_MAGIC))
         {
-            Some(v) if n == 0 && at == 0 => format = v.parse().unwrap_or(0),
+            Some(v) if n == 0 && at == 0 => {
+                let (number, rest) = v.split_once(' ').unwrap_or((v, ""));
+                format = number.parse().unwrap_or(0);
+                nonce = rest.strip_prefix("nonce=").map(str::to_owned);
+            }
             _ => data.extend_from_slice(body),
         }
         rows += u64::from(n);
@@ -412,7 +474,21 @@ pub fn decode_records(raw: &[u8]) -> Segment {
         torn_bytes: (raw.len() - at) as u64,
         corrupt_at,
         format,
+        nonce,
     }
+}
+
+/// 64 random bits, in hex.
+fn nonce() -> String {
+    let mut raw = [0u8; 8];
+    // Without the OS random source a clock-derived value still differs between runs.
+    if getrandom::fill(&mut raw).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        raw = nanos.to_le_bytes();
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn segment_name(seq: u64) -> String {
@@ -443,7 +519,13 @@ mod tests {
 
     /// Bytes of the row-format record every segment opens with.
     fn header() -> u64 {
-        (RECORD_HEADER + FORMAT_MAGIC.len() + crate::encode::ROW_FORMAT.to_string().len()) as u64
+        let record = format!(
+            "{}{} nonce={}",
+            FORMAT_MAGIC,
+            crate::encode::ROW_FORMAT,
+            nonce()
+        );
+        (RECORD_HEADER + record.len()) as u64
     }
 
     #[test]
@@ -549,14 +631,79 @@ mod tests {
                 w.append(1, b"x");
                 w.commit().unwrap();
             }
-            spool.token(5)
+            spool.token(5, Some("n"))
         };
         let (spool, existing) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(existing, vec![1, 2, 3]);
         assert_eq!(spool.next_seq(), 4);
         assert_eq!(spool.segments(), 3);
         assert_eq!(spool.bytes(), 3 * (header() + RECORD_HEADER as u64 + 1));
-        assert_eq!(spool.token(5), token, "tokens survive restarts");
+        assert_eq!(spool.token(5, Some("n")), token, "tokens survive restarts");
+    }
+
+    /// Once a spool is empty, a later run numbers segments from 1 again: their tokens must not
+    /// be the earlier segments' (the server would drop them as retries), while a replayed
+    /// segment keeps its own.
+    #[test]
+    fn a_reused_segment_number_gets_a_new_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_of = |spool: &Spool, seq| {
+            let seg = spool.read(seq).unwrap();
+            spool.token(seq, seg.nonce.as_deref())
+        };
+        let first = {
+            let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+            let mut w = spool.create(1).unwrap();
+            w.commit().unwrap();
+            let token = token_of(&spool, 1);
+            assert_eq!(token_of(&spool, 1), token, "a replay keeps its token");
+            spool.remove(1).unwrap();
+            token
+        };
+        let (spool, existing) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(existing.is_empty());
+        assert_eq!(spool.next_seq(), 1, "numbers start again");
+        let mut w = spool.create(1).unwrap();
+        w.commit().unwrap();
+        assert_ne!(token_of(&spool, 1), first);
+    }
+
+    #[test]
+    fn dead_letters_expire_with_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        for seq in [1, 2] {
+            let mut w = spool.create(seq).unwrap();
+            w.commit().unwrap();
+            spool.quarantine(seq, "Code: 27").unwrap();
+        }
+        let dead = spool.dead_letter_dir();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+        File::options()
+            .write(true)
+            .open(dead.join(segment_name(1)))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            spool
+                .expire_dead_letters(dead_letter_lifetime(7), now)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            spool
+                .expire_dead_letters(dead_letter_lifetime(2), now)
+                .unwrap(),
+            1
+        );
+        assert!(!dead.join(segment_name(1)).exists());
+        assert!(!dead.join(format!("{}.reason", segment_name(1))).exists());
+        assert!(dead.join(segment_name(2)).exists());
+        assert_eq!(spool.dead_letters(), 1);
+        // Aggregates-only mode keeps them no longer than the salt that made their visitor ids.
+        assert_eq!(dead_letter_lifetime(0), Duration::from_secs(47 * 3600));
     }
 
     #[test]

@@ -366,6 +366,42 @@ async fn a_full_disk_refuses_what_it_cannot_write_and_recovers() {
     g.stop().await;
 }
 
+/// Dead letters hold rows, so they follow the rows' retention: an old one is gone once the
+/// collector starts; in aggregates-only mode none outlives the salt's 47 hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_follow_the_retention() {
+    let ch = ClickHouse::start();
+    for (events_days, age_hours, kept) in [
+        (30, 24 * 29, true),
+        (30, 24 * 31, false),
+        (0, 46, true),
+        (0, 48, false),
+    ] {
+        let mut cfg = test_config(&ch, DB);
+        cfg.retention.events_days = events_days;
+        let dead = cfg.spool.dir.join("dead-letter");
+        std::fs::create_dir_all(&dead).unwrap();
+        let segment = dead.join("00000000000000000007.seg");
+        std::fs::write(&segment, b"rows").unwrap();
+        std::fs::write(dead.join("00000000000000000007.seg.reason"), b"Code: 27").unwrap();
+        let then = std::time::SystemTime::now() - Duration::from_secs(age_hours * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let g = Glimpse::start(cfg).await;
+        assert_eq!(
+            segment.exists(),
+            kept,
+            "events_days {events_days}, quarantined {age_hours} h ago"
+        );
+        g.stop().await;
+        let _ = std::fs::remove_file(&segment);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_clickhouse_rejects_goes_to_dead_letter_and_the_rest_flows() {
     let ch = ClickHouse::start();
@@ -394,6 +430,16 @@ async fn a_segment_clickhouse_rejects_goes_to_dead_letter_and_the_rest_flows() {
     let dead = cfg.spool.dir.join("dead-letter");
     let reason = std::fs::read_to_string(dead.join("00000000000000000001.seg.reason")).unwrap();
     assert!(reason.starts_with("Code: "), "{reason}");
+    // Only the code sits next to the rows: the server's message (which can quote row data)
+    // goes to the log.
+    assert!(
+        reason.contains("message is in the collector's log"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("RowBinary") && reason.len() < 120,
+        "{reason}"
+    );
     assert!(dead.join("00000000000000000001.seg").exists());
     assert_eq!(g.spool.dead_letters(), 1);
     assert_eq!(g.metrics.insert_rejected.get(), 1);

@@ -69,9 +69,10 @@ impl Deliverer {
         }
         if segment.rows > 0 {
             let client = if self.dedup_token {
-                self.client
-                    .clone()
-                    .with_setting("insert_deduplication_token", self.spool.token(seq))
+                self.client.clone().with_setting(
+                    "insert_deduplication_token",
+                    self.spool.token(seq, segment.nonce.as_deref()),
+                )
             } else {
                 self.client.clone()
             };
@@ -88,7 +89,15 @@ impl Deliverer {
                     Err(Failure::Deterministic { code, message }) => {
                         self.metrics.insert_rejected.inc();
                         tracing::error!(segment = seq, rows = segment.rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
-                        self.quarantine(seq, &format!("Code: {code}: {message}"));
+                        // The server's message can quote row data: it goes to the log above,
+                        // and only the code sits next to the rows.
+                        self.quarantine(
+                            seq,
+                            &format!(
+                                "Code: {code}: ClickHouse rejected the rows as invalid; its \
+                                 message is in the collector's log"
+                            ),
+                        );
                         return;
                     }
                     Err(Failure::Transient(message)) => {
