@@ -16,13 +16,16 @@ QUERIES = REPO / "schema" / "queries"
 OUT = REPO / "deploy" / "grafana" / "dashboards" / "glimpse.json"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "glimpse-clickhouse"}
 
-# Grafana stand-ins for the placeholders; tests/queries.rs applies the inverse.
+# Grafana stand-ins for the placeholders; tests/queries.rs applies the inverse. No variable
+# reaches SQL as typed: Grafana percent-encodes it (`:percentencode` leaves only letters, digits,
+# `-._~` and `%XX`), so inside a quoted literal it can close nothing, whatever a viewer puts in
+# the URL, and ClickHouse decodes it back to a plain value. Rows per table are fixed here.
 MACROS = {
-    "{site}": "'${site}'",
+    "{site}": "decodeURLComponent('${site:percentencode}')",
     "{from}": "toDate($__fromTime)",
     "{to}": "toDate($__toTime)",
-    "{k}": "${k}",
-    "{limit}": "${limit}",
+    "{k}": "toUInt32OrZero(decodeURLComponent('${k:percentencode}'))",
+    "{limit}": "100",
 }
 
 # (title, query file, dimension, panel type, width)
@@ -93,10 +96,17 @@ def dashboard():
         }
         panels.append(panel)
         x += width
-    variable = lambda name, query, default: {
-        "name": name, "label": name, "type": query and "query" or "textbox",
-        **({"query": query, "datasource": DATASOURCE, "refresh": 1} if query else {"query": default}),
-        "current": {"text": default, "value": default},
+    site = {
+        "name": "site", "label": "site", "type": "query",
+        "query": "SELECT DISTINCT site FROM stats_hourly ORDER BY site",
+        "datasource": DATASOURCE, "refresh": 1, "allowCustomValue": False,
+        "current": {"text": "", "value": ""},
+    }
+    # k-anonymity is the operator's policy, not a viewer's choice: a constant, set here or in
+    # the provisioned copy, hidden from the dashboard.
+    k = {
+        "name": "k", "label": "k", "type": "constant", "hide": 2, "query": "0",
+        "current": {"text": "0", "value": "0"},
     }
     return {
         "uid": "glimpse",
@@ -105,11 +115,7 @@ def dashboard():
         "timezone": "utc",
         "schemaVersion": 39,
         "time": {"from": "now-7d/d", "to": "now"},
-        "templating": {"list": [
-            variable("site", "SELECT DISTINCT site FROM stats_hourly ORDER BY site", ""),
-            variable("k", None, "0"),
-            variable("limit", None, "10"),
-        ]},
+        "templating": {"list": [site, k]},
         "panels": panels,
     }
 

@@ -192,6 +192,15 @@ pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreEr
     let (server, db) = store::clients(&config.clickhouse);
     let version = store::server_version(&server).await?;
     tracing::info!(%version, "connected to ClickHouse");
+    if !version.features().access_control {
+        tracing::warn!(
+            %version,
+            "this ClickHouse has no per-table access control: ANY user who can read the database \
+             can read glimpse_salts and so recompute today's visitor ids. Give dashboards and \
+             Grafana no user on this server, or upgrade to 20.4+ and apply \
+             deploy/clickhouse/grants.sql"
+        );
+    }
     store::migrate(&server, &db, &config.clickhouse.database, version).await?;
     // Salts past their lifetime go before anything else happens.
     let purged = store::salts::purge_expired(&db, clock.now()).await?;

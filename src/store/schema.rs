@@ -68,6 +68,8 @@ impl ServerVersion {
             dedup: at_least(22, 2),
             // ADD COLUMN IF NOT EXISTS is missing in 18.16; present in every 20.x.
             add_column_if_not_exists: at_least(20, 1),
+            // CREATE ROLE / GRANT arrived in 20.4 (deploy/clickhouse/grants.sql needs them).
+            access_control: at_least(20, 4),
         }
     }
 }
@@ -86,6 +88,8 @@ pub struct Features {
     /// Inserts can carry a deduplication token that non-replicated tables honour.
     pub dedup: bool,
     pub add_column_if_not_exists: bool,
+    /// SQL access control: per-table grants, so dashboard users can be kept from the salts.
+    pub access_control: bool,
 }
 
 /// The statements of one SQL file, rendered for a server with `features`.
