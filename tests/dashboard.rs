@@ -196,6 +196,24 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             "{row}"
         );
     }
+    // And in every other breakdown: properties, entry and exit pages, revenue.
+    for (path, label, count) in [
+        ("stats/breakdown?site_id=a.com&property=event:props", "value", "visitors"),
+        ("stats/breakdown?site_id=a.com&property=visit:entry_page", "entry_page", "visits"),
+        ("stats/breakdown?site_id=a.com&property=visit:exit_page", "exit_page", "visits"),
+        ("stats/revenue?site_id=a.com", "event", "events"),
+    ] {
+        let (status, body) = get(&format!("{}/api/v1/{path}", k.url), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let rows = body["results"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{path}");
+        for row in rows {
+            assert!(
+                row[label] == "(other)" || row[count].as_u64().unwrap() >= 3,
+                "{path}: {row}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

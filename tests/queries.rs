@@ -174,9 +174,33 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
 
     let dropped = run("dropped", &params("page", 0));
     assert_eq!(dropped, [["http_client", "1"].map(String::from)]);
+
+    // k-anonymity everywhere, not only in breakdowns: with k = 4, every row shown by name
+    // counts at least 4 (visitors for properties, visits for entry and exit pages, events for
+    // revenue), and what is folded still adds up.
+    for (name, label, count) in [
+        ("event_props", 2, 4),
+        ("entry_pages", 0, 1),
+        ("exit_pages", 0, 1),
+        ("revenue", 0, 3),
+    ] {
+        let all = run(name, &params("page", 0));
+        let folded = run(name, &params("page", 4));
+        let small = all.iter().filter(|r| r[count].parse::<u64>().unwrap() < 4).count();
+        assert!(small > 0, "{stage}: {name} has rows to fold: {all:?}");
+        for row in &folded {
+            assert!(
+                row[label] == "(other)" || row[count].parse::<u64>().unwrap() >= 4,
+                "{stage}: {name} shows {row:?} with k = 4"
+            );
+        }
+        let total = |rows: &[Vec<String>]| -> u64 {
+            rows.iter().map(|r| r[count].parse::<u64>().unwrap()).sum()
+        };
+        assert_eq!(total(&folded), total(&all), "{stage}: {name} adds up");
+    }
 }
 
-/// The provisioned Grafana dashboard runs exactly the query files: each panel's SQL, with
 /// A variable as Grafana's `:percentencode` format writes it: everything but letters, digits and
 /// `-._~` percent-encoded (encodeURIComponent, strict).
 fn percentencode(value: &str) -> String {
