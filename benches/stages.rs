@@ -173,6 +173,10 @@ fn stages(c: &mut Criterion) {
             timeout: Duration::from_secs(1800),
             max_open: 100_000,
         }),
+        bounds: glimpse::cardinality::Bounds::new(glimpse::cardinality::Settings {
+            values_per_day: 10_000,
+            tracked_values: 1_000_000,
+        }),
         intake,
     };
     c.bench_function("pipeline/prepare", |b| {

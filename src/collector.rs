@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::anonymize::Salts;
 use crate::batch::{self, Intake};
+use crate::cardinality::Bounds;
 use crate::classify::{Classifier, Geo};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -209,6 +210,7 @@ pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreEr
     }
     let days = config.retention.events_days;
     store::apply_retention(&db, version, days, clock.now()).await?;
+    store::apply_aggregate_retention(&db, config.retention.aggregates_days, clock.now()).await?;
     store::apply_every_start(&db, version).await?;
     let salts = Arc::new(Salts::default());
     store::salts::refresh(&salts, &db, clock.now()).await?;
@@ -248,6 +250,7 @@ pub fn ingest(
         rules,
         salts,
         visits: Visits::new(config.visits),
+        bounds: Bounds::new(config.limits.clone()),
         clock,
         metrics,
         drops,
@@ -308,6 +311,7 @@ fn periodic_jobs(
     let retention = {
         let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
         let (version, days) = (store.version, config.retention.events_days);
+        let aggregates_days = config.retention.aggregates_days;
         shutdown::every(
             RETENTION_EVERY,
             First::AfterPeriod,
@@ -323,6 +327,17 @@ fn periodic_jobs(
                         ),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "retention run failed; will retry"),
+                    }
+                    match store::apply_aggregate_retention(&db, aggregates_days, clock.now()).await
+                    {
+                        Ok(dropped) if !dropped.is_empty() => tracing::info!(
+                            partitions = dropped.len(),
+                            "expired aggregate months dropped"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "aggregate retention failed; will retry")
+                        }
                     }
                 }
             },

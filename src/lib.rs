@@ -8,13 +8,14 @@
 //!    a datacenter, or excluded by the site's shields?
 //! 4. [`anonymize`]: visitor id from the daily salt; the IP and user agent stop here
 //! 5. [`visits`]: what the event changes about its visit
-//! 6. [`encode`]: the stored row, in ClickHouse RowBinary
-//! 7. [`batch`]: rows gathered into batch-sized segments, group-committed to the [`spool`]
-//! 8. [`spool`]: the on-disk segments, kept until ClickHouse acknowledges them
-//! 9. [`deliver`]: segments inserted into ClickHouse in order, transient failures retried
-//! 10. [`store`]: the ClickHouse schema, migrations, retention, salts and closed days
+//! 6. [`cardinality`]: per site and day, at most so many distinct values per dimension
+//! 7. [`encode`]: the stored row, in ClickHouse RowBinary
+//! 8. [`batch`]: rows gathered into batch-sized segments, written to the [`spool`]
+//! 9. [`spool`]: the on-disk segments, kept until ClickHouse acknowledges them
+//! 10. [`deliver`]: segments inserted into ClickHouse in order, transient failures retried
+//! 11. [`store`]: the ClickHouse schema, migrations, retention, salts and closed days
 //!
-//! [`pipeline`] runs stages 1–7 for a request; [`server`] is the collector's HTTP routes on the
+//! [`pipeline`] runs stages 1–8 for a request; [`server`] is the collector's HTTP routes on the
 //! shared [`front`]; [`collector`] wires everything together.
 //!
 //! The `mod` lines below are the layer order, lowest first: a module may use only modules
@@ -35,6 +36,7 @@ pub mod classify;
 pub mod filter;
 pub mod anonymize;
 pub mod visits;
+pub mod cardinality;
 pub mod encode;
 pub mod spool;
 pub mod batch;

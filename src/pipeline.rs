@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use std::borrow::Cow;
+
 use crate::anonymize::{self, Salts};
 use crate::batch::{Intake, Refused, Rows};
+use crate::cardinality::{Bounds, Dim, OTHER};
 use crate::classify::Classifier;
 use crate::clock::{Clock, day_of};
 use crate::drops::DropCounts;
@@ -51,6 +54,7 @@ pub struct Pipeline {
     pub rules: Rules,
     pub salts: Arc<Salts>,
     pub visits: Visits,
+    pub bounds: Bounds,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub drops: Arc<DropCounts>,
@@ -113,8 +117,18 @@ impl Pipeline {
         let payload = &accepted.event.payload;
         let pageview = payload.name == "pageview";
         let mut bytes = Vec::with_capacity(256);
-        for (_, site) in &accepted.sites {
-            let paths = Paths::of(&accepted, site);
+        for &(index, site) in &accepted.sites {
+            let bounds = &self.bounds;
+            let mut paths = Paths::of(&accepted, site);
+            for (dim, path) in [
+                (Dim::Page, &mut paths.pathname),
+                (Dim::Referrer, &mut paths.referrer),
+            ] {
+                let folded = bounds.keep(index, day, dim, path) == OTHER;
+                if folded {
+                    *path = Cow::Borrowed(OTHER);
+                }
+            }
             let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
             let step = self.visits.step(
                 visitor,
@@ -123,8 +137,32 @@ impl Pipeline {
                 payload.interactive,
                 &paths.pathname,
             );
-            Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step)
-                .encode(&mut bytes);
+            let props: Vec<(Cow<'_, str>, Cow<'_, str>)> = payload
+                .props
+                .iter()
+                .map(|(k, v)| {
+                    let (k, v) = bounds.keep_prop(index, day, k, v);
+                    (Cow::Borrowed(k), Cow::Borrowed(v))
+                })
+                .collect();
+            let mut row = Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step);
+            row.hostname = bounds.keep(index, day, Dim::Hostname, row.hostname);
+            row.referrer_source = bounds.keep(index, day, Dim::Source, row.referrer_source);
+            for utm in [
+                &mut row.utm_source,
+                &mut row.utm_medium,
+                &mut row.utm_campaign,
+                &mut row.utm_content,
+                &mut row.utm_term,
+            ] {
+                *utm = bounds.keep(index, day, Dim::Utm, utm);
+            }
+            row.name = bounds.keep(index, day, Dim::Event, row.name);
+            row.browser_version = bounds.keep(index, day, Dim::Version, row.browser_version);
+            row.os_version = bounds.keep(index, day, Dim::Version, row.os_version);
+            row.region = bounds.keep(index, day, Dim::Region, row.region);
+            row.props = &props;
+            row.encode(&mut bytes);
         }
         Ok(Rows {
             count: accepted.sites.len() as u32,
@@ -146,5 +184,6 @@ impl Pipeline {
         self.intake.gauges(out);
         self.salts.gauges(self.clock.now(), out);
         self.visits.gauges(out);
+        self.bounds.gauges(out);
     }
 }

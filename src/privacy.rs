@@ -159,10 +159,16 @@ pub fn statement(config: &Config) -> String {
             config.retention.events_days
         )
     };
+    let aggregates = match config.retention.aggregates_days {
+        0 => String::new(),
+        days => format!(
+            " Aggregated counts are deleted a month at a time, once the month is {days} days old."
+        ),
+    };
     let _ = writeln!(
         out,
-        "{retention} Automated traffic (bots, crawlers, spam) is filtered out and only counted \
-         per day by the reason it was filtered."
+        "{retention}{aggregates} Automated traffic (bots, crawlers, spam) is filtered out and \
+         only counted per day by the reason it was filtered."
     );
     out
 }

@@ -331,6 +331,81 @@ async fn no_query_email_or_token_is_stored_anywhere() {
     assert_eq!(props, [["['https://out.example/x','(email)']"]]);
 }
 
+/// A flood of unique values (paths, event names, property values, host names) from one client:
+/// without a bound every one becomes an aggregate row that is kept forever; with
+/// `limits.values_per_day` the long tail is stored as "(other)" and counted, and the aggregate
+/// tables stop growing. Prints both measurements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_value_flood_is_bounded_per_site_and_day() {
+    let ch = ClickHouse::start();
+    let mut measured = Vec::new();
+    for (db, per_day) in [("glimpse_unbounded", 10_000_000), ("glimpse_bounded", 50)] {
+        let mut cfg = test_config(&ch, db);
+        cfg.limits.values_per_day = per_day;
+        let g = Glimpse::start(cfg).await;
+        for n in 0..400 {
+            let body = if n % 2 == 0 {
+                serde_json::json!({"n": "pageview", "u": format!("https://x{n}.a.com/flood/{n}"), "d": "a.com"})
+            } else {
+                serde_json::json!({"n": format!("ev{n}"), "u": "https://a.com/", "p": {"k": format!("v{n}")}})
+            };
+            let r = g.send(&body.to_string(), UA_FIREFOX, "203.0.113.90").await;
+            assert_eq!((r.status, r.dropped), (202, None), "{body}");
+        }
+        // A value seen before the bound was reached is still stored by name.
+        let again =
+            serde_json::json!({"n": "pageview", "u": "https://x0.a.com/flood/0", "d": "a.com"});
+        let again = g.send(&again.to_string(), UA_FIREFOX, "203.0.113.90").await;
+        assert_eq!((again.status, again.dropped), (202, None));
+        let metrics = g.metrics().await;
+        g.stop().await;
+        assert_eq!(
+            ch.count(db, "SELECT count() FROM events"),
+            401,
+            "every event is stored"
+        );
+        for t in ["stats_daily", "props_daily"] {
+            ch.sql(db, &format!("OPTIMIZE TABLE {t} FINAL"));
+        }
+        let keys = ch.count(
+            db,
+            "SELECT (SELECT count() FROM stats_daily) + (SELECT count() FROM props_daily)",
+        );
+        let bytes = ch.count(
+            db,
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() \
+             AND active AND table IN ('stats_daily', 'props_daily')",
+        );
+        let pages = ch.count(
+            db,
+            "SELECT uniqExact(value) FROM stats_daily WHERE dimension = 'page'",
+        );
+        measured.push((db, keys, bytes, pages, metrics));
+    }
+    let (_, keys_free, bytes_free, pages_free, _) = &measured[0];
+    let (_, keys_bound, bytes_bound, pages_bound, metrics) = &measured[1];
+    println!(
+        "unique-value flood of 400 events: {keys_free} aggregate rows ({bytes_free} bytes) \
+         unbounded, {keys_bound} rows ({bytes_bound} bytes) with 50 values per site, day and \
+         dimension"
+    );
+    assert!(*pages_free >= 200, "{pages_free}");
+    assert_eq!(*pages_bound, 51, "50 pages by name and (other)");
+    assert!(keys_bound * 3 < *keys_free, "{keys_bound} vs {keys_free}");
+    let folded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("glimpse_values_folded "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(folded >= 150.0, "{folded}");
+    let stored_again = ch.count(
+        "glimpse_bounded",
+        "SELECT count() FROM events WHERE pathname = '/flood/0'",
+    );
+    assert_eq!(stored_again, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_match_raw_counts() {
     let ch = ClickHouse::start();
@@ -743,6 +818,49 @@ async fn retention_drops_whole_expired_days() {
         &format!("SELECT intDiv({now} - toUInt32(timestamp), 86400) AS d FROM events ORDER BY d"),
     );
     assert_eq!(left.concat(), ["0", "1", "29"]);
+}
+
+/// `retention.aggregates_days` drops whole months of every aggregate table once their last day
+/// is that old; 0 keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_retention_drops_whole_expired_months() {
+    let ch = ClickHouse::start();
+    let g = Glimpse::start(test_config(&ch, DB)).await;
+    g.stop().await;
+    let now = Clock::default().now();
+    let today = day_of(now);
+    for days_ago in [400u16, 100, 0] {
+        let day = glimpse::clock::date_string(today - days_ago);
+        ch.sql(
+            DB,
+            &format!("INSERT INTO dropped_daily (site, day, reason, events) VALUES ('a.com', '{day}', 'crawler', 1)"),
+        );
+        ch.sql(
+            DB,
+            &format!("INSERT INTO closed_days (site, day, generation, pageviews, events, visitors) VALUES ('a.com', '{day}', 1, 1, 0, 1)"),
+        );
+    }
+    let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
+    assert!(
+        store::apply_aggregate_retention(&db, 0, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dropped = store::apply_aggregate_retention(&db, 60, now)
+        .await
+        .unwrap();
+    let tables: std::collections::BTreeSet<&str> = dropped.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        tables,
+        ["closed_days", "dropped_daily"].into(),
+        "{dropped:?}"
+    );
+    assert_eq!(dropped.len(), 4, "two months in each: {dropped:?}");
+    for table in ["dropped_daily", "closed_days"] {
+        let left = ch.count(DB, &format!("SELECT count() FROM {table}"));
+        assert_eq!(left, 1, "{table} keeps this month");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,9 +198,21 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     }
     // And in every other breakdown: properties, entry and exit pages, revenue.
     for (path, label, count) in [
-        ("stats/breakdown?site_id=a.com&property=event:props", "value", "visitors"),
-        ("stats/breakdown?site_id=a.com&property=visit:entry_page", "entry_page", "visits"),
-        ("stats/breakdown?site_id=a.com&property=visit:exit_page", "exit_page", "visits"),
+        (
+            "stats/breakdown?site_id=a.com&property=event:props",
+            "value",
+            "visitors",
+        ),
+        (
+            "stats/breakdown?site_id=a.com&property=visit:entry_page",
+            "entry_page",
+            "visits",
+        ),
+        (
+            "stats/breakdown?site_id=a.com&property=visit:exit_page",
+            "exit_page",
+            "visits",
+        ),
         ("stats/revenue?site_id=a.com", "event", "events"),
     ] {
         let (status, body) = get(&format!("{}/api/v1/{path}", k.url), Some(TOKEN)).await;

@@ -118,6 +118,12 @@ fn the_binary_prints_it_from_the_effective_config() {
         ("GLIMPSE_RETENTION_EVENTS_DAYS", "0"),
     ]);
     assert!(aggregates.contains("Individual events are not stored at all"));
+    assert!(!aggregates.contains("a month at a time"), "aggregates kept by default");
+    let limited = run(&[
+        ("GLIMPSE_SITES", "example.com"),
+        ("GLIMPSE_RETENTION_AGGREGATES_DAYS", "400"),
+    ]);
+    assert!(limited.contains("once the month is 400 days old"), "{limited}");
 }
 
 /// The script browsers get (the minified one, without comments) names no storage API.

@@ -186,7 +186,10 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
     ] {
         let all = run(name, &params("page", 0));
         let folded = run(name, &params("page", 4));
-        let small = all.iter().filter(|r| r[count].parse::<u64>().unwrap() < 4).count();
+        let small = all
+            .iter()
+            .filter(|r| r[count].parse::<u64>().unwrap() < 4)
+            .count();
         assert!(small > 0, "{stage}: {name} has rows to fold: {all:?}");
         for row in &folded {
             assert!(

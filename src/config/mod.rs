@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use crate::model::Site;
 use crate::settings::{self, Reader};
 use crate::visits;
-use crate::{batch, classify, clientip, dashboard, filter, front, ratelimit, server, spool, store};
+use crate::{batch, cardinality, classify, clientip, dashboard, filter, front, ratelimit, server};
+use crate::{spool, store};
 
 pub use settings::ConfigError;
 
@@ -33,6 +34,7 @@ pub struct Config {
     pub rate_limit: ratelimit::Settings,
     pub filter: filter::Settings,
     pub visits: visits::Settings,
+    pub limits: cardinality::Settings,
     pub dashboard: dashboard::Settings,
     pub metrics: server::MetricsSettings,
     pub log: Log,
@@ -72,6 +74,7 @@ impl Config {
             rate_limit: ratelimit::Settings::read(&mut r),
             filter: filter::Settings::read(&mut r),
             visits: visits::Settings::read(&mut r),
+            limits: cardinality::Settings::read(&mut r),
             dashboard: dashboard::Settings::read(&mut r),
             metrics: server::MetricsSettings::read(&mut r),
             log: Log {

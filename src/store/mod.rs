@@ -38,12 +38,16 @@ impl Settings {
 pub struct Retention {
     /// Days raw events are kept; 0 = aggregates-only mode: raw events are never stored.
     pub events_days: u32,
+    /// Days aggregates are kept; 0 = kept. They are partitioned by month: a month goes once its
+    /// last day is this many days old.
+    pub aggregates_days: u32,
 }
 
 impl Retention {
     pub(crate) fn read(r: &mut Reader) -> Retention {
         Retention {
             events_days: r.bounded("retention.events_days", 30, 0, 36_500) as u32,
+            aggregates_days: r.bounded("retention.aggregates_days", 0, 0, 36_500) as u32,
         }
     }
 }
@@ -193,6 +197,56 @@ pub async fn apply_retention(
     Ok(dropped)
 }
 
+/// Drops the months of every aggregate table whose last day is `aggregates_days` old or more;
+/// `0` keeps everything. Returns the (table, `YYYYMM`) partitions dropped.
+pub async fn apply_aggregate_retention(
+    db: &Client,
+    aggregates_days: u32,
+    now: u64,
+) -> Result<Vec<(&'static str, String)>, StoreError> {
+    let mut dropped = Vec::new();
+    if aggregates_days == 0 {
+        return Ok(dropped);
+    }
+    let today = u32::from(day_of(now));
+    for &table in schema::AGGREGATE_TABLES {
+        let ids: Vec<String> = db
+            .query(
+                "SELECT DISTINCT partition_id FROM system.parts \
+                 WHERE database = currentDatabase() AND table = ? AND active",
+            )
+            .bind(table)
+            .fetch_all()
+            .await?;
+        for id in ids {
+            let last_day = month_last_day(&id).ok_or_else(|| StoreError::Unexpected {
+                table,
+                detail: format!("partition id {id:?}"),
+            })?;
+            if u32::from(last_day) + aggregates_days <= today {
+                db.query(&format!("ALTER TABLE {table} DROP PARTITION {id}"))
+                    .execute()
+                    .await?;
+                dropped.push((table, id));
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+/// The last day of a `YYYYMM` partition's month.
+fn month_last_day(id: &str) -> Option<u16> {
+    if id.len() != 6 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m): (u32, u32) = (id[..4].parse().ok()?, id[4..].parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    parse_partition_id(&format!("{ny:04}{nm:02}01")).map(|first| first - 1)
+}
+
 /// Days of the active partitions of a table partitioned by a `Date`.
 pub(crate) async fn partition_days(
     db: &Client,
@@ -249,6 +303,16 @@ pub(crate) async fn drop_day_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn month_partitions_end_on_their_last_day() {
+        let day = |s: &str| parse_partition_id(s).unwrap();
+        assert_eq!(month_last_day("202602"), Some(day("20260228")));
+        assert_eq!(month_last_day("202412"), Some(day("20241231")));
+        assert_eq!(month_last_day("202402"), Some(day("20240229")));
+        assert_eq!(month_last_day("2024"), None);
+        assert_eq!(month_last_day("202413"), None);
+    }
 
     #[test]
     fn partition_ids_round_trip() {

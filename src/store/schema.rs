@@ -183,6 +183,20 @@ fn matching_paren(s: &str) -> Option<usize> {
     None
 }
 
+/// Tables of aggregates, each partitioned by month (`retention.aggregates_days` drops months).
+pub const AGGREGATE_TABLES: &[&str] = &[
+    "stats_hourly",
+    "stats_daily",
+    "revenue_daily",
+    "props_daily",
+    "visits_hourly",
+    "visit_pages_daily",
+    "dropped_daily",
+    "closed_days",
+    "stats_hourly_closed",
+    "stats_daily_closed",
+];
+
 /// Tables an insert reaches (through the views) whose blocks are deduplicated by token.
 pub const DEDUPLICATED_TABLES: &[&str] = &[
     "events",

@@ -1,0 +1,259 @@
+//! Cardinality: per site and UTC day, each free-text dimension of the stored row keeps at most
+//! `limits.values_per_day` distinct values; later new values are stored as [`OTHER`] and counted.
+//! Every distinct value becomes an aggregate row that is kept, so without this bound a client
+//! that sends unique paths (or property values, event names, host names ...) grows storage
+//! without limit. Values already seen that day are always kept, so real traffic is unaffected
+//! until a site really has that many distinct values in a day.
+//!
+//! Memory is bounded too: values are tracked by a 64-bit keyed hash, and once
+//! `limits.tracked_values` are tracked over all sites, new values fold everywhere until the day
+//! changes. The bound is per collector: several collectors each admit up to the limit.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::metrics::{Counter, Gauge};
+use crate::settings::Reader;
+
+/// What a value past the bound is stored as.
+pub const OTHER: &str = "(other)";
+
+/// The dimensions whose values come from the request and are unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Page,
+    Hostname,
+    Referrer,
+    Source,
+    Utm,
+    Event,
+    Prop,
+    Version,
+    Region,
+}
+
+impl Dim {
+    pub const ALL: [Dim; 9] = [
+        Dim::Page,
+        Dim::Hostname,
+        Dim::Referrer,
+        Dim::Source,
+        Dim::Utm,
+        Dim::Event,
+        Dim::Prop,
+        Dim::Version,
+        Dim::Region,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::Page => "page",
+            Dim::Hostname => "hostname",
+            Dim::Referrer => "referrer",
+            Dim::Source => "source",
+            Dim::Utm => "utm",
+            Dim::Event => "event",
+            Dim::Prop => "prop",
+            Dim::Version => "version",
+            Dim::Region => "region",
+        }
+    }
+}
+
+/// The `[limits]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Distinct values per site, day and dimension.
+    pub values_per_day: usize,
+    /// Distinct values tracked in memory over all sites and dimensions (about 40 bytes each).
+    pub tracked_values: usize,
+}
+
+impl Settings {
+    pub(crate) fn read(r: &mut Reader) -> Settings {
+        Settings {
+            values_per_day: r.bounded("limits.values_per_day", 10_000, 10, 10_000_000) as usize,
+            tracked_values: r.bounded("limits.tracked_values", 1_000_000, 1_000, 1_000_000_000)
+                as usize,
+        }
+    }
+}
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    day: u16,
+    seen: HashMap<(usize, Dim), HashSet<u64>>,
+}
+
+pub struct Bounds {
+    settings: Settings,
+    key: RandomState,
+    shards: Vec<Mutex<Shard>>,
+    tracked: AtomicUsize,
+    folded: [Counter; Dim::ALL.len()],
+}
+
+impl Bounds {
+    pub fn new(settings: Settings) -> Bounds {
+        Bounds {
+            settings,
+            key: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            tracked: AtomicUsize::new(0),
+            folded: Default::default(),
+        }
+    }
+
+    /// `value` if site `site` may store it on `day` in `dim`, else [`OTHER`].
+    pub fn keep<'v>(&self, site: usize, day: u16, dim: Dim, value: &'v str) -> &'v str {
+        if value.is_empty() || self.admit(site, day, dim, self.key.hash_one((dim as u8, value))) {
+            value
+        } else {
+            self.folded[dim as usize].inc();
+            OTHER
+        }
+    }
+
+    /// A custom property as site `site` may store it on `day`: itself; its value as [`OTHER`]
+    /// when the key is known but the value past the bound; both as [`OTHER`] when the key is.
+    pub fn keep_prop<'v>(
+        &self,
+        site: usize,
+        day: u16,
+        key: &'v str,
+        value: &'v str,
+    ) -> (&'v str, &'v str) {
+        let key_hash = self.key.hash_one((Dim::Prop as u8, 0u8, key));
+        if !self.admit(site, day, Dim::Prop, key_hash) {
+            self.folded[Dim::Prop as usize].inc();
+            return (OTHER, OTHER);
+        }
+        if self.admit(
+            site,
+            day,
+            Dim::Prop,
+            self.key.hash_one((Dim::Prop as u8, 1u8, key, value)),
+        ) {
+            (key, value)
+        } else {
+            self.folded[Dim::Prop as usize].inc();
+            (key, OTHER)
+        }
+    }
+
+    fn admit(&self, site: usize, day: u16, dim: Dim, hash: u64) -> bool {
+        let shard = &self.shards[(self.key.hash_one((site, dim as u8)) as usize) % SHARDS];
+        let Ok(mut shard) = shard.lock() else {
+            return false;
+        };
+        if shard.day != day {
+            let dropped: usize = shard.seen.values().map(HashSet::len).sum();
+            self.tracked.fetch_sub(dropped, Ordering::Relaxed);
+            shard.seen.clear();
+            shard.day = day;
+        }
+        let seen = shard.seen.entry((site, dim)).or_default();
+        if seen.contains(&hash) {
+            return true;
+        }
+        if seen.len() >= self.settings.values_per_day
+            || self.tracked.load(Ordering::Relaxed) >= self.settings.tracked_values
+        {
+            return false;
+        }
+        seen.insert(hash);
+        self.tracked.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Values stored as [`OTHER`] so far, per dimension.
+    pub fn folded(&self) -> impl Iterator<Item = (Dim, u64)> + '_ {
+        Dim::ALL
+            .iter()
+            .map(|d| (*d, self.folded[*d as usize].get()))
+    }
+
+    /// Distinct values tracked now.
+    pub fn tracked(&self) -> usize {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Gauges for `/metrics`: values tracked, and values stored as "(other)" since start.
+    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+        out.push(Gauge {
+            name: "glimpse_values_tracked",
+            help: "Distinct values of today tracked for the per-site bound.",
+            value: self.tracked() as f64,
+        });
+        out.push(Gauge {
+            name: "glimpse_values_folded",
+            help: "Values stored as (other) because their site had too many distinct ones that day.",
+            value: self.folded().map(|(_, n)| n).sum::<u64>() as f64,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds(per_day: usize, tracked: usize) -> Bounds {
+        Bounds::new(Settings {
+            values_per_day: per_day,
+            tracked_values: tracked,
+        })
+    }
+
+    #[test]
+    fn new_values_past_the_bound_fold_and_known_ones_stay() {
+        let b = bounds(3, 1000);
+        for p in ["/a", "/b", "/c"] {
+            assert_eq!(b.keep(0, 10, Dim::Page, p), p);
+        }
+        assert_eq!(b.keep(0, 10, Dim::Page, "/d"), OTHER);
+        assert_eq!(b.keep(0, 10, Dim::Page, "/a"), "/a", "seen today: kept");
+        assert_eq!(b.keep(0, 10, Dim::Page, ""), "", "empty is no value");
+        // Per site and per dimension.
+        assert_eq!(b.keep(1, 10, Dim::Page, "/d"), "/d");
+        assert_eq!(b.keep(0, 10, Dim::Event, "/d"), "/d");
+        // A new day starts empty.
+        assert_eq!(b.keep(0, 11, Dim::Page, "/d"), "/d");
+        let folded: Vec<(Dim, u64)> = b.folded().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(folded, [(Dim::Page, 1)]);
+    }
+
+    #[test]
+    fn properties_fold_by_value_then_by_key() {
+        let b = bounds(4, 1000);
+        assert_eq!(b.keep_prop(0, 1, "plan", "pro"), ("plan", "pro"));
+        assert_eq!(b.keep_prop(0, 1, "plan", "team"), ("plan", "team"));
+        assert_eq!(b.keep_prop(0, 1, "plan", "free"), ("plan", "free"));
+        // One key and three pairs are four values: the next new pair folds its value...
+        assert_eq!(b.keep_prop(0, 1, "plan", "basic"), ("plan", OTHER));
+        // ...and a new key folds whole.
+        assert_eq!(b.keep_prop(0, 1, "user", "x"), (OTHER, OTHER));
+        assert_eq!(b.keep_prop(0, 1, "plan", "pro"), ("plan", "pro"));
+    }
+
+    #[test]
+    fn memory_is_bounded_over_all_sites() {
+        let b = bounds(1_000_000, 100);
+        for site in 0..50 {
+            for i in 0..10 {
+                b.keep(site, 1, Dim::Page, &format!("/{i}"));
+            }
+        }
+        assert_eq!(b.tracked(), 100);
+        assert_eq!(b.keep(99, 1, Dim::Page, "/new"), OTHER);
+        // The day changes: memory is given back as shards see the new day.
+        for site in 0..200 {
+            b.keep(site, 2, Dim::Hostname, "a.com");
+        }
+        assert!(b.tracked() <= 100, "{}", b.tracked());
+    }
+}
