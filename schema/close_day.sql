@@ -1,26 +1,80 @@
--- Copies one closed (site, day) out of the sketches into the *_closed tables, as generation
--- {generation}. The closed_days row goes last: until it exists, queries keep reading the
--- sketches (or the previous generation). {pageviews} and {events} are the day's sums as read
--- before copying, so rows arriving meanwhile make the next check copy the day again.
--- Placeholders: {site}, {day} (a date), {generation}, {pageviews}, {events}.
+-- Copies one closed (site, day) into the *_closed tables as generation {generation}: the sketch
+-- rows the day has now, added to the rows of generation {base} (the previous copy when it was
+-- made this way, so the sketches it consumed are deleted; 0, which no copy has, otherwise).
+-- The closed_days row goes last: until it exists, queries keep reading the previous copy (or
+-- the sketches). {pageviews} and {events} are the copy's totals, {sketch_pageviews} and
+-- {sketch_events} the sums of the sketch rows consumed, as read before copying.
+-- Placeholders: {site}, {day} (a date), {generation}, {base}, {pageviews}, {events},
+-- {sketch_pageviews}, {sketch_events}.
 INSERT INTO stats_hourly_closed (site, hour, generation, pageviews, events, visitors)
-SELECT site, hour, {generation}, sumMerge(pageviews), sumMerge(events), uniqMerge(visitors)
-FROM stats_hourly
-WHERE site = {site}
-  AND hour >= toDateTime(toDate({day}))
-  AND hour < toDateTime(toDate({day}) + 1)
+SELECT site, hour, {generation}, sum(p), sum(e), sum(v)
+FROM
+(
+    SELECT site, hour, sumMerge(pageviews) AS p, sumMerge(events) AS e, uniqMerge(visitors) AS v
+    FROM stats_hourly
+    WHERE site = {site}
+      AND hour >= toDateTime(toDate({day}))
+      AND hour < toDateTime(toDate({day}) + 1)
+    GROUP BY site, hour
+    UNION ALL
+    SELECT site, hour, pageviews AS p, events AS e, visitors AS v
+    FROM stats_hourly_closed
+    WHERE site = {site}
+      AND hour >= toDateTime(toDate({day}))
+      AND hour < toDateTime(toDate({day}) + 1)
+      AND generation = {base}
+)
 GROUP BY site, hour;
 
 INSERT INTO stats_daily_closed (site, day, generation, dimension, value, pageviews, events, visitors)
-SELECT site, day, {generation}, dimension, value, sumMerge(pageviews), sumMerge(events), uniqMerge(visitors)
-FROM stats_daily
-WHERE site = {site}
-  AND day = toDate({day})
+SELECT site, day, {generation}, dimension, value, sum(p), sum(e), sum(v)
+FROM
+(
+    SELECT site, day, dimension, value, sumMerge(pageviews) AS p, sumMerge(events) AS e, uniqMerge(visitors) AS v
+    FROM stats_daily
+    WHERE site = {site}
+      AND day = toDate({day})
+    GROUP BY site, day, dimension, value
+    UNION ALL
+    SELECT site, day, dimension, value, pageviews AS p, events AS e, visitors AS v
+    FROM stats_daily_closed
+    WHERE site = {site}
+      AND day = toDate({day})
+      AND generation = {base}
+)
 GROUP BY site, day, dimension, value;
 
-INSERT INTO closed_days (site, day, generation, pageviews, events, visitors)
-SELECT {site}, toDate({day}), {generation}, {pageviews}, {events}, uniqMerge(visitors)
-FROM stats_hourly
-WHERE site = {site}
-  AND hour >= toDateTime(toDate({day}))
-  AND hour < toDateTime(toDate({day}) + 1);
+INSERT INTO props_daily_closed (site, day, generation, event, key, value, events, visitors)
+SELECT site, day, {generation}, event, key, value, sum(e), sum(v)
+FROM
+(
+    SELECT site, day, event, key, value, sumMerge(events) AS e, uniqMerge(visitors) AS v
+    FROM props_daily
+    WHERE site = {site}
+      AND day = toDate({day})
+    GROUP BY site, day, event, key, value
+    UNION ALL
+    SELECT site, day, event, key, value, events AS e, visitors AS v
+    FROM props_daily_closed
+    WHERE site = {site}
+      AND day = toDate({day})
+      AND generation = {base}
+)
+GROUP BY site, day, event, key, value;
+
+INSERT INTO closed_days (site, day, generation, pageviews, events, visitors, merged, sketch_pageviews, sketch_events)
+SELECT {site}, toDate({day}), {generation}, {pageviews}, {events}, sum(v), 1, {sketch_pageviews}, {sketch_events}
+FROM
+(
+    SELECT uniqMerge(visitors) AS v
+    FROM stats_hourly
+    WHERE site = {site}
+      AND hour >= toDateTime(toDate({day}))
+      AND hour < toDateTime(toDate({day}) + 1)
+    UNION ALL
+    SELECT visitors AS v
+    FROM closed_days
+    WHERE site = {site}
+      AND day = toDate({day})
+      AND generation = {base}
+);

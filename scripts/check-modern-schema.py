@@ -503,7 +503,8 @@ def check_grants(engine):
 
 def close_days(engine):
     """Copies every (site, day) but the last day into the closed-day tables with
-    schema/close_day.sql, as the collector does once a day is over. Returns how many."""
+    schema/close_day.sql, as the collector does once a day is over (a first copy: base
+    generation 0), then deletes the day's sketches. Returns how many."""
     text = (REPO_ROOT / "schema" / "close_day.sql").read_text()
     last = engine.scalar("SELECT toString(max(toDate(hour))) FROM stats_hourly")
     days = engine.rows(
@@ -512,12 +513,19 @@ def close_days(engine):
         f"GROUP BY site, d ORDER BY site, d")
     for n, day in enumerate(days, 1):
         values = {"{site}": sql_literal(day["site"]), "{day}": sql_literal(day["d"]),
-                  "{generation}": str(n), "{pageviews}": str(day["p"]),
-                  "{events}": str(day["e"])}
+                  "{generation}": str(n), "{base}": "0",
+                  "{sketch_pageviews}": str(day["p"]), "{sketch_events}": str(day["e"]),
+                  "{pageviews}": str(day["p"]), "{events}": str(day["e"])}
         for _, stmt in split_statements(text):
             for key, value in values.items():
                 stmt = stmt.replace(key, value)
             engine.exec(stmt, "close_day.sql")
+        for table, day_expr in (("stats_hourly", "toDate(hour)"), ("stats_daily", "day"),
+                                ("props_daily", "day")):
+            engine.exec(
+                f"ALTER TABLE {table} DELETE WHERE site = {sql_literal(day['site'])} "
+                f"AND {day_expr} = toDate({sql_literal(day['d'])}) "
+                f"SETTINGS mutations_sync = 1", "delete sketches")
     return len(days)
 
 

@@ -151,8 +151,21 @@ impl Collector {
     /// not taken stays in the spool.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let grace = self.server.shutdown_grace;
-        let started = tokio::time::Instant::now();
+        // The grace period runs from the shutdown signal (not from the start of serving): the
+        // drain of open connections and the delivery of the spool share it.
+        let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                let _ = signalled.set(tokio::time::Instant::now());
+            }
+        };
         server::run(listener, shutdown, self.routes.clone(), self.server.clone()).await;
+        let started = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
         tracing::info!("stopped accepting; sealing the spool and delivering it");
         let jobs = self.jobs;
         // Periodic jobs stop at their next wait; the drop counter writes its last counts.

@@ -638,6 +638,92 @@ async fn expired_salts_go_at_start_up_and_from_memory_without_clickhouse() {
     drop(abort);
 }
 
+/// In aggregates-only mode, 48 hours after a day began no table holds a visitor hash: the day's
+/// sketches were deleted once its exact copy added up, its salt is destroyed, and no raw event
+/// was stored. The copies still answer the dashboards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_visitor_hash_outlives_48_hours_in_aggregates_only_mode() {
+    let ch = ClickHouse::start();
+    let mut cfg = test_config(&ch, DB);
+    cfg.retention.events_days = 0;
+    let clock = Clock::default();
+    let g = Glimpse::start_with_clock(cfg, clock.clone()).await;
+    let day = day_of(clock.now());
+    for (i, ua) in [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN].iter().enumerate() {
+        let body = r#"{"n":"Signup","u":"https://a.com/pricing","p":{"plan":"pro"}}"#;
+        assert_eq!(
+            g.send(&pageview("https://a.com/"), ua, &format!("81.2.69.{i}"))
+                .await
+                .status,
+            202
+        );
+        assert_eq!(g.send(body, ua, &format!("81.2.69.{i}")).await.status, 202);
+    }
+    let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
+    // The views are written one after another: wait for every sketch table.
+    ch.wait_count(
+        DB,
+        "SELECT least(least((SELECT sumMerge(pageviews) FROM stats_daily WHERE dimension = 'device'), \
+         (SELECT sumMerge(pageviews) FROM stats_hourly)), (SELECT sumMerge(events) FROM props_daily))",
+        3,
+    );
+    let visitors = "SELECT uniqMerge(visitors) FROM stats_hourly";
+    assert_eq!(ch.count(DB, visitors), 3);
+
+    // Two days later.
+    clock.advance(2 * SECS_PER_DAY as i64);
+    let now = clock.now();
+    let closed = store::closing::close_days(&db, clock.now_millis())
+        .await
+        .unwrap();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    salts::keep(&g.salts, &g.db, now).await.unwrap();
+    let sketch_rows = "SELECT (SELECT count() FROM stats_hourly) + (SELECT count() FROM stats_daily) \
+                       + (SELECT count() FROM props_daily)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ch.count(DB, sketch_rows) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ch.count(DB, sketch_rows),
+        0,
+        "the day's sketches are deleted"
+    );
+    assert_eq!(
+        ch.count(DB, "SELECT count() FROM events"),
+        0,
+        "no raw events"
+    );
+    let salt_days = ch
+        .rows(DB, "SELECT DISTINCT toUInt16(day) FROM glimpse_salts")
+        .concat();
+    assert!(!salt_days.contains(&day.to_string()), "{salt_days:?}");
+    // Nothing else holds a per-visitor value: every column of type AggregateFunction(uniq...)
+    // is empty, and no column is named like a visitor id outside those.
+    let uniq_columns = ch.rows(
+        DB,
+        "SELECT table, name FROM system.columns WHERE database = currentDatabase() \
+         AND (type LIKE '%uniq%' OR name LIKE '%visitor_id%')",
+    );
+    for col in uniq_columns {
+        let rows = ch.count(DB, &format!("SELECT count() FROM `{}`", col[0]));
+        assert_eq!(rows, 0, "{}.{} still holds rows", col[0], col[1]);
+    }
+    // The exact copies answer.
+    let copied = ch.count(
+        DB,
+        &format!(
+            "SELECT argMax(visitors, generation) FROM closed_days WHERE day = toDate('{}')",
+            glimpse::clock::date_string(day)
+        ),
+    );
+    assert_eq!(copied, 3);
+    let props = ch.count(DB, "SELECT sum(visitors) FROM props_daily_closed");
+    assert_eq!(props, 3);
+    let abort = tokio::time::timeout(Duration::from_secs(1), g.stop()).await;
+    drop(abort);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_recorded() {
     let ch = ClickHouse::start();
@@ -709,7 +795,7 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
     let old = snapshot(&ch);
     assert!(old.0.len() > 100 && old.1.len() > 100);
     let ran = store::migrate(&server, &db, DB, version).await.unwrap();
-    assert_eq!(ran, ["0007_closed_days.sql"]);
+    assert_eq!(ran, ["0007_closed_days.sql", "0008_sketches_deleted.sql"]);
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
     let leftovers = "SELECT count() FROM system.tables WHERE database = currentDatabase() \
                      AND (name LIKE '%_rebuild' OR name LIKE '%_0002')";

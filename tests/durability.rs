@@ -118,6 +118,11 @@ async fn sigterm_under_load_flushes_everything_and_exits_zero() {
     // No restart needed: everything accepted was delivered before exit.
     let landed = Landed::wait(&ch, DB, tally.accepted.len());
     report("SIGTERM, ClickHouse up", &tally, &landed);
+    if !landed.missing(&tally.accepted).is_empty() {
+        // What the collector said about its shutdown, to see where the time went.
+        let log = std::fs::read_to_string(dir.path().join("glimpse.log")).unwrap_or_default();
+        println!("shutdown took {took:?}; the collector's log:\n{log}");
+    }
     assert_eq!(code, Some(0));
     assert!(
         took < Duration::from_secs(5),

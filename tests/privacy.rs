@@ -31,6 +31,10 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "visits",
     // When a closed day's copy was made (by the collector's clock), not when anyone visited.
     "generation",
+    // How a closed day's copy was made: whether it added late rows, and the sums it consumed.
+    "merged",
+    "sketch_pageviews",
+    "sketch_events",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {
@@ -118,12 +122,18 @@ fn the_binary_prints_it_from_the_effective_config() {
         ("GLIMPSE_RETENTION_EVENTS_DAYS", "0"),
     ]);
     assert!(aggregates.contains("Individual events are not stored at all"));
-    assert!(!aggregates.contains("a month at a time"), "aggregates kept by default");
+    assert!(
+        !aggregates.contains("a month at a time"),
+        "aggregates kept by default"
+    );
     let limited = run(&[
         ("GLIMPSE_SITES", "example.com"),
         ("GLIMPSE_RETENTION_AGGREGATES_DAYS", "400"),
     ]);
-    assert!(limited.contains("once the month is 400 days old"), "{limited}");
+    assert!(
+        limited.contains("once the month is 400 days old"),
+        "{limited}"
+    );
 }
 
 /// The script browsers get (the minified one, without comments) names no storage API.

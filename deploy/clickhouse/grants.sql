@@ -19,6 +19,7 @@ GRANT SELECT ON glimpse.visits_hourly TO glimpse_dashboards;
 GRANT SELECT ON glimpse.visit_pages_daily TO glimpse_dashboards;
 GRANT SELECT ON glimpse.revenue_daily TO glimpse_dashboards;
 GRANT SELECT ON glimpse.props_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.props_daily_closed TO glimpse_dashboards;
 GRANT SELECT ON glimpse.dropped_daily TO glimpse_dashboards;
 CREATE USER IF NOT EXISTS dashboards IDENTIFIED BY 'change-me-too' SETTINGS readonly = 1;
 GRANT glimpse_dashboards TO dashboards;

@@ -1,7 +1,8 @@
 -- Custom events with their properties for a site over the days {from}..{to}: per event name,
--- property name and value, the number of events and of distinct daily visitors. Values seen by
--- fewer than {k} visitors are folded into '(other)' (k-anonymity; 0 keeps every row; the folded
--- row's visitors are a sum and may count a person more than once).
+-- property name and value, the number of events and of daily visitors. Closed days come from
+-- props_daily_closed, open days from the daily sketches. Values seen by fewer than {k} visitors
+-- are folded into '(other)' (k-anonymity; 0 keeps every row; the folded row's visitors are a
+-- sum and may count a person more than once).
 -- Placeholders: {site}, {from}, {to}, {k}, {limit}.
 SELECT
     event,
@@ -11,16 +12,35 @@ SELECT
     sum(v) AS visitors
 FROM
 (
-    SELECT
-        event,
-        key,
-        value AS prop_value,
-        sumMerge(events) AS e,
-        uniqMerge(visitors) AS v
-    FROM props_daily
-    WHERE site = {site}
-      AND day >= toDate({from})
-      AND day <= toDate({to})
+    SELECT event, key, prop_value, sum(pe) AS e, sum(pv) AS v
+    FROM
+    (
+        SELECT
+            event,
+            key,
+            value AS prop_value,
+            sumMerge(events) AS pe,
+            uniqMerge(visitors) AS pv
+        FROM props_daily
+        WHERE site = {site}
+          AND day >= toDate({from})
+          AND day <= toDate({to})
+          AND day >= (SELECT max(day) + 1 FROM closed_days WHERE site = {site})
+        GROUP BY event, key, prop_value
+        UNION ALL
+        SELECT
+            event,
+            key,
+            value AS prop_value,
+            sum(events) AS pe,
+            sum(visitors) AS pv
+        FROM props_daily_closed
+        WHERE site = {site}
+          AND day >= toDate({from})
+          AND day <= toDate({to})
+          AND (day, generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+        GROUP BY event, key, prop_value
+    )
     GROUP BY event, key, prop_value
 )
 GROUP BY event, key, value

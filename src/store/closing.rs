@@ -1,11 +1,16 @@
 //! Closed days: once a UTC day is over, its aggregate sketches are copied into exact counts
-//! (`schema/0007_closed_days.sql` explains the tables; `schema/close_day.sql` is the copy).
-//! Dashboard queries then merge sketches only for the days still open, which is what keeps a
-//! panel over months of data fast.
+//! (`schema/0007_closed_days.sql` and `0008_sketches_deleted.sql` explain the tables;
+//! `schema/close_day.sql` is the copy), the copy is checked to add up, and the day's sketches are
+//! deleted: their uniq() states hold hashed visitor ids, which must not outlive the day's salt.
+//! Dashboard queries merge sketches only for the days still open, which also keeps a panel over
+//! months of data fast.
 //!
-//! Copying is idempotent and needs no coordination: a day is (re)copied whenever its sums in the
-//! sketches differ from those recorded with its latest copy, so late rows (a spool delivered
-//! after an outage) and several collectors doing the same work both end in the right answer.
+//! Sketch rows of a closed day are therefore rows that arrived after its copy (a spool delivered
+//! after an outage): the next check adds them to the copy as a new generation and deletes them.
+//! Each copy records the sketch sums it consumed, so a check that runs before the deletion has
+//! taken effect sees them as copied; and no check runs while a deletion is still under way.
+//! Several collectors doing the same work write equal copies. Visitors of late rows are added to
+//! the day's count, so a person seen before and after the copy counts twice.
 
 use std::collections::HashMap;
 
@@ -22,13 +27,20 @@ pub const CLOSE_AFTER_SECS: u64 = 15 * 60;
 /// Generations per millisecond: room for the random part of [`generation_at`].
 const GENERATIONS_PER_MS: u64 = 1_000_000;
 /// The tables a copy writes, each with a `generation` column.
-const CLOSED_TABLES: [(&str, &str); 3] = [
+const CLOSED_TABLES: [(&str, &str); 4] = [
     ("stats_hourly_closed", "toDate(hour)"),
     ("stats_daily_closed", "day"),
+    ("props_daily_closed", "day"),
     ("closed_days", "day"),
 ];
+/// The sketch tables (their uniq() states hold hashed visitor ids), with their day expression.
+const SKETCH_TABLES: [(&str, &str); 3] = [
+    ("stats_hourly", "toDate(hour)"),
+    ("stats_daily", "day"),
+    ("props_daily", "day"),
+];
 
-/// One (site, day) to copy and the sums it had when the check read them.
+/// One (site, day) whose sketches hold rows, with their sums as the check read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenDay {
     pub site: String,
@@ -37,23 +49,58 @@ pub struct OpenDay {
     pub events: u64,
 }
 
-/// The statements of `CLOSE_DAY_SQL` for one day and generation.
-pub fn render(day: &OpenDay, generation: u64) -> Vec<String> {
+/// The latest copy of a (site, day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Copy {
+    generation: u64,
+    pageviews: u64,
+    events: u64,
+    /// Made by adding sketch rows to the previous copy, whose sketches were then deleted.
+    merged: bool,
+    sketch_pageviews: u64,
+    sketch_events: u64,
+}
+
+impl Copy {
+    /// Whether the sketches with these sums are the ones this copy consumed (their deletion
+    /// has not taken effect yet).
+    fn consumed(&self, day: &OpenDay) -> bool {
+        self.merged && (self.sketch_pageviews, self.sketch_events) == (day.pageviews, day.events)
+    }
+}
+
+/// The statements of `CLOSE_DAY_SQL` for one day: the copy of the sketch rows (added to the
+/// rows of generation `base`, 0 for none) as `generation`, with the copy's totals.
+pub fn render(day: &OpenDay, generation: u64, base: u64, totals: (u64, u64)) -> Vec<String> {
     super::schema::statements(CLOSE_DAY_SQL)
         .into_iter()
         .map(|s| {
             s.replace("{site}", &quote(&day.site))
                 .replace("{day}", &quote(&date_string(day.day)))
                 .replace("{generation}", &generation.to_string())
-                .replace("{pageviews}", &day.pageviews.to_string())
-                .replace("{events}", &day.events.to_string())
+                .replace("{base}", &base.to_string())
+                .replace("{sketch_pageviews}", &day.pageviews.to_string())
+                .replace("{sketch_events}", &day.events.to_string())
+                .replace("{pageviews}", &totals.0.to_string())
+                .replace("{events}", &totals.1.to_string())
         })
         .collect()
 }
 
-/// Days before `day_of(now - CLOSE_AFTER_SECS)` whose sketches hold rows their latest copy
-/// lacks (or that have no copy yet).
+/// Days before `day_of(now - CLOSE_AFTER_SECS)` whose sketches hold rows: not yet copied,
+/// arrived late after a copy, or copied by an older release. None while a deletion of sketches
+/// is still running, so that rows already copied are never read as new.
 pub async fn days_to_close(db: &Client, now: u64) -> Result<Vec<OpenDay>, StoreError> {
+    let pending: u64 = db
+        .query(
+            "SELECT count() FROM system.mutations WHERE database = currentDatabase() \
+             AND NOT is_done AND table IN ('stats_hourly', 'stats_daily', 'props_daily')",
+        )
+        .fetch_one()
+        .await?;
+    if pending > 0 {
+        return Ok(Vec::new());
+    }
     let first_open = day_of(now.saturating_sub(CLOSE_AFTER_SECS));
     let sketched: Vec<(String, u16, u64, u64)> = db
         .query(
@@ -63,70 +110,159 @@ pub async fn days_to_close(db: &Client, now: u64) -> Result<Vec<OpenDay>, StoreE
         .bind(u64::from(first_open) * SECS_PER_DAY)
         .fetch_all()
         .await?;
-    let copied: Vec<(String, u16, u64, u64)> = db
-        .query(
-            "SELECT site, toUInt16(day) AS d, argMax(pageviews, generation), \
-             argMax(events, generation) FROM closed_days GROUP BY site, d",
-        )
-        .fetch_all()
-        .await?;
-    let copied: HashMap<(String, u16), (u64, u64)> = copied
-        .into_iter()
-        .map(|(site, day, pv, ev)| ((site, day), (pv, ev)))
-        .collect();
+    let copies = latest_copies(db, None).await?;
     let mut open: Vec<OpenDay> = sketched
         .into_iter()
-        .filter(|(site, day, pv, ev)| copied.get(&(site.clone(), *day)) != Some(&(*pv, *ev)))
         .map(|(site, day, pageviews, events)| OpenDay {
             site,
             day,
             pageviews,
             events,
         })
+        .filter(|d| {
+            !copies
+                .get(&(d.site.clone(), d.day))
+                .is_some_and(|c| c.consumed(d))
+        })
         .collect();
     open.sort_by(|a, b| (a.day, &a.site).cmp(&(b.day, &b.site)));
     Ok(open)
 }
 
-/// Copies one day as generation `generation` (see [`generation_at`]; raised if needed to stay
-/// above the day's last copy), then deletes older copies of it. Returns the generation.
-pub async fn close_day(db: &Client, day: &OpenDay, generation: u64) -> Result<u64, StoreError> {
+/// The latest copy of every (site, day), or of one.
+async fn latest_copies(
+    db: &Client,
+    only: Option<&OpenDay>,
+) -> Result<HashMap<(String, u16), Copy>, StoreError> {
+    let filter = match only {
+        Some(d) => format!(
+            "WHERE site = {} AND day = toDate({})",
+            quote(&d.site),
+            quote(&date_string(d.day))
+        ),
+        None => String::new(),
+    };
+    type Row = (String, u16, u64, u64, u64, u8, u64, u64);
+    let rows: Vec<Row> = db
+        .query(&format!(
+            "SELECT site, toUInt16(day) AS d, max(generation), argMax(pageviews, generation), \
+             argMax(events, generation), argMax(merged, generation), \
+             argMax(sketch_pageviews, generation), argMax(sketch_events, generation) \
+             FROM closed_days {filter} GROUP BY site, d"
+        ))
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(site, day, generation, pageviews, events, merged, spv, sev)| {
+                let copy = Copy {
+                    generation,
+                    pageviews,
+                    events,
+                    merged: merged == 1,
+                    sketch_pageviews: spv,
+                    sketch_events: sev,
+                };
+                ((site, day), copy)
+            },
+        )
+        .collect())
+}
+
+/// Copies one day's sketch rows as generation `generation` (see [`generation_at`]; raised if
+/// needed to stay above the day's last copy), adding them to the previous copy when that one
+/// was made this way; checks the copy adds up; records it; deletes older copies and then the
+/// day's sketches. Returns the generation, or `None` when the sketches were already copied and
+/// only their deletion was due.
+pub async fn close_day(
+    db: &Client,
+    day: &OpenDay,
+    generation: u64,
+) -> Result<Option<u64>, StoreError> {
     // Read now rather than taken from `days_to_close`: another collector may have copied the
     // day since.
-    let (copies, last): (u64, u64) = db
+    let last = latest_copies(db, Some(day))
+        .await?
+        .remove(&(day.site.clone(), day.day));
+    if let Some(last) = last
+        && last.consumed(day)
+    {
+        delete_sketches(db, day).await?;
+        return Ok(None);
+    }
+    let base = last.filter(|c| c.merged).unwrap_or_default();
+    let totals = (base.pageviews + day.pageviews, base.events + day.events);
+    // Equal generations would make two copies count at once.
+    let generation = match last {
+        Some(last) => generation.max(last.generation + 1),
+        None => generation,
+    };
+    let stmts = render(day, generation, base.generation, totals);
+    let (record, copy) = stmts.split_last().ok_or(StoreError::Unexpected {
+        table: "closed_days",
+        detail: "close_day.sql has no statements".into(),
+    })?;
+    for stmt in copy {
+        db.query(stmt).execute().await?;
+    }
+    // The sketches are deleted only once the copy is known to hold what they hold.
+    let (pageviews, events): (u64, u64) = db
         .query(
-            "SELECT count(), max(generation) FROM closed_days \
-             WHERE site = ? AND day = toDate(?)",
+            "SELECT sum(pageviews), sum(events) FROM stats_hourly_closed \
+             WHERE site = ? AND toDate(hour) = toDate(?) AND generation = ?",
         )
         .bind(&day.site)
         .bind(date_string(day.day))
+        .bind(generation)
         .fetch_one()
         .await?;
-    let recopy = copies > 0;
-    // Equal generations would make two copies count at once.
-    let generation = if recopy {
-        generation.max(last + 1)
-    } else {
-        generation
-    };
-    for stmt in render(day, generation) {
-        db.query(&stmt).execute().await?;
+    if (pageviews, events) != totals {
+        // Rows arrived between the check and the copy: drop this copy, the next run retries.
+        delete_copies(db, day, &format!("generation = {generation}")).await?;
+        return Err(StoreError::Unexpected {
+            table: "stats_hourly_closed",
+            detail: format!(
+                "the copy of {} for {} holds {pageviews} page views and {events} events, not \
+                 {totals:?}; kept the sketches and will retry",
+                date_string(day.day),
+                day.site
+            ),
+        });
     }
-    // Only a re-copy has rows to delete; a mutation on every first copy would rewrite parts
-    // for nothing. Queries ignore older generations anyway, so this only reclaims space.
-    if recopy {
-        for (table, day_expr) in CLOSED_TABLES {
-            db.query(&format!(
-                "ALTER TABLE {table} DELETE WHERE site = {} AND {day_expr} = toDate({}) \
-                 AND generation < {generation}",
-                quote(&day.site),
-                quote(&date_string(day.day)),
-            ))
-            .execute()
-            .await?;
-        }
+    db.query(record).execute().await?;
+    if last.is_some() {
+        delete_copies(db, day, &format!("generation < {generation}")).await?;
     }
-    Ok(generation)
+    delete_sketches(db, day).await?;
+    Ok(Some(generation))
+}
+
+async fn delete_copies(db: &Client, day: &OpenDay, which: &str) -> Result<(), StoreError> {
+    for (table, day_expr) in CLOSED_TABLES {
+        db.query(&format!(
+            "ALTER TABLE {table} DELETE WHERE site = {} AND {day_expr} = toDate({}) AND {which}",
+            quote(&day.site),
+            quote(&date_string(day.day)),
+        ))
+        .execute()
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes a copied day's sketches: their uniq() states hold hashed visitor ids.
+async fn delete_sketches(db: &Client, day: &OpenDay) -> Result<(), StoreError> {
+    for (table, day_expr) in SKETCH_TABLES {
+        db.query(&format!(
+            "ALTER TABLE {table} DELETE WHERE site = {} AND {day_expr} = toDate({})",
+            quote(&day.site),
+            quote(&date_string(day.day)),
+        ))
+        .execute()
+        .await?;
+    }
+    Ok(())
 }
 
 /// A generation for a copy made at `now_millis`: the time in milliseconds times a million plus
@@ -143,10 +279,16 @@ pub fn generation_at(now_millis: u64) -> u64 {
 /// Closes every day `days_to_close` finds. Returns the days copied.
 pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, StoreError> {
     let open = days_to_close(db, now_millis / 1000).await?;
-    for day in &open {
-        close_day(db, day, generation_at(now_millis)).await?;
+    let mut copied = Vec::new();
+    for day in open {
+        if close_day(db, &day, generation_at(now_millis))
+            .await?
+            .is_some()
+        {
+            copied.push(day);
+        }
     }
-    Ok(open)
+    Ok(copied)
 }
 
 #[cfg(test)]
@@ -163,22 +305,23 @@ mod tests {
     }
 
     #[test]
-    fn renders_three_statements_with_every_placeholder_filled() {
+    fn renders_every_statement_with_every_placeholder_filled() {
         let day = OpenDay {
             site: "o'neil.example".into(),
             day: 20_415,
             pageviews: 12,
             events: 3,
         };
-        let stmts = render(&day, 1_795_000_000_000);
-        assert_eq!(stmts.len(), 3);
+        let stmts = render(&day, 1_795_000_000_000, 17, (20, 5));
+        assert_eq!(stmts.len(), 4);
         for s in &stmts {
             assert!(!s.contains('{'), "{s}");
             assert!(s.starts_with("INSERT INTO"), "{s}");
+            assert!(s.contains("generation = 17"), "adds to the base: {s}");
         }
-        assert!(stmts[2].starts_with("INSERT INTO closed_days"));
-        assert!(
-            stmts[2].contains("'o\\'neil.example', toDate('2025-11-23'), 1795000000000, 12, 3")
-        );
+        assert!(stmts[3].starts_with("INSERT INTO closed_days"));
+        assert!(stmts[3].contains(
+            "'o\\'neil.example', toDate('2025-11-23'), 1795000000000, 20, 5, sum(v), 1, 12, 3"
+        ));
     }
 }

@@ -34,6 +34,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_closed_days.sql",
         include_str!("../../schema/0007_closed_days.sql"),
     ),
+    (
+        "0008_sketches_deleted.sql",
+        include_str!("../../schema/0008_sketches_deleted.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
@@ -195,6 +199,7 @@ pub const AGGREGATE_TABLES: &[&str] = &[
     "closed_days",
     "stats_hourly_closed",
     "stats_daily_closed",
+    "props_daily_closed",
 ];
 
 /// Tables an insert reaches (through the views) whose blocks are deduplicated by token.
