@@ -145,3 +145,61 @@ async fn metrics_can_require_a_token() {
     );
     g.stop().await;
 }
+
+/// The dashboard is served by the same front: a client that sends no request head is cut off
+/// after the header timeout, and the connection cap holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_has_the_front_limits() {
+    use std::io::Read;
+    let mut cfg = front_config();
+    cfg.server.header_timeout = std::time::Duration::from_secs(1);
+    cfg.server.max_connections = 2;
+    // The page needs no database; the API is not called here.
+    let (_, db) = glimpse::store::clients(&cfg.clickhouse);
+    let app = Arc::new(glimpse::dashboard::Dashboard {
+        db,
+        token: "dashboard-token-0123456789".into(),
+        sites: cfg.domains(),
+        min_visitors: 0,
+        clock: glimpse::clock::Clock::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(glimpse::dashboard::run(
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        app,
+        cfg.server.clone(),
+    ));
+    let silent = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        start.elapsed()
+    });
+    // Two silent connections take both slots; a third client waits until the timeout.
+    let hog = std::net::TcpStream::connect(addr).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let start = std::time::Instant::now();
+    let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    let held = silent.await.unwrap();
+    assert!(
+        held < std::time::Duration::from_secs(3),
+        "a silent connection is closed after the header timeout, not {held:?}"
+    );
+    drop(hog);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
