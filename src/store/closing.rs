@@ -172,9 +172,9 @@ async fn latest_copies(
 
 /// Copies one day's sketch rows as generation `generation` (see [`generation_at`]; raised if
 /// needed to stay above the day's last copy), adding them to the previous copy when that one
-/// was made this way; checks the copy adds up; records it; deletes older copies and then the
-/// day's sketches. Returns the generation, or `None` when the sketches were already copied and
-/// only their deletion was due.
+/// was made this way; checks the copy adds up; records it; deletes older copies. The day's
+/// sketches are then due for deletion ([`delete_sketches`]). Returns the generation, or `None`
+/// when the sketches were already copied and only their deletion was due.
 pub async fn close_day(
     db: &Client,
     day: &OpenDay,
@@ -188,7 +188,6 @@ pub async fn close_day(
     if let Some(last) = last
         && last.consumed(day)
     {
-        delete_sketches(db, day).await?;
         return Ok(None);
     }
     let base = last.filter(|c| c.merged).unwrap_or_default();
@@ -234,7 +233,6 @@ pub async fn close_day(
     if last.is_some() {
         delete_copies(db, day, &format!("generation < {generation}")).await?;
     }
-    delete_sketches(db, day).await?;
     Ok(Some(generation))
 }
 
@@ -251,13 +249,26 @@ async fn delete_copies(db: &Client, day: &OpenDay, which: &str) -> Result<(), St
     Ok(())
 }
 
-/// Deletes a copied day's sketches: their uniq() states hold hashed visitor ids.
-async fn delete_sketches(db: &Client, day: &OpenDay) -> Result<(), StoreError> {
+/// Deletes copied days' sketches (their uniq() states hold hashed visitor ids): one mutation
+/// per table for all the days, since each mutation rewrites the parts it touches.
+pub async fn delete_sketches(db: &Client, days: &[OpenDay]) -> Result<(), StoreError> {
+    if days.is_empty() {
+        return Ok(());
+    }
     for (table, day_expr) in SKETCH_TABLES {
+        let which: Vec<String> = days
+            .iter()
+            .map(|d| {
+                format!(
+                    "(site = {} AND {day_expr} = toDate({}))",
+                    quote(&d.site),
+                    quote(&date_string(d.day))
+                )
+            })
+            .collect();
         db.query(&format!(
-            "ALTER TABLE {table} DELETE WHERE site = {} AND {day_expr} = toDate({})",
-            quote(&day.site),
-            quote(&date_string(day.day)),
+            "ALTER TABLE {table} DELETE WHERE {}",
+            which.join(" OR ")
         ))
         .execute()
         .await?;
@@ -276,19 +287,29 @@ pub fn generation_at(now_millis: u64) -> u64 {
     now_millis * GENERATIONS_PER_MS + u64::from(u32::from_le_bytes(b)) % GENERATIONS_PER_MS
 }
 
-/// Closes every day `days_to_close` finds. Returns the days copied.
+/// Closes every day `days_to_close` finds, then deletes their sketches. Returns the days
+/// copied.
 pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, StoreError> {
     let open = days_to_close(db, now_millis / 1000).await?;
     let mut copied = Vec::new();
+    let mut done = Vec::new();
+    let mut failed = None;
     for day in open {
-        if close_day(db, &day, generation_at(now_millis))
-            .await?
-            .is_some()
-        {
-            copied.push(day);
+        match close_day(db, &day, generation_at(now_millis)).await {
+            Ok(Some(_)) => {
+                copied.push(day.clone());
+                done.push(day);
+            }
+            Ok(None) => done.push(day),
+            // The other days go on; this one is retried at the next check.
+            Err(e) => failed = Some(e),
         }
     }
-    Ok(copied)
+    delete_sketches(db, &done).await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(copied),
+    }
 }
 
 #[cfg(test)]
