@@ -206,9 +206,6 @@ struct Batcher {
     sync_at: Option<Instant>,
 }
 
-/// How long the batcher lets rows gather between groups when it does not fsync each one.
-const GATHER: Duration = Duration::from_millis(1);
-
 /// How often a failing spool is tried again.
 pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 
@@ -227,7 +224,9 @@ impl Batcher {
             match message {
                 Ok(Message::Rows(rows)) => {
                     self.append(rows);
-                    // Take whatever else is already queued: one write for the whole group.
+                    // Take whatever else is already queued: one write for the whole group. No
+                    // pause to gather more: every request of the group waits for this write, and
+                    // the next group gathers while it runs.
                     let mut stop = false;
                     while let Ok(m) = rx.try_recv() {
                         match m {
@@ -241,11 +240,6 @@ impl Batcher {
                     self.write_group();
                     if stop {
                         break;
-                    }
-                    if !self.settings.commit_interval.is_zero() {
-                        // Let the next group gather instead of being woken for every request:
-                        // a parked receiver costs each sender a futex wake-up.
-                        std::thread::sleep(GATHER);
                     }
                 }
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,

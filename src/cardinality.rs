@@ -109,66 +109,29 @@ impl Bounds {
         }
     }
 
-    /// `value` if site `site` may store it on `day` in `dim`, else [`OTHER`].
-    pub fn keep<'v>(&self, site: usize, day: u16, dim: Dim, value: &'v str) -> &'v str {
-        if value.is_empty() || self.admit(site, day, dim, self.key.hash_one((dim as u8, value))) {
-            value
-        } else {
-            self.folded[dim as usize].inc();
-            OTHER
-        }
-    }
-
-    /// A custom property as site `site` may store it on `day`: itself; its value as [`OTHER`]
-    /// when the key is known but the value past the bound; both as [`OTHER`] when the key is.
-    pub fn keep_prop<'v>(
-        &self,
-        site: usize,
-        day: u16,
-        key: &'v str,
-        value: &'v str,
-    ) -> (&'v str, &'v str) {
-        let key_hash = self.key.hash_one((Dim::Prop as u8, 0u8, key));
-        if !self.admit(site, day, Dim::Prop, key_hash) {
-            self.folded[Dim::Prop as usize].inc();
-            return (OTHER, OTHER);
-        }
-        if self.admit(
-            site,
-            day,
-            Dim::Prop,
-            self.key.hash_one((Dim::Prop as u8, 1u8, key, value)),
-        ) {
-            (key, value)
-        } else {
-            self.folded[Dim::Prop as usize].inc();
-            (key, OTHER)
-        }
-    }
-
-    fn admit(&self, site: usize, day: u16, dim: Dim, hash: u64) -> bool {
-        let shard = &self.shards[(self.key.hash_one((site, dim as u8)) as usize) % SHARDS];
-        let Ok(mut shard) = shard.lock() else {
-            return false;
-        };
+    /// The bound for one row of site `site` on `day`: all its values are checked under one
+    /// lock.
+    pub fn row(&self, site: usize, day: u16) -> RowBound<'_> {
+        // A poisoned lock only means a panic elsewhere mid-update; the sets are still sets.
+        let mut shard = self.shards[site % SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if shard.day != day {
             let dropped: usize = shard.seen.values().map(HashSet::len).sum();
             self.tracked.fetch_sub(dropped, Ordering::Relaxed);
             shard.seen.clear();
             shard.day = day;
         }
-        let seen = shard.seen.entry((site, dim)).or_default();
-        if seen.contains(&hash) {
-            return true;
+        RowBound {
+            bounds: self,
+            site,
+            shard,
         }
-        if seen.len() >= self.settings.values_per_day
-            || self.tracked.load(Ordering::Relaxed) >= self.settings.tracked_values
-        {
-            return false;
-        }
-        seen.insert(hash);
-        self.tracked.fetch_add(1, Ordering::Relaxed);
-        true
+    }
+
+    /// `value` if site `site` may store it on `day` in `dim`, else [`OTHER`].
+    pub fn keep<'v>(&self, site: usize, day: u16, dim: Dim, value: &'v str) -> &'v str {
+        self.row(site, day).keep(dim, value)
     }
 
     /// Values stored as [`OTHER`] so far, per dimension.
@@ -195,6 +158,59 @@ impl Bounds {
             help: "Values stored as (other) because their site had too many distinct ones that day.",
             value: self.folded().map(|(_, n)| n).sum::<u64>() as f64,
         });
+    }
+}
+
+/// One row's view of the bound, holding its site's lock.
+pub struct RowBound<'b> {
+    bounds: &'b Bounds,
+    site: usize,
+    shard: std::sync::MutexGuard<'b, Shard>,
+}
+
+impl RowBound<'_> {
+    /// `value` if the site may store it in `dim`, else [`OTHER`].
+    pub fn keep<'v>(&mut self, dim: Dim, value: &'v str) -> &'v str {
+        if value.is_empty() || self.admit(dim, self.bounds.key.hash_one((dim as u8, value))) {
+            value
+        } else {
+            self.bounds.folded[dim as usize].inc();
+            OTHER
+        }
+    }
+
+    /// A custom property as the site may store it: itself; its value as [`OTHER`] when the key
+    /// is known but the value past the bound; both as [`OTHER`] when the key is.
+    pub fn keep_prop<'v>(&mut self, key: &'v str, value: &'v str) -> (&'v str, &'v str) {
+        let key_hash = self.bounds.key.hash_one((Dim::Prop as u8, 0u8, key));
+        if !self.admit(Dim::Prop, key_hash) {
+            self.bounds.folded[Dim::Prop as usize].inc();
+            return (OTHER, OTHER);
+        }
+        let pair_hash = self.bounds.key.hash_one((Dim::Prop as u8, 1u8, key, value));
+        if self.admit(Dim::Prop, pair_hash) {
+            (key, value)
+        } else {
+            self.bounds.folded[Dim::Prop as usize].inc();
+            (key, OTHER)
+        }
+    }
+
+    fn admit(&mut self, dim: Dim, hash: u64) -> bool {
+        let settings = &self.bounds.settings;
+        let tracked = &self.bounds.tracked;
+        let seen = self.shard.seen.entry((self.site, dim)).or_default();
+        if seen.contains(&hash) {
+            return true;
+        }
+        if seen.len() >= settings.values_per_day
+            || tracked.load(Ordering::Relaxed) >= settings.tracked_values
+        {
+            return false;
+        }
+        seen.insert(hash);
+        tracked.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -230,14 +246,15 @@ mod tests {
     #[test]
     fn properties_fold_by_value_then_by_key() {
         let b = bounds(4, 1000);
-        assert_eq!(b.keep_prop(0, 1, "plan", "pro"), ("plan", "pro"));
-        assert_eq!(b.keep_prop(0, 1, "plan", "team"), ("plan", "team"));
-        assert_eq!(b.keep_prop(0, 1, "plan", "free"), ("plan", "free"));
+        let mut row = b.row(0, 1);
+        assert_eq!(row.keep_prop("plan", "pro"), ("plan", "pro"));
+        assert_eq!(row.keep_prop("plan", "team"), ("plan", "team"));
+        assert_eq!(row.keep_prop("plan", "free"), ("plan", "free"));
         // One key and three pairs are four values: the next new pair folds its value...
-        assert_eq!(b.keep_prop(0, 1, "plan", "basic"), ("plan", OTHER));
+        assert_eq!(row.keep_prop("plan", "basic"), ("plan", OTHER));
         // ...and a new key folds whole.
-        assert_eq!(b.keep_prop(0, 1, "user", "x"), (OTHER, OTHER));
-        assert_eq!(b.keep_prop(0, 1, "plan", "pro"), ("plan", "pro"));
+        assert_eq!(row.keep_prop("user", "x"), (OTHER, OTHER));
+        assert_eq!(row.keep_prop("plan", "pro"), ("plan", "pro"));
     }
 
     #[test]

@@ -119,15 +119,7 @@ impl Collector {
             let db = db.clone();
             Box::pin(async move { store::ping(&db).await.map_err(|e| e.to_string()) })
         });
-        let mut routes = Routes::new(
-            ingest.pipeline,
-            ready,
-            &config.proxy,
-            &config.rate_limit,
-            &config.ingest,
-            &config.metrics,
-            &config.server,
-        );
+        let mut routes = routes(&config, ingest.pipeline, ready);
         let gauged = spool.clone();
         routes.gauges.push(Box::new(move |out| gauged.gauges(out)));
         Ok(Collector {
@@ -274,6 +266,19 @@ pub fn ingest(
         batcher,
         sealed,
     })
+}
+
+/// The collector's routes over `pipeline`, as `config` sets them up.
+pub fn routes(config: &Config, pipeline: Pipeline, ready: server::Probe) -> Routes {
+    Routes::new(
+        pipeline,
+        ready,
+        &config.proxy,
+        &config.rate_limit,
+        &config.ingest,
+        &config.metrics,
+        &config.server,
+    )
 }
 
 /// Inserts sealed segments into ClickHouse, deduplicated where the server can.

@@ -118,13 +118,14 @@ impl Pipeline {
         let pageview = payload.name == "pageview";
         let mut bytes = Vec::with_capacity(256);
         for &(index, site) in &accepted.sites {
-            let bounds = &self.bounds;
+            // Every value of the row against the site's bound for the day, under one lock.
+            let mut bound = self.bounds.row(index, day);
             let mut paths = Paths::of(&accepted, site);
             for (dim, path) in [
                 (Dim::Page, &mut paths.pathname),
                 (Dim::Referrer, &mut paths.referrer),
             ] {
-                let folded = bounds.keep(index, day, dim, path) == OTHER;
+                let folded = bound.keep(dim, path) == OTHER;
                 if folded {
                     *path = Cow::Borrowed(OTHER);
                 }
@@ -141,13 +142,13 @@ impl Pipeline {
                 .props
                 .iter()
                 .map(|(k, v)| {
-                    let (k, v) = bounds.keep_prop(index, day, k, v);
+                    let (k, v) = bound.keep_prop(k, v);
                     (Cow::Borrowed(k), Cow::Borrowed(v))
                 })
                 .collect();
             let mut row = Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step);
-            row.hostname = bounds.keep(index, day, Dim::Hostname, row.hostname);
-            row.referrer_source = bounds.keep(index, day, Dim::Source, row.referrer_source);
+            row.hostname = bound.keep(Dim::Hostname, row.hostname);
+            row.referrer_source = bound.keep(Dim::Source, row.referrer_source);
             for utm in [
                 &mut row.utm_source,
                 &mut row.utm_medium,
@@ -155,12 +156,13 @@ impl Pipeline {
                 &mut row.utm_content,
                 &mut row.utm_term,
             ] {
-                *utm = bounds.keep(index, day, Dim::Utm, utm);
+                *utm = bound.keep(Dim::Utm, utm);
             }
-            row.name = bounds.keep(index, day, Dim::Event, row.name);
-            row.browser_version = bounds.keep(index, day, Dim::Version, row.browser_version);
-            row.os_version = bounds.keep(index, day, Dim::Version, row.os_version);
-            row.region = bounds.keep(index, day, Dim::Region, row.region);
+            row.name = bound.keep(Dim::Event, row.name);
+            row.browser_version = bound.keep(Dim::Version, row.browser_version);
+            row.os_version = bound.keep(Dim::Version, row.os_version);
+            row.region = bound.keep(Dim::Region, row.region);
+            drop(bound);
             row.props = &props;
             row.encode(&mut bytes);
         }

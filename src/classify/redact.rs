@@ -45,30 +45,41 @@ pub fn emails(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
-    let mut out = String::new();
-    let mut copied = 0;
+    let mut spans = Vec::new();
     let mut i = 0;
     while i < b.len() {
         if b[i] != b'@' {
             i += 1;
             continue;
         }
+        let after_last = spans.last().map_or(0, |&(_, end)| end);
         let mut start = i;
-        while start > copied && is_local(b[start - 1]) {
+        while start > after_last && is_local(b[start - 1]) {
             start -= 1;
         }
         match domain_end(b, i + 1) {
             Some(end) if start < i => {
-                out.push_str(&s[copied..start]);
-                out.push_str(EMAIL);
-                copied = end;
+                spans.push((start, end));
                 i = end;
             }
             _ => i += 1,
         }
     }
-    if copied == 0 {
+    splice(s, &spans, EMAIL)
+}
+
+/// `s` with each of the (sorted, disjoint) byte `spans` replaced by `with`; borrowed when
+/// there are none.
+fn splice<'s>(s: &'s str, spans: &[(usize, usize)], with: &str) -> Cow<'s, str> {
+    if spans.is_empty() {
         return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    for &(start, end) in spans {
+        out.push_str(&s[copied..start]);
+        out.push_str(with);
+        copied = end;
     }
     out.push_str(&s[copied..]);
     Cow::Owned(out)
@@ -101,8 +112,7 @@ pub fn tokens(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
-    let mut out = String::new();
-    let mut copied = 0;
+    let mut spans = Vec::new();
     let mut i = 0;
     while i < b.len() {
         if !is_token_byte(b[i]) {
@@ -114,16 +124,10 @@ pub fn tokens(s: &str) -> Cow<'_, str> {
             i += 1;
         }
         if is_token(&b[start..i]) {
-            out.push_str(&s[copied..start]);
-            out.push_str(TOKEN);
-            copied = i;
+            spans.push((start, i));
         }
     }
-    if copied == 0 {
-        return Cow::Borrowed(s);
-    }
-    out.push_str(&s[copied..]);
-    Cow::Owned(out)
+    splice(s, &spans, TOKEN)
 }
 
 #[cfg(test)]

@@ -120,6 +120,33 @@ impl Send {
     }
 }
 
+/// A collector listening at `addr`, as tests talk to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs an event as a browser at `ip` with user agent `ua` would (through the trusted proxy).
+    pub async fn send(&self, body: &str, ua: &str, ip: &str) -> Reply {
+        Send::event(self.addr, body).ua(ua).from(ip).send().await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
 /// What the collector answered.
 #[derive(Debug)]
 pub struct Reply {

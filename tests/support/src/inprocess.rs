@@ -1,7 +1,6 @@
 //! Glimpse in this process: the whole collector against a real ClickHouse ([`Glimpse`]), or
 //! only its HTTP front and request path, with no ClickHouse at all ([`Front`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clickhouse::ClickHouse;
-use crate::client::{Reply, Send};
+use crate::client::Endpoint;
 use crate::{UA_CHROME_WIN, UA_FIREFOX, UA_IPHONE, repo_path};
 
 /// The configuration every in-process test starts from: two sites, the GeoIP2 fixture,
@@ -98,7 +97,8 @@ pub async fn seed_known_traffic(ch: &ClickHouse) -> String {
 
 /// Glimpse running in this process on a loopback port.
 pub struct Glimpse {
-    pub addr: SocketAddr,
+    /// Where it listens: `url`, `send` and `metrics` come from here.
+    pub endpoint: Endpoint,
     pub clock: Clock,
     pub salts: Arc<Salts>,
     pub metrics: Arc<Metrics>,
@@ -127,7 +127,7 @@ impl Glimpse {
             let _ = rx.await;
         }));
         Glimpse {
-            addr,
+            endpoint: Endpoint { addr },
             clock,
             salts,
             metrics,
@@ -136,20 +136,6 @@ impl Glimpse {
             stop: Some(tx),
             task,
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// POSTs an event as a browser at `ip` with user agent `ua` would (through the trusted proxy).
-    pub async fn send(&self, body: &str, ua: &str, ip: &str) -> Reply {
-        Send::event(self.addr, body).ua(ua).from(ip).send().await
-    }
-
-    /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        metrics_text(self.addr).await
     }
 
     /// Graceful stop: flushes everything accepted to ClickHouse.
@@ -161,21 +147,26 @@ impl Glimpse {
     }
 }
 
-/// The `/metrics` text of a collector at `addr`.
-async fn metrics_text(addr: SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+impl std::ops::Deref for Glimpse {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl std::ops::Deref for Front {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// The collector's routes and request path in this process, over a temporary spool, with no
 /// ClickHouse: the salts are made in memory, readiness is whatever `ready` says, and accepted
 /// rows stay in the spool, where [`Front::stop`] counts them.
 pub struct Front {
-    pub addr: SocketAddr,
+    /// Where it listens: `url`, `send` and `metrics` come from here.
+    pub endpoint: Endpoint,
     pub metrics: Arc<Metrics>,
     pub spool: Arc<Spool>,
     routes: Arc<Routes>,
@@ -207,16 +198,7 @@ impl Front {
         let ingest =
             collector::ingest(&config, clock, salts, spool.clone(), metrics.clone(), drops)
                 .expect("ingest path");
-        let routes = Routes::new(
-            ingest.pipeline,
-            ready,
-            &config.proxy,
-            &config.rate_limit,
-            &config.ingest,
-            &config.metrics,
-            &config.server,
-        );
-        let routes = Arc::new(routes);
+        let routes = Arc::new(collector::routes(&config, ingest.pipeline, ready));
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel::<()>();
@@ -229,7 +211,7 @@ impl Front {
             server::run(listener, shutdown, served, settings).await;
         });
         Front {
-            addr,
+            endpoint: Endpoint { addr },
             metrics,
             spool,
             routes,
@@ -239,20 +221,6 @@ impl Front {
             task,
             _dir: dir,
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// POSTs an event as a browser at `ip` with user agent `ua` would (through the trusted proxy).
-    pub async fn send(&self, body: &str, ua: &str, ip: &str) -> Reply {
-        Send::event(self.addr, body).ua(ua).from(ip).send().await
-    }
-
-    /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        metrics_text(self.addr).await
     }
 
     /// Stops serving, seals the spool, and returns how many rows it holds: every row accepted.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
-pub use client::{Reply, Send, browser_client, browser_client_builder, http};
+pub use client::{Endpoint, Reply, Send, browser_client, browser_client_builder, http};
 pub use disk::Tmpfs;
 pub use inprocess::{Front, Glimpse, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
