@@ -170,8 +170,8 @@ impl Metrics {
         );
         counter(
             "glimpse_spool_lost_rows_total",
-            "Rows lost because the spool could not be written (their requests were answered 202 \
-             before the failure, within the group-commit interval).",
+            "Rows the spool could not write; their requests were answered 503, never 202 (the \
+             name is kept from when they were).",
             &[("", self.spool_lost_rows.get())],
         );
         let name = "glimpse_insert_duration_seconds";
