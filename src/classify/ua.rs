@@ -208,7 +208,12 @@ pub fn classify(ua: &str) -> Result<BrowserClass, DropReason> {
         "appliance" | "misc" => Device::Other,
         _ => return Err(DropReason::NotABrowser),
     };
-    if parsed.name == "UNKNOWN" && device != Device::Other {
+    let name = if parsed.name == "UNKNOWN" && is_mac_webview(&lower) {
+        "Webview"
+    } else {
+        parsed.name
+    };
+    if name == "UNKNOWN" && device != Device::Other {
         return Err(DropReason::NotABrowser);
     }
     let device = if is_tablet(&lower, device) {
@@ -217,7 +222,7 @@ pub fn classify(ua: &str) -> Result<BrowserClass, DropReason> {
         device
     };
     Ok(BrowserClass {
-        browser: known(parsed.name).to_string(),
+        browser: known(name).to_string(),
         browser_version: major(parsed.version).to_string(),
         os: known(parsed.os).to_string(),
         os_version: truncate(known(&parsed.os_version), MAX_VERSION_LEN).to_string(),
@@ -287,6 +292,18 @@ impl UaCache {
     }
 }
 
+/// The WebKit view that macOS apps (mail, chat, RSS readers) embed: a Mac, WebKit, and no
+/// browser name after `(KHTML, like Gecko)`. woothee knows only the iOS one. The crawler rules
+/// have already run, so a named bot in this shape is dropped before it gets here.
+fn is_mac_webview(lower: &str) -> bool {
+    lower.starts_with("mozilla/5.0 (macintosh;")
+        && lower.contains(") applewebkit/")
+        && lower.contains(" (khtml, like gecko)")
+        && !["safari/", "chrome/", "firefox/", "version/"]
+            .iter()
+            .any(|b| lower.contains(b))
+}
+
 /// woothee has no tablet class: iPads, Android without "Mobile", and named tablets are tablets.
 fn is_tablet(lower: &str, device: Device) -> bool {
     if lower.contains("ipad")
@@ -353,6 +370,27 @@ mod tests {
         // Old Internet Explorer is the one browser that says "compatible;".
         let ie = "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; Trident/6.0)";
         assert_eq!(classify(ie).unwrap().browser, "Internet Explorer");
+    }
+
+    #[test]
+    fn in_app_views_of_macos_apps_are_webviews() {
+        let mail = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
+        let c = classify(mail).unwrap();
+        assert_eq!(
+            (c.browser.as_str(), c.os.as_str(), c.device),
+            ("Webview", "Mac OSX", Device::Desktop)
+        );
+        // The iOS one, which woothee knows.
+        let ios = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148";
+        assert_eq!(classify(ios).unwrap().browser, "Webview");
+        // Crawlers in that shape are still crawlers.
+        for bot in [
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Applebot/0.1",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko; Acme)",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) +https://example.net",
+        ] {
+            assert_eq!(classify(bot), Err(DropReason::Crawler), "{bot}");
+        }
     }
 
     #[test]
