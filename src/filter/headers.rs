@@ -1,6 +1,8 @@
 //! What the request headers say about the sender, reduced to the few facts the checks use.
-//! Browsers send these headers on every `fetch`, `sendBeacon` and image request; tools and
-//! scripts that copy a browser's user agent usually do not.
+//! Browsers send these headers on every `fetch`, `sendBeacon` and image request. Server-side
+//! integrations and event proxies send only a user agent, `X-Forwarded-For` and a content type,
+//! and so do scripts that copy a browser's user agent: the missing headers cannot tell those
+//! two apart, so only what is *inconsistent* for a browser is held against a request.
 
 use http::HeaderMap;
 
@@ -15,6 +17,9 @@ pub struct Signals {
     /// `Sec-Fetch-*` describe a top-level navigation or a document load, which a beacon request
     /// never is.
     pub navigation: bool,
+    /// Any `Sec-Fetch-*` header: the request says it comes from a modern browser, which then
+    /// also sends `Accept-Language`.
+    pub fetch_metadata: bool,
 }
 
 impl Signals {
@@ -39,6 +44,7 @@ impl Signals {
                 .is_some_and(|v| !v.is_empty()),
             speculative,
             navigation,
+            fetch_metadata: h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
         }
     }
 
@@ -47,8 +53,16 @@ impl Signals {
     pub fn browser() -> Signals {
         Signals {
             accept_language: true,
+            fetch_metadata: true,
             ..Signals::default()
         }
+    }
+
+    /// Whether these headers contradict a browser's: a navigation (a beacon request never is
+    /// one), fetch metadata without `Accept-Language` (browsers send both), or, when
+    /// `browser_only`, no `Accept-Language` at all (server-side senders are then refused).
+    pub fn mismatch(&self, browser_only: bool) -> bool {
+        self.navigation || (!self.accept_language && (self.fetch_metadata || browser_only))
     }
 }
 
@@ -86,5 +100,26 @@ mod tests {
         assert!(signals(&[("sec-fetch-dest", "document")]).navigation);
         assert!(signals(&[("sec-fetch-user", "?1")]).navigation);
         assert!(!signals(&[]).accept_language);
+    }
+
+    #[test]
+    fn server_side_senders_match_unless_browsers_only() {
+        // What Plausible's Events API documentation shows for server-side use.
+        let backend = signals(&[
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Firefox/125.0",
+            ),
+            ("x-forwarded-for", "192.0.2.7"),
+            ("content-type", "application/json"),
+        ]);
+        assert!(!backend.mismatch(false));
+        assert!(backend.mismatch(true));
+        // A browser never sends fetch metadata without Accept-Language, nor a navigation.
+        assert!(signals(&[("sec-fetch-mode", "cors")]).mismatch(false));
+        assert!(
+            signals(&[("accept-language", "en"), ("sec-fetch-mode", "navigate")]).mismatch(false)
+        );
+        assert!(!Signals::browser().mismatch(true));
     }
 }

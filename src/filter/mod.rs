@@ -25,9 +25,10 @@ pub use spam::ReferrerSpam;
 /// The `[filter]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Browser-consistency checks on request headers. Off for senders that forward events
-    /// server-side without the browser's headers.
+    /// Browser-consistency checks on request headers (see [`Signals::mismatch`]).
     pub header_checks: bool,
+    /// Also require the headers every browser sends, refusing server-side integrations.
+    pub browser_only: bool,
     pub referrer_spam: bool,
     /// File of datacenter/hosting CIDRs whose traffic is dropped; `None`: no such filter.
     pub datacenter_ranges: Option<PathBuf>,
@@ -37,6 +38,7 @@ impl Settings {
     pub(crate) fn read(r: &mut Reader) -> Settings {
         Settings {
             header_checks: r.boolean("filter.header_checks", true),
+            browser_only: r.boolean("filter.browser_only", false),
             referrer_spam: r.boolean("filter.referrer_spam", true),
             datacenter_ranges: r.path("filter.datacenter_ranges"),
         }
@@ -69,8 +71,10 @@ pub struct Rules {
     pub spam: ReferrerSpam,
     /// Empty unless a datacenter ranges file is configured.
     pub datacenters: IpRanges,
-    /// Browser-consistency checks on request headers; off for server-side senders.
+    /// Browser-consistency checks on request headers.
     pub header_checks: bool,
+    /// Refuse requests without the headers every browser sends (server-side integrations).
+    pub browser_only: bool,
 }
 
 impl Rules {
@@ -86,6 +90,7 @@ impl Rules {
             spam: ReferrerSpam::default(),
             datacenters: IpRanges::default(),
             header_checks: true,
+            browser_only: false,
         }
     }
 
@@ -94,6 +99,7 @@ impl Rules {
     pub fn configured(sites: &[Site], settings: &Settings) -> Result<Rules, String> {
         let mut rules = Rules::new(sites);
         rules.header_checks = settings.header_checks;
+        rules.browser_only = settings.browser_only;
         if settings.referrer_spam {
             rules.spam = ReferrerSpam::bundled();
         }
@@ -184,7 +190,7 @@ pub fn filter<'a, 'g, 's>(
         return Err(refuse(DropReason::Prefetch));
     }
     let browser = event.browser.clone().map_err(refuse)?;
-    if rules.header_checks && (!signals.accept_language || signals.navigation) {
+    if rules.header_checks && signals.mismatch(rules.browser_only) {
         return Err(refuse(DropReason::HeaderMismatch));
     }
     if rules.datacenters.contains(ip) {
@@ -351,6 +357,9 @@ mod tests {
         let mut s = sender(UA);
         s.signals.accept_language = false;
         assert_eq!(reason(run_with(body, &s)), Some(DropReason::HeaderMismatch));
+        // A server-side sender: no browser headers at all.
+        s.signals = Signals::default();
+        assert_eq!(reason(run_with(body, &s)), None);
         s.signals = Signals {
             navigation: true,
             ..Signals::browser()

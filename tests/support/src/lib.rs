@@ -7,7 +7,8 @@
 //! - [`client`]: HTTP clients, and [`Send`], the one way tests send events;
 //! - [`disk`]: a small tmpfs to fill up;
 //! - [`browser`]: headless Chromium and a loopback test site;
-//! - [`load`]: steady load from many visitors, and how it landed.
+//! - [`load`]: steady load from many visitors, and how it landed;
+//! - [`proxy`]: an event proxy that forwards only what server-side integrations send.
 //!
 //! Missing components fail the test with an install hint; nothing is skipped.
 
@@ -18,6 +19,7 @@ pub mod disk;
 pub mod inprocess;
 pub mod load;
 pub mod process;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ pub use disk::Tmpfs;
 pub use inprocess::{Front, Glimpse, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use process::{GlimpseProcess, binary_env};
+pub use proxy::EventProxy;
 
 pub const UA_FIREFOX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
