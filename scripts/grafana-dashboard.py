@@ -37,6 +37,7 @@ PANELS = [
     ("Top pages", "breakdown", "page", "table", 12),
     ("Entry pages", "entry_pages", None, "table", 6),
     ("Exit pages", "exit_pages", None, "table", 6),
+    ("Scroll depth and time on page", "page_engagement", None, "table", 12),
     ("Sources", "breakdown", "source", "table", 12),
     ("Referrers", "breakdown", "referrer", "table", 12),
     ("UTM sources", "breakdown", "utm_source", "table", 6),

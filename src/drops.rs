@@ -53,10 +53,13 @@ impl DropCounts {
         }
     }
 
-    /// Whether this reason is counted per site: unknown sites have no site, and engagement
-    /// events are time-on-page reports, not traffic that was filtered.
+    /// Whether this reason is counted per site: unknown sites have no site, and an engagement
+    /// report without a visit is a late time-on-page report, not traffic that was filtered.
     pub fn counts(reason: DropReason) -> bool {
-        !matches!(reason, DropReason::UnknownSite | DropReason::Engagement)
+        !matches!(
+            reason,
+            DropReason::UnknownSite | DropReason::EngagementWithoutVisit
+        )
     }
 
     pub fn add(&self, day: u16, site: usize, reason: DropReason, n: u64) {
@@ -158,7 +161,7 @@ mod tests {
         c.add(100, 1, DropReason::BlockedIp, 1);
         c.add(101, 1, DropReason::Crawler, 5);
         c.add(101, 0, DropReason::UnknownSite, 7);
-        c.add(101, 0, DropReason::Engagement, 7);
+        c.add(101, 0, DropReason::EngagementWithoutVisit, 7);
         let rows = c.take(101);
         assert_eq!(
             rows,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use crate::classify::redact;
 use crate::filter::Accepted;
 use crate::model::Site;
-use crate::visits::Step;
+use crate::visits::{Engaged, Step};
 
 /// Column names and types of the insert table, in RowBinary order. `schema/` must agree; an
 /// integration test compares this list with the live table.
@@ -43,16 +43,22 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("visit_seconds", "UInt32"),
     ("visit_bounce", "Int8"),
     ("visit_exit_prev", "String"),
+    ("scroll_gain", "UInt8"),
+    ("scroll_first", "UInt8"),
+    ("engaged_ms", "UInt32"),
+    ("engaged_first", "UInt8"),
 ];
 
 /// The row format: which of [`COLUMNS`] a row holds. Spool segments record theirs, so segments
 /// written by an older version are still inserted with their own column list after an upgrade.
-pub const ROW_FORMAT: u32 = 2;
+pub const ROW_FORMAT: u32 = 3;
 
-/// How many of [`COLUMNS`] each row format holds (format 1: before visits).
+/// How many of [`COLUMNS`] each row format holds (format 1: before visits; 2: before
+/// engagement).
 pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
     match format {
         1 => &COLUMNS[..25],
+        2 => &COLUMNS[..29],
         _ => COLUMNS,
     }
 }
@@ -90,6 +96,9 @@ pub struct Event<'a> {
     pub revenue_currency: &'a str,
     pub props: &'a [(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)],
     pub visit: VisitStep<'a>,
+    /// What an engagement report adds to its page (all zero for other events); its
+    /// `seconds` travel in `visit`.
+    pub engaged: Engaged,
 }
 
 /// What an event changes about its visit, as sums the aggregates add up (see `visits`).
@@ -177,6 +186,7 @@ impl<'a> Event<'a> {
                 bounce: step.bounce,
                 exit_prev: step.exit_prev.as_deref().unwrap_or(""),
             },
+            engaged: Engaged::default(),
         }
     }
 
@@ -221,6 +231,10 @@ impl<'a> Event<'a> {
         out.extend_from_slice(&self.visit.seconds.to_le_bytes());
         out.push(self.visit.bounce as u8);
         put_str(out, self.visit.exit_prev);
+        out.push(self.engaged.scroll_gain);
+        out.push(u8::from(self.engaged.scroll_first));
+        out.extend_from_slice(&self.engaged.engaged_ms.to_le_bytes());
+        out.push(u8::from(self.engaged.engaged_first));
     }
 }
 
@@ -287,6 +301,7 @@ mod tests {
         want.extend_from_slice(&0u32.to_le_bytes());
         want.push(1); // bounce +1
         want.push(0); // no previous exit page
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // no engagement
         assert_eq!(out, want);
     }
 
@@ -294,7 +309,12 @@ mod tests {
     fn insert_sql_lists_the_columns_of_each_format() {
         let sql = insert_sql("events_in", ROW_FORMAT);
         assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
-        assert!(sql.ends_with("visit_exit_prev) FORMAT RowBinary"));
+        assert!(sql.ends_with("engaged_first) FORMAT RowBinary"));
+        let visits = insert_sql("events_in", 2);
+        assert!(
+            visits.ends_with("visit_exit_prev) FORMAT RowBinary"),
+            "{visits}"
+        );
         let old = insert_sql("events_in", 1);
         assert!(old.ends_with("prop_values) FORMAT RowBinary"), "{old}");
     }

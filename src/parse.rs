@@ -31,7 +31,26 @@ pub struct Payload<'a> {
     pub hash_mode: bool,
     pub interactive: bool,
     pub revenue: Option<Revenue>,
+    /// What an `engagement` event reports (`sd`, `e`); `None` for every other event.
+    pub engagement: Option<Engagement>,
 }
+
+/// An `engagement` report of the official tracker: how far the page was scrolled, and how long
+/// it was visible and focused since the previous report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Engagement {
+    /// Maximum scroll depth so far, percent (0–100).
+    pub scroll_depth: u8,
+    /// Engaged milliseconds since the previous report, capped at [`MAX_ENGAGED_MS`].
+    pub engaged_ms: u32,
+}
+
+/// One report covers at most this much engaged time; a tab left focused for hours would
+/// otherwise outweigh every real reader of the page.
+pub const MAX_ENGAGED_MS: u32 = 30 * 60 * 1000;
+
+/// The event name of engagement reports.
+pub const ENGAGEMENT: &str = "engagement";
 
 /// Why a payload was rejected; the text goes back to the client in a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +139,8 @@ struct RawPayload<'a> {
     hash_mode: bool,
     interactive: Option<bool>,
     revenue: Option<Revenue>,
+    scroll_depth: Option<u64>,
+    engaged_ms: Option<u64>,
 }
 
 impl<'a> RawPayload<'a> {
@@ -147,6 +168,23 @@ impl<'a> RawPayload<'a> {
                 return Err(ParseError(format!("`d`: at most {MAX_DOMAINS} domains")));
             }
         }
+        let engagement = if name == ENGAGEMENT {
+            Some(Engagement {
+                // The official tracker divides by a height that can shrink after the fact, so
+                // it may report more than 100 %.
+                scroll_depth: self.scroll_depth.unwrap_or(0).min(100) as u8,
+                engaged_ms: self.engaged_ms.unwrap_or(0).min(u64::from(MAX_ENGAGED_MS)) as u32,
+            })
+        } else {
+            for (field, value) in [("sd", self.scroll_depth), ("e", self.engaged_ms)] {
+                if value.is_some() {
+                    return Err(ParseError(format!(
+                        "`{field}`: only `engagement` events carry it (this is `{name}`)"
+                    )));
+                }
+            }
+            None
+        };
         Ok(Payload {
             name,
             url,
@@ -156,6 +194,7 @@ impl<'a> RawPayload<'a> {
             hash_mode: self.hash_mode,
             interactive: self.interactive.unwrap_or(true),
             revenue: self.revenue,
+            engagement,
         })
     }
 }
@@ -210,6 +249,8 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                     raw.interactive =
                         Some(map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0);
                 }
+                "sd" => raw.scroll_depth = next_count(&mut map, "sd")?,
+                "e" => raw.engaged_ms = next_count(&mut map, "e")?,
                 "revenue" | "$" => {
                     raw.revenue = map
                         .next_value::<Option<RevenueIn>>()
@@ -232,6 +273,22 @@ fn next_string<'de, A: MapAccess<'de>>(
     map.next_value::<BorrowedStr<'de>>()
         .map(|s| s.0)
         .map_err(|e| field_err(field, e))
+}
+
+/// A non-negative whole number, or null (the official tracker's scroll depth of a page with
+/// no height); a fractional one (some clients compute milliseconds from `performance.now()`)
+/// is rounded.
+fn next_count<'de, A: MapAccess<'de>>(map: &mut A, field: &str) -> Result<Option<u64>, A::Error> {
+    let Some(n) = map
+        .next_value::<Option<f64>>()
+        .map_err(|e| field_err(field, e))?
+    else {
+        return Ok(None);
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(field_err(field, "expected a number of at least 0"));
+    }
+    Ok(Some(n.round().min(u64::MAX as f64) as u64))
 }
 
 fn next_opt_string<'de, A: MapAccess<'de>>(
@@ -491,6 +548,54 @@ mod tests {
         let p = ok(r#"{"n":"pageview","u":"https://a.com/","r":null,"d":"","p":null}"#);
         assert_eq!(p.referrer, None);
         assert_eq!(p.domain, None);
+    }
+
+    #[test]
+    fn engagement_reports() {
+        let p = ok(r#"{"n":"engagement","u":"https://a.com/","d":"a.com","sd":42,"e":3512}"#);
+        assert_eq!(
+            p.engagement,
+            Some(Engagement {
+                scroll_depth: 42,
+                engaged_ms: 3512
+            })
+        );
+        // Fractions are rounded, a huge engaged time is capped, missing values are 0.
+        let p = ok(r#"{"n":"engagement","u":"https://a.com/","sd":99.6,"e":1e12}"#);
+        assert_eq!(
+            p.engagement,
+            Some(Engagement {
+                scroll_depth: 100,
+                engaged_ms: MAX_ENGAGED_MS
+            })
+        );
+        let p = ok(r#"{"n":"engagement","u":"https://a.com/"}"#);
+        assert_eq!(p.engagement, Some(Engagement::default()));
+        // What the official tracker sends for a page that shrank, or has no height.
+        let p = ok(r#"{"n":"engagement","u":"https://a.com/","sd":180,"e":0,"v":29}"#);
+        assert_eq!(p.engagement.unwrap().scroll_depth, 100);
+        let p = ok(r#"{"n":"engagement","u":"https://a.com/","sd":null,"e":10}"#);
+        assert_eq!(p.engagement.unwrap().scroll_depth, 0);
+        assert_eq!(
+            ok(r#"{"n":"pageview","u":"https://a.com/"}"#).engagement,
+            None
+        );
+        for (body, want) in [
+            (
+                r#"{"n":"engagement","u":"https://a.com/","sd":-1}"#,
+                "`sd`: expected a number",
+            ),
+            (
+                r#"{"n":"engagement","u":"https://a.com/","e":"5"}"#,
+                "`e`: invalid type",
+            ),
+            (
+                r#"{"n":"pageview","u":"https://a.com/","e":5}"#,
+                "`e`: only `engagement` events",
+            ),
+        ] {
+            assert!(err(body).starts_with(want), "{body}: {}", err(body));
+        }
     }
 
     #[test]

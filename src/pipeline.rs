@@ -21,7 +21,7 @@ use crate::filter::{self, Dropped, Rules, Signals};
 use crate::metrics::{Gauge, Metrics};
 use crate::model::DropReason;
 use crate::parse::{self, Payload};
-use crate::visits::Visits;
+use crate::visits::{Step, Visits};
 
 /// What became of one request's event.
 #[derive(Debug, PartialEq, Eq)]
@@ -117,6 +117,7 @@ impl Pipeline {
         let payload = &accepted.event.payload;
         let pageview = payload.name == "pageview";
         let mut bytes = Vec::with_capacity(256);
+        let mut count = 0;
         for &(index, site) in &accepted.sites {
             // Every value of the row against the site's bound for the day, under one lock.
             let mut bound = self.bounds.row(index, day);
@@ -131,21 +132,49 @@ impl Pipeline {
                 }
             }
             let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
-            let step = self.visits.step(
-                visitor,
-                timestamp,
-                pageview,
-                payload.interactive,
-                &paths.pathname,
-            );
-            let props: Vec<(Cow<'_, str>, Cow<'_, str>)> = payload
-                .props
-                .iter()
-                .map(|(k, v)| {
-                    let (k, v) = bound.keep_prop(k, v);
-                    (Cow::Borrowed(k), Cow::Borrowed(v))
-                })
-                .collect();
+            // An engagement report adds to its visit's page and duration, and is neither a page
+            // view nor an event: no props, no revenue, no event name counted against the bound.
+            let (step, engaged) = match payload.engagement {
+                Some(report) => {
+                    let Some(engaged) = self.visits.engage(
+                        visitor,
+                        timestamp,
+                        &paths.pathname,
+                        report.scroll_depth,
+                        report.engaged_ms,
+                    ) else {
+                        continue;
+                    };
+                    let step = Step {
+                        seconds: engaged.seconds,
+                        bounce: 0,
+                        entry: false,
+                        exit_prev: None,
+                    };
+                    (step, Some(engaged))
+                }
+                None => {
+                    let step = self.visits.step(
+                        visitor,
+                        timestamp,
+                        pageview,
+                        payload.interactive,
+                        &paths.pathname,
+                    );
+                    (step, None)
+                }
+            };
+            let props: Vec<(Cow<'_, str>, Cow<'_, str>)> = match engaged {
+                Some(_) => Vec::new(),
+                None => payload
+                    .props
+                    .iter()
+                    .map(|(k, v)| {
+                        let (k, v) = bound.keep_prop(k, v);
+                        (Cow::Borrowed(k), Cow::Borrowed(v))
+                    })
+                    .collect(),
+            };
             let mut row = Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step);
             row.hostname = bound.keep(Dim::Hostname, row.hostname);
             row.referrer_source = bound.keep(Dim::Source, row.referrer_source);
@@ -158,16 +187,30 @@ impl Pipeline {
             ] {
                 *utm = bound.keep(Dim::Utm, utm);
             }
-            row.name = bound.keep(Dim::Event, row.name);
+            if let Some(engaged) = engaged {
+                row.engaged = engaged;
+                row.revenue_micros = 0;
+                row.revenue_currency = "";
+            } else {
+                row.name = bound.keep(Dim::Event, row.name);
+            }
             row.browser_version = bound.keep(Dim::Version, row.browser_version);
             row.os_version = bound.keep(Dim::Version, row.os_version);
             row.region = bound.keep(Dim::Region, row.region);
             drop(bound);
             row.props = &props;
             row.encode(&mut bytes);
+            count += 1;
+        }
+        if count == 0 {
+            let none = Dropped {
+                reason: DropReason::EngagementWithoutVisit,
+                sites: Vec::new(),
+            };
+            return Err(self.dropped(day, &none));
         }
         Ok(Rows {
-            count: accepted.sites.len() as u32,
+            count,
             bytes,
             written: None,
         })

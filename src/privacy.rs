@@ -93,6 +93,13 @@ pub const STORED: &[Field] = &[
                page it follows), so that visits, their length and their entry and exit pages \
                can be counted without any visit identifier",
     },
+    Field {
+        columns: &["scroll_gain", "scroll_first", "engaged_ms", "engaged_first"],
+        what: "for reports of how far a page was scrolled and how long it was visible and in \
+               focus (sent when you leave or switch away from a page), how much they add to \
+               that page's deepest scroll and reading time within your visit, so that average \
+               scroll depth and time on page can be counted without any visit identifier",
+    },
 ];
 
 /// Every stored column, in [`STORED`]'s order.

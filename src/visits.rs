@@ -5,6 +5,11 @@
 //! those, so visits, bounce rate, duration, entry and exit pages work in aggregates-only mode and
 //! no visit identifier is stored. The key is the daily visitor id, already per site and per day.
 //!
+//! Engagement reports (scroll depth, engaged time) attach to the open visit: the visit remembers
+//! the deepest scroll and whether time was reported for its last few pages, so each report adds
+//! only the rise of a visit-page's maximum and counts a visit-page once ([`Engaged`]). A report
+//! also moves the visit's last-seen time, so a single page read for 40 s lasts 40 s.
+//!
 //! State is in memory, bounded: a collector restart, or a visitor reaching another collector,
 //! starts a new visit (route by client address for several collectors); a visit crossing UTC
 //! midnight becomes two, as the visitor id changes. When the table is full, events of visitors it
@@ -52,12 +57,39 @@ pub struct Step {
     pub exit_prev: Option<Box<str>>,
 }
 
+/// What one engagement report adds, given what its visit already reported for the page.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Engaged {
+    /// Seconds since the visit's previous event: visit duration grows to the report.
+    pub seconds: u32,
+    /// Rise of the visit-page's maximum scroll depth (the aggregates sum per-visit maxima).
+    pub scroll_gain: u8,
+    /// 1 for the visit-page's first report: the count the scroll average divides by.
+    pub scroll_first: bool,
+    pub engaged_ms: u32,
+    /// 1 for the visit-page's first report with engaged time: the count time on page divides by.
+    pub engaged_first: bool,
+}
+
+/// Pages of one visit that reported engagement, most recent last. A page that drops out of
+/// this window and reports again counts as a visit-page of its own.
+const PAGES_PER_VISIT: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct PageSeen {
+    page: u64,
+    max_scroll: u8,
+    engaged: bool,
+}
+
 #[derive(Debug)]
 struct Visit {
     last: u32,
     pageviews: u16,
     bounce: bool,
     exit: Box<str>,
+    /// Allocated at the visit's first engagement report only.
+    pages: Vec<PageSeen>,
 }
 
 #[derive(Default)]
@@ -165,10 +197,66 @@ impl Visits {
                 pageviews: u16::from(pageview),
                 bounce: step.bounce > 0,
                 exit: if pageview { page.into() } else { "".into() },
+                pages: Vec::new(),
             },
         );
         step
     }
+
+    /// Records an engagement report of `visitor` for `page`. `None` when the visitor has no
+    /// open visit: a report never starts one (it may come from a visit that ended, or from a
+    /// visitor whose id changed at midnight).
+    pub fn engage(
+        &self,
+        visitor: u64,
+        now: u32,
+        page: &str,
+        scroll_depth: u8,
+        engaged_ms: u32,
+    ) -> Option<Engaged> {
+        let mut shard = self.shards[(visitor >> 58) as usize % SHARDS].lock().ok()?;
+        let v = shard.open.get_mut(&visitor)?;
+        if now.saturating_sub(v.last) >= self.timeout_secs {
+            return None;
+        }
+        let seconds = now.saturating_sub(v.last);
+        v.last = v.last.max(now);
+        let key = page_key(page);
+        let scroll_depth = scroll_depth.min(100);
+        let (i, new) = match v.pages.iter().position(|p| p.page == key) {
+            Some(i) => (i, false),
+            None => {
+                if v.pages.len() == PAGES_PER_VISIT {
+                    v.pages.remove(0);
+                }
+                v.pages.push(PageSeen {
+                    page: key,
+                    max_scroll: 0,
+                    engaged: false,
+                });
+                (v.pages.len() - 1, true)
+            }
+        };
+        let seen = &mut v.pages[i];
+        let scroll_gain = scroll_depth.saturating_sub(seen.max_scroll);
+        seen.max_scroll = seen.max_scroll.max(scroll_depth);
+        let engaged_first = engaged_ms > 0 && !seen.engaged;
+        seen.engaged |= engaged_ms > 0;
+        Some(Engaged {
+            seconds,
+            scroll_gain,
+            scroll_first: new,
+            engaged_ms,
+            engaged_first,
+        })
+    }
+}
+
+/// A page's key within one visit: collisions between two pages of the same visit are
+/// negligible at 64 bits.
+fn page_key(page: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(page)
 }
 
 /// A visit's first event: a bounce unless it is an interaction itself.
@@ -194,6 +282,55 @@ mod tests {
 
     fn visits() -> Visits {
         visits_holding(100_000)
+    }
+
+    #[test]
+    fn engagement_adds_per_visit_page_maxima_and_extends_the_visit() {
+        let v = visits();
+        // No visit, no report: engagement never starts one.
+        assert_eq!(v.engage(1, 100, "/a", 50, 1000), None);
+        v.step(1, 100, true, true, "/a");
+        let e = v.engage(1, 140, "/a", 30, 40_000).unwrap();
+        assert_eq!(
+            e,
+            Engaged {
+                seconds: 40,
+                scroll_gain: 30,
+                scroll_first: true,
+                engaged_ms: 40_000,
+                engaged_first: true
+            }
+        );
+        // The page again: only the rise of its maximum, and no second count.
+        let e = v.engage(1, 150, "/a", 80, 5_000).unwrap();
+        assert_eq!(
+            (e.seconds, e.scroll_gain, e.scroll_first, e.engaged_first),
+            (10, 50, false, false)
+        );
+        let e = v.engage(1, 151, "/a", 60, 0).unwrap();
+        assert_eq!((e.scroll_gain, e.engaged_ms), (0, 0));
+        // Another page of the visit is a visit-page of its own.
+        v.step(1, 160, true, true, "/b");
+        let e = v.engage(1, 170, "/b", 0, 0).unwrap();
+        assert_eq!(
+            (e.scroll_gain, e.scroll_first, e.engaged_first),
+            (0, true, false)
+        );
+        let e = v.engage(1, 171, "/b", 0, 2_000).unwrap();
+        assert!(e.engaged_first && !e.scroll_first);
+        // After the timeout the visit is over: nothing is attached to it.
+        assert_eq!(v.engage(1, 171 + 1800, "/b", 90, 1000), None);
+        // The window of pages per visit stays bounded.
+        v.step(2, 0, true, true, "/0");
+        for i in 0..100 {
+            assert!(
+                v.engage(2, 1, &format!("/{i}"), 10, 10)
+                    .unwrap()
+                    .scroll_first
+            );
+        }
+        let shard = v.shards[(2u64 >> 58) as usize % SHARDS].lock().unwrap();
+        assert_eq!(shard.open[&2].pages.len(), PAGES_PER_VISIT);
     }
 
     #[test]

@@ -756,7 +756,7 @@ async fn migrations_are_idempotent_and_recorded() {
 }
 
 /// Upgrading a database that has data: migration 0007 rebuilds the sketch tables, keeping every
-/// aggregate, and the views of 0002 then write into the rebuilt tables.
+/// aggregate, and the views (recreated by 0009) then write into the rebuilt tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_to_closed_days_keeps_the_aggregates() {
     let ch = ClickHouse::start();
@@ -795,7 +795,14 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
     let old = snapshot(&ch);
     assert!(old.0.len() > 100 && old.1.len() > 100);
     let ran = store::migrate(&server, &db, DB, version).await.unwrap();
-    assert_eq!(ran, ["0007_closed_days.sql", "0008_sketches_deleted.sql"]);
+    assert_eq!(
+        ran,
+        [
+            "0007_closed_days.sql",
+            "0008_sketches_deleted.sql",
+            "0009_engagement.sql"
+        ]
+    );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
     let leftovers = "SELECT count() FROM system.tables WHERE database = currentDatabase() \
                      AND (name LIKE '%_rebuild' OR name LIKE '%_0002')";

@@ -115,7 +115,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     let want = raw(
         &ch,
         "SELECT uniqExact(visitor_id), countIf(name = 'pageview'), countIf(name != 'pageview'), \
-         sum(visit_entry) FROM events WHERE site = 'a.com'",
+         sum(visit_entry) FROM events WHERE site = 'a.com' AND name != 'engagement'",
     );
     let r = &body["results"];
     let got = [
@@ -158,7 +158,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         .collect();
     let want = raw(
         &ch,
-        "SELECT country_code, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' \
+        "SELECT country_code, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' AND name != 'engagement' \
          GROUP BY country_code ORDER BY v DESC, countIf(name = 'pageview') DESC, country_code",
     );
     assert_eq!(got, want);
@@ -169,6 +169,40 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     )
     .await;
     assert!(body["results"][0]["entry_page"].is_string(), "{body}");
+
+    // Pages carry scroll depth (%) and time on page (s): the seeded visitors' last pages
+    // reported (i+1)·20 % and (i+1)·3 s, one visit each.
+    let (_, body) = get(
+        &api("stats/breakdown?site_id=a.com&property=event:page&limit=50"),
+        Some(TOKEN),
+    )
+    .await;
+    let engagement: std::collections::BTreeMap<String, (String, String)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["page"].as_str().unwrap().to_string(),
+                (r["scroll_depth"].to_string(), r["time_on_page"].to_string()),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        engagement,
+        [
+            ("/".to_string(), pair("20", "3")),
+            ("/blog/one".to_string(), pair("60", "9")),
+            ("/blog/two".to_string(), pair("80", "12")),
+            ("/checkout".to_string(), pair("null", "null")),
+            ("/docs".to_string(), pair("100", "15")),
+            ("/pricing".to_string(), pair("40", "6")),
+        ]
+        .into_iter()
+        .collect(),
+        "{body}"
+    );
     let (_, body) = get(&api("stats/revenue?site_id=a.com"), Some(TOKEN)).await;
     assert_eq!(body["results"][0]["revenue"], 37.5);
     let (_, body) = get(&api("stats/dropped?site_id=a.com"), Some(TOKEN)).await;
@@ -278,7 +312,7 @@ async fn the_page_shows_what_clickhouse_holds() {
     let want = raw(
         &ch,
         "SELECT uniqExact(visitor_id), countIf(name = 'pageview'), countIf(name != 'pageview'), \
-         sum(visit_entry) FROM events WHERE site = 'a.com'",
+         sum(visit_entry) FROM events WHERE site = 'a.com' AND name != 'engagement'",
     );
     let tiles: Vec<String> = serde_json::from_value(tiles).unwrap();
     assert_eq!(tiles, want[0]);
@@ -293,7 +327,7 @@ async fn the_page_shows_what_clickhouse_holds() {
     let pages: Vec<Vec<String>> = serde_json::from_value(pages).unwrap();
     let want = raw(
         &ch,
-        "SELECT pathname, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' \
+        "SELECT pathname, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' AND name != 'engagement' \
          GROUP BY pathname ORDER BY v DESC, countIf(name = 'pageview') DESC, pathname LIMIT 10",
     );
     assert_eq!(pages, want);

@@ -29,6 +29,10 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "kind",
     "page",
     "visits",
+    // Engagement sums per page (engagement_daily).
+    "scroll_sum",
+    "scroll_pages",
+    "engaged_pages",
     // When a closed day's copy was made (by the collector's clock), not when anyone visited.
     "generation",
     // How a closed day's copy was made: whether it added late rows, and the sums it consumed.

@@ -77,7 +77,7 @@ async fn dashboard_queries_agree_with_raw_events() {
     };
     let raw_pageviews = ch.count(
         DB,
-        "SELECT countIf(name = 'pageview') FROM events WHERE site = 'a.com'",
+        "SELECT countIf(name = 'pageview') FROM events WHERE site = 'a.com' AND name != 'engagement'",
     );
     assert_eq!(
         pageviews(&ch),
@@ -119,20 +119,20 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
     let totals = run("totals", &params("page", 0));
     let want = raw(
         "SELECT 'current', countIf(name = 'pageview'), countIf(name != 'pageview'), \
-         uniqExact(visitor_id) FROM events WHERE site = 'a.com'",
+         uniqExact(visitor_id) FROM events WHERE site = 'a.com' AND name != 'engagement'",
     );
     assert_eq!(totals, want, "{stage}: totals");
 
     let daily = run("timeseries_daily", &params("page", 0));
     let want = raw(&format!(
         "SELECT '{today}', countIf(name = 'pageview'), countIf(name != 'pageview'), \
-         uniqExact(visitor_id) FROM events WHERE site = 'a.com'"
+         uniqExact(visitor_id) FROM events WHERE site = 'a.com' AND name != 'engagement'"
     ));
     assert_eq!(daily, want, "{stage}: timeseries_daily");
     let hourly = run("timeseries_hourly", &params("page", 0));
     let want = raw(
         "SELECT toStartOfHour(timestamp) AS h, countIf(name = 'pageview'), \
-         countIf(name != 'pageview'), uniqExact(visitor_id) FROM events WHERE site = 'a.com' \
+         countIf(name != 'pageview'), uniqExact(visitor_id) FROM events WHERE site = 'a.com' AND name != 'engagement' \
          GROUP BY h ORDER BY h",
     );
     assert_eq!(hourly, want, "{stage}: timeseries_hourly");
@@ -142,7 +142,7 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
         let want = raw(&format!(
             "SELECT value, v, p, e FROM (SELECT {} AS value, uniqExact(visitor_id) AS v, \
              countIf(name = 'pageview') AS p, countIf(name != 'pageview') AS e FROM events \
-             WHERE site = 'a.com' GROUP BY value) ORDER BY v DESC, p DESC, value",
+             WHERE site = 'a.com' AND name != 'engagement' GROUP BY value) ORDER BY v DESC, p DESC, value",
             raw_expression(dimension)
         ));
         assert_eq!(got, want, "{stage}: breakdown by {dimension}");
@@ -385,6 +385,93 @@ async fn visits_from_known_timings() {
         pages(run("exit_pages")),
         [pair("/blog", "2"), pair("/", "1"), pair("/docs", "1")]
     );
+}
+
+/// Engagement from known reports: scroll depth is the average of each visit's deepest scroll
+/// of a page, time on page the average engaged time of the visits that had any; a report
+/// extends its visit's duration, is never a page view, an event or a visit of its own, and is
+/// dropped when no visit is open. The same with raw events kept and in aggregates-only mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engagement_from_known_reports() {
+    for events_days in [30, 0] {
+        let ch = ClickHouse::start();
+        let clock = glimpse::clock::Clock::default();
+        let now = clock.now();
+        let noon = now - now % glimpse::clock::SECS_PER_DAY + 12 * 3600;
+        clock.advance(noon as i64 - now as i64);
+        let today = date_string(day_of(noon));
+        let mut cfg = test_config(&ch, DB);
+        cfg.retention.events_days = events_days;
+        let g = Glimpse::start_with_clock(cfg, clock.clone()).await;
+        let view = |path: &str| format!(r#"{{"n":"pageview","u":"https://a.com{path}"}}"#);
+        let engage = |path: &str, sd: u32, e: u32| {
+            format!(r#"{{"n":"engagement","u":"https://a.com{path}","sd":{sd},"e":{e},"v":29}}"#)
+        };
+        let (a, b, c) = ("192.0.2.1", "192.0.2.2", "192.0.2.3");
+        // (seconds after noon, visitor, body, dropped)
+        let script = [
+            (0, a, view("/"), None),
+            (10, b, view("/"), None),
+            (25, b, engage("/", 100, 0), None),
+            (30, b, view("/docs"), None),
+            // a reads its one page for 40 s ...
+            (40, a, engage("/", 50, 40_000), None),
+            (90, b, engage("/docs", 30, 60_000), None),
+            // ... scrolls further and reads 20 s more.
+            (100, a, engage("/", 80, 20_000), None),
+            // c has no visit to report on.
+            (
+                200,
+                c,
+                engage("/", 90, 1_000),
+                Some("engagement_without_visit"),
+            ),
+        ];
+        let mut at = 0;
+        for (t, ip, body, dropped) in script {
+            clock.advance(t - at);
+            at = t;
+            let r = g.send(&body, UA_FIREFOX, ip).await;
+            assert_eq!((r.status, r.dropped.as_deref()), (202, dropped), "{body}");
+        }
+        g.stop().await;
+
+        let p = Params {
+            site: "a.com".into(),
+            from: today.clone(),
+            to: today.clone(),
+            dimension: "event".into(),
+            k: 0,
+            limit: 100,
+        };
+        let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
+        let stage = format!("events_days = {events_days}");
+        // "/": maxima 80 (a) and 100 (b); only a had engaged time (60 s). "/docs": b alone.
+        assert_eq!(
+            run("page_engagement"),
+            [["/", "90", "60"], ["/docs", "30", "60"]].map(|r| r.map(String::from)),
+            "{stage}"
+        );
+        // 2 visits, a's a bounce of 100 s (0 s without engagement), b's 80 s; 3 page views.
+        assert_eq!(
+            run("visits"),
+            [["current", "2", "50", "90", "1.5"].map(String::from)],
+            "{stage}"
+        );
+        assert_eq!(
+            run("totals"),
+            [["current", "3", "0", "2"].map(String::from)],
+            "{stage}"
+        );
+        assert_eq!(
+            run("breakdown"),
+            [["", "2", "3", "0"].map(String::from)],
+            "{stage}: no event named engagement"
+        );
+        assert_eq!(run("entry_pages").len(), 1, "{stage}");
+        let raw = ch.count(DB, "SELECT count() FROM events");
+        assert_eq!(raw, if events_days == 0 { 0 } else { 7 }, "{stage}");
+    }
 }
 
 /// The tables a statement reads: the names after FROM and JOIN, outside comments.

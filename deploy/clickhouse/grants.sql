@@ -17,6 +17,7 @@ GRANT SELECT ON glimpse.stats_hourly_closed TO glimpse_dashboards;
 GRANT SELECT ON glimpse.stats_daily_closed TO glimpse_dashboards;
 GRANT SELECT ON glimpse.visits_hourly TO glimpse_dashboards;
 GRANT SELECT ON glimpse.visit_pages_daily TO glimpse_dashboards;
+GRANT SELECT ON glimpse.engagement_daily TO glimpse_dashboards;
 GRANT SELECT ON glimpse.revenue_daily TO glimpse_dashboards;
 GRANT SELECT ON glimpse.props_daily TO glimpse_dashboards;
 GRANT SELECT ON glimpse.props_daily_closed TO glimpse_dashboards;

@@ -7,7 +7,8 @@
 //! - `GET /api/v1/stats/timeseries?site_id=&period=&date=&interval=date|hour` →
 //!   `{"results": [{"date", "visitors", "pageviews", "events"}]}`
 //! - `GET /api/v1/stats/breakdown?site_id=&period=&date=&property=&limit=` →
-//!   `{"results": [{<property>: value, "visitors", "pageviews", "events"}]}`; properties
+//!   `{"results": [{<property>: value, "visitors", "pageviews", "events"}]}` (`event:page`
+//!   adds `scroll_depth`, %, and `time_on_page`, seconds, null without engagement); properties
 //!   `event:page`, `event:hostname`, `event:name`, `event:props`, `visit:source`,
 //!   `visit:referrer`, `visit:utm_source` … `visit:utm_term`, `visit:country`, `visit:region`,
 //!   `visit:browser`, `visit:browser_version`, `visit:os`, `visit:os_version`, `visit:device`,
@@ -232,7 +233,10 @@ async fn breakdown(app: &Dashboard, property: &str, mut p: Params) -> Result<Val
         }
     };
     p.dimension = dimension.to_string();
-    let rows = rows(app, query, &p).await?;
+    let mut rows = rows(app, query, &p).await?;
+    if property == "event:page" {
+        add_engagement(app, &p, &mut rows).await?;
+    }
     Ok(Value::Array(
         rows.into_iter()
             .map(|mut r| {
@@ -244,6 +248,38 @@ async fn breakdown(app: &Dashboard, property: &str, mut p: Params) -> Result<Val
             })
             .collect(),
     ))
+}
+
+/// Each page's scroll depth and time on page; null where no engagement was reported (and for
+/// the folded "(other)" row, which is no page).
+async fn add_engagement(
+    app: &Dashboard,
+    p: &Params,
+    rows: &mut [Map<String, Value>],
+) -> Result<(), ApiError> {
+    let mut by_page: std::collections::HashMap<String, Map<String, Value>> =
+        self::rows(app, "page_engagement", p)
+            .await?
+            .into_iter()
+            .filter_map(|mut r| match r.remove("page") {
+                Some(Value::String(page)) => Some((page, r)),
+                _ => None,
+            })
+            .collect();
+    for row in rows {
+        let found = row
+            .get("value")
+            .and_then(Value::as_str)
+            .and_then(|page| by_page.remove(page));
+        for m in ["scroll_depth", "time_on_page"] {
+            let v = found
+                .as_ref()
+                .and_then(|f| f.get(m))
+                .map_or(Value::Null, number);
+            row.insert(m.into(), v);
+        }
+    }
+    Ok(())
 }
 
 fn array(rows: Vec<Map<String, Value>>) -> Value {
@@ -265,6 +301,8 @@ const MEASURES: &[&str] = &[
     "visit_duration",
     "pages_per_visit",
     "revenue",
+    "scroll_depth",
+    "time_on_page",
 ];
 
 /// ClickHouse quotes 64-bit integers in JSON; the API gives numbers.

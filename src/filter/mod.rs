@@ -3,7 +3,7 @@
 //! An event is either recorded, for one or more sites, or deliberately not recorded (202 with
 //! `x-glimpse-dropped: <reason>`), with the reason per matched site for the drop counts.
 //!
-//! Order: engagement reports, the site, each site's own shields (their drops are reported as
+//! Order: the site, each site's own shields (their drops are reported as
 //! the owner's choice), then prefetch, user agent, request headers, datacenter ranges, referrer
 //! spam, and last the sites' country shields.
 
@@ -143,10 +143,6 @@ pub fn filter<'a, 'g, 's>(
     signals: Signals,
     rules: &'s Rules,
 ) -> Result<Accepted<'a, 'g, 's>, Dropped> {
-    if event.payload.name == "engagement" {
-        return Err(Dropped::all(DropReason::Engagement, &[]));
-    }
-
     let mut matched: Vec<(usize, &'s Site)> = Vec::with_capacity(1);
     match event.payload.domain.as_deref() {
         Some(list) => {

@@ -21,9 +21,9 @@ pub enum DropReason {
     BlockedCountry,
     ExcludedPath,
     HostnameNotAllowed,
-    /// Plausible's tracker reports time on page as `engagement` events; they are not page views
-    /// or custom events, so they are not stored as such.
-    Engagement,
+    /// An `engagement` report from a visitor with no open visit to attach it to (the visit
+    /// timed out, the collector restarted, or the visitor's daily id changed at midnight).
+    EngagementWithoutVisit,
 }
 
 impl DropReason {
@@ -42,7 +42,7 @@ impl DropReason {
         DropReason::BlockedCountry,
         DropReason::ExcludedPath,
         DropReason::HostnameNotAllowed,
-        DropReason::Engagement,
+        DropReason::EngagementWithoutVisit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,7 +61,7 @@ impl DropReason {
             DropReason::BlockedCountry => "blocked_country",
             DropReason::ExcludedPath => "excluded_path",
             DropReason::HostnameNotAllowed => "hostname_not_allowed",
-            DropReason::Engagement => "engagement",
+            DropReason::EngagementWithoutVisit => "engagement_without_visit",
         }
     }
 

@@ -34,6 +34,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "exit_pages",
         include_str!("../../schema/queries/exit_pages.sql"),
     ),
+    (
+        "page_engagement",
+        include_str!("../../schema/queries/page_engagement.sql"),
+    ),
 ];
 
 /// The values `stats_daily.dimension` takes; `breakdown` accepts only these.

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_sketches_deleted.sql",
         include_str!("../../schema/0008_sketches_deleted.sql"),
     ),
+    (
+        "0009_engagement.sql",
+        include_str!("../../schema/0009_engagement.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
@@ -195,6 +199,7 @@ pub const AGGREGATE_TABLES: &[&str] = &[
     "props_daily",
     "visits_hourly",
     "visit_pages_daily",
+    "engagement_daily",
     "dropped_daily",
     "closed_days",
     "stats_hourly_closed",
@@ -211,6 +216,7 @@ pub const DEDUPLICATED_TABLES: &[&str] = &[
     "props_daily",
     "visits_hourly",
     "visit_pages_daily",
+    "engagement_daily",
 ];
 /// Block hashes each table remembers; at one insert a second, hours of history.
 pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
@@ -389,14 +395,19 @@ mod tests {
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
         assert_eq!(cols, want);
-        // 0006 adds the visit columns, to events_in and to events alike.
-        let visits = MIGRATIONS
-            .iter()
-            .find(|(n, _)| *n == "0006_visits.sql")
-            .unwrap()
-            .1;
+        // 0006 adds the visit columns and 0009 the engagement ones, to events_in and to events
+        // alike.
+        for (file, from, to) in [("0006_visits.sql", 25, 29), ("0009_engagement.sql", 29, 33)] {
+            let sql = MIGRATIONS.iter().find(|(n, _)| *n == file).unwrap().1;
+            added_columns_are(sql, &crate::encode::COLUMNS[from..to]);
+        }
+        let visits = MIGRATIONS[5].1;
+        assert!(!render(visits, OLD.features())[0].contains("IF NOT EXISTS"));
+    }
+
+    fn added_columns_are(sql: &str, columns: &[(&str, &str)]) {
         for table in ["events_in", "events"] {
-            let stmt = render(visits, NEW.features())
+            let stmt = render(sql, NEW.features())
                 .into_iter()
                 .find(|s| s.starts_with(&format!("ALTER TABLE {table}\n")))
                 .unwrap();
@@ -411,13 +422,12 @@ mod tests {
                     )
                 })
                 .collect();
-            let want: Vec<(String, String)> = crate::encode::COLUMNS[25..]
+            let want: Vec<(String, String)> = columns
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect();
             assert_eq!(added, want, "{table}");
         }
-        assert!(!render(visits, OLD.features())[0].contains("IF NOT EXISTS"));
     }
 
     #[test]

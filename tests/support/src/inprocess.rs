@@ -69,6 +69,16 @@ pub async fn seed_known_traffic(ch: &ClickHouse) -> String {
             let body =
                 format!(r#"{{"n":"pageview","u":"https://a.com{page}{utm}","r":"{referrer}"}}"#);
             assert_eq!(g.send(&body, ua, ip).await.status, 202);
+            // The visitor's last page reports how far it was scrolled and how long it was read
+            // (the i-th page: (i+1)·20 %, (i+1)·3 s); engagement is never a page view or event.
+            if j == i {
+                let engagement = format!(
+                    r#"{{"n":"engagement","u":"https://a.com{page}{utm}","sd":{},"e":{}}}"#,
+                    (i + 1) * 20,
+                    (i + 1) * 3000
+                );
+                assert_eq!(g.send(&engagement, ua, ip).await.dropped, None);
+            }
         }
         let signup = format!(
             r#"{{"n":"Signup","u":"https://a.com/pricing","p":{{"plan":"{}","trial":"yes"}}}}"#,
