@@ -24,6 +24,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo ">> Grafana dashboard matches schema/queries"
 python3 scripts/grafana-dashboard.py --check
 
+echo ">> beacon builds match src/beacon/beacon.js"
+scripts/build-beacon.sh --check
+
 echo ">> modern ClickHouse engine check"
 cargo build --quiet
 GLIMPSE_BIN=target/debug/glimpse python3 scripts/check-modern-schema.py

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::beacon::{self, Script};
+use crate::beacon::{self, Script, Scripts};
 use crate::clientip::{self, Client};
 use crate::filter::Signals;
 use crate::front::{self, Reply, error, method_not_allowed, retry_later, text, too_large};
@@ -76,7 +76,7 @@ pub struct Routes {
     pub metrics_token: String,
     /// How long a client may take to send its body once the head has arrived.
     pub body_timeout: Duration,
-    pub script: Script,
+    pub scripts: Scripts,
 }
 
 impl Routes {
@@ -101,7 +101,7 @@ impl Routes {
             ingest: ingest.clone(),
             metrics_token: metrics.token.clone(),
             body_timeout: server.body_timeout,
-            script: Script::new(),
+            scripts: Scripts::default(),
         }
     }
 }
@@ -131,7 +131,12 @@ async fn route(routes: &Routes, peer: SocketAddr, req: Request<Incoming>) -> Rep
         (&Method::POST, "/api/event") => ingest(routes, peer.ip(), req).await,
         (&Method::OPTIONS, "/api/event") => cors(preflight()),
         (_, "/api/event") => method_not_allowed("POST, OPTIONS"),
-        (&Method::GET | &Method::HEAD, "/js/glimpse.js") => script(&routes.script, req.headers()),
+        (&Method::GET | &Method::HEAD, path) if path.starts_with("/js/") => {
+            match routes.scripts.get(&path[4..]) {
+                Ok(s) => script(&s, req.headers()),
+                Err(e) => error(StatusCode::NOT_FOUND, &format!("{}: {e}", &path[4..])),
+            }
+        }
         (&Method::GET | &Method::HEAD, "/api/event.gif") => pixel(routes, peer.ip(), &req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => ready(routes).await,

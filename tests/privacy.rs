@@ -140,13 +140,21 @@ fn the_binary_prints_it_from_the_effective_config() {
     );
 }
 
-/// The script browsers get (the minified one, without comments) names no storage API.
+/// Every script browsers get (the minified ones, without comments: glimpse.js, its engagement
+/// build, and Plausible's variants with every extension) names no storage API.
 #[test]
 fn the_beacon_touches_no_browser_storage() {
-    let js = glimpse::beacon::Script::new().plain;
-    let js = std::str::from_utf8(&js).unwrap();
-    assert!(js.len() > 500, "the served script");
-    for api in ["cookie", "Storage", "indexedDB", "caches", "openDatabase"] {
-        assert!(!js.contains(api), "the beacon mentions {api}");
+    let all = (1u16 << glimpse::beacon::EXTENSIONS.len()) - 1;
+    let scripts = [
+        String::from_utf8(glimpse::beacon::SCRIPT.to_vec()).unwrap(),
+        String::from_utf8(glimpse::beacon::ENGAGEMENT_SCRIPT.to_vec()).unwrap(),
+        glimpse::beacon::plausible_script(0),
+        glimpse::beacon::plausible_script(all),
+    ];
+    for js in &scripts {
+        assert!(js.len() > 500, "the served script");
+        for api in ["cookie", "Storage", "indexedDB", "caches", "openDatabase"] {
+            assert!(!js.contains(api), "the beacon mentions {api}");
+        }
     }
 }

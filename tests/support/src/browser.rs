@@ -67,6 +67,8 @@ impl Chromium {
             "--disable-background-networking".to_owned(),
             "--disable-sync".to_owned(),
             "--disable-component-update".to_owned(),
+            // Test sites under public-looking names (scripts treat localhost specially).
+            "--host-resolver-rules=MAP *.test 127.0.0.1".to_owned(),
             format!("--user-data-dir={}", profile.display()),
             format!("--user-agent={BROWSER_UA}"),
         ];
@@ -140,6 +142,11 @@ impl TestSite {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The site under a `*.test` host name, which the browser resolves to loopback.
+    pub fn url_on(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
     }
 }
 
