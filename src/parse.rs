@@ -87,10 +87,22 @@ fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
             "h" | "hashMode" => raw.hash_mode = v != "0" && v != "false" && !v.is_empty(),
             "i" | "interactive" => raw.interactive = Some(v != "0" && v != "false"),
             "p" | "props" | "m" | "meta" => raw.props = parse_props_string(&v)?,
+            "sd" => raw.scroll_depth = Some(query_count("sd", &v)?),
+            "e" => raw.engaged_ms = Some(query_count("e", &v)?),
             _ => {}
         }
     }
     Ok(raw)
+}
+
+/// A count in the pixel's query string, as [`next_count`] reads one from JSON.
+fn query_count(field: &str, v: &str) -> Result<u64, ParseError> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n.round().min(u64::MAX as f64) as u64),
+        _ => Err(ParseError(format!(
+            "`{field}`: expected a number of at least 0, got {v:?}"
+        ))),
+    }
 }
 
 /// The pixel's query string, with `n` defaulting to `pageview` and `u` to `referer`.
@@ -579,6 +591,27 @@ mod tests {
         assert_eq!(
             ok(r#"{"n":"pageview","u":"https://a.com/"}"#).engagement,
             None
+        );
+        // The pixel's query string reads them the same way.
+        let p = parse_query("n=engagement&u=https%3A%2F%2Fa.com%2F&sd=40&e=1200").unwrap();
+        assert_eq!(
+            p.engagement,
+            Some(Engagement {
+                scroll_depth: 40,
+                engaged_ms: 1200
+            })
+        );
+        assert!(
+            parse_query("n=engagement&u=x&sd=deep")
+                .unwrap_err()
+                .0
+                .starts_with("`sd`")
+        );
+        assert!(
+            parse_query("n=pageview&u=x&e=5")
+                .unwrap_err()
+                .0
+                .starts_with("`e`")
         );
         for (body, want) in [
             (

@@ -148,3 +148,35 @@ fn bot_filter_accuracy_on_public_corpora() {
         "device agreement {device:.2} % < {MIN_DEVICE_AGREEMENT} %"
     );
 }
+
+/// In-app browsers are people: the WebKit view that macOS mail, chat and RSS apps embed (no
+/// browser name at all), iOS and Android web views, and social apps' in-app browsers.
+#[test]
+fn in_app_browsers_are_kept() {
+    let cases = [
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+            "Webview",
+            Device::Desktop,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+            "Webview",
+            Device::Mobile,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/UQ1A.240205.004; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/124.0.6367.82 Mobile Safari/537.36",
+            "Webview",
+            Device::Mobile,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/459.0.0.38.108;FBBV/577218946;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.4;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]",
+            "Webview",
+            Device::Mobile,
+        ),
+    ];
+    for (ua, browser, device) in cases {
+        let c = classify(ua).unwrap_or_else(|r| panic!("{ua}: dropped as {r:?}"));
+        assert_eq!((c.browser.as_str(), c.device), (browser, device), "{ua}");
+    }
+}
