@@ -528,43 +528,61 @@ fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Ta
     );
 }
 
-/// A segment spooled by a version before visits (row format 1: no visit columns, no format
-/// record) is still delivered after the upgrade, its new columns taking their defaults.
+/// Segments spooled by older versions are still delivered after the upgrade, their missing
+/// columns taking their defaults: row format 1 (before visits: no visit or engagement columns,
+/// no format record) and row format 2 (before engagement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_segment_from_before_the_upgrade_is_still_delivered() {
+async fn segments_from_before_the_upgrade_are_still_delivered() {
     use glimpse::encode::Event;
     let ch = ClickHouse::start();
     let cfg = test_config(&ch, DB);
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();
-    let mut row = Vec::new();
-    Event {
-        timestamp: u32::try_from(glimpse::clock::Clock::default().now()).unwrap(),
-        site: "a.com",
-        name: "pageview",
-        hostname: "a.com",
-        pathname: "/from-the-old-version",
-        device: "desktop",
-        visitor_id: 42,
-        interactive: true,
-        ..Default::default()
+    let record = |data: &[u8], rows: u32| {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&rows.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        out.extend_from_slice(data);
+        out
+    };
+    // (format, path, trailing bytes the format lacks: engagement 7, visits 7 more)
+    for (seq, (format, path, cut)) in [(1u32, "/format-1", 14), (2, "/format-2", 7)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut row = Vec::new();
+        Event {
+            timestamp: u32::try_from(glimpse::clock::Clock::default().now()).unwrap(),
+            site: "a.com",
+            name: "pageview",
+            hostname: "a.com",
+            pathname: path,
+            device: "desktop",
+            visitor_id: 42,
+            interactive: true,
+            ..Default::default()
+        }
+        .encode(&mut row);
+        row.truncate(row.len() - cut);
+        let mut segment = Vec::new();
+        if format > 1 {
+            let header = format!("glimpse-row-format:{format} nonce=0123456789abcdef");
+            segment.extend(record(header.as_bytes(), 0));
+        }
+        segment.extend(record(&row, 1));
+        std::fs::write(cfg.spool.dir.join(format!("{:020}.seg", seq + 1)), segment).unwrap();
     }
-    .encode(&mut row);
-    // Format 1 ended before the visit columns: entry, seconds, bounce, exit (7 bytes here).
-    row.truncate(row.len() - 7);
-    let mut segment = Vec::new();
-    segment.extend_from_slice(&(row.len() as u32).to_le_bytes());
-    segment.extend_from_slice(&1u32.to_le_bytes());
-    segment.extend_from_slice(&crc32fast::hash(&row).to_le_bytes());
-    segment.extend_from_slice(&row);
-    std::fs::write(cfg.spool.dir.join(format!("{:020}.seg", 1)), segment).unwrap();
 
     let g = Glimpse::start(cfg).await;
     let landed = ch.wait_count(
         DB,
-        "SELECT count() FROM events WHERE pathname = '/from-the-old-version' AND visit_entry = 0",
-        1,
+        "SELECT count() FROM events WHERE visit_entry = 0 AND engaged_ms = 0",
+        2,
     );
     g.stop().await;
-    assert_eq!(landed, 1);
-    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 1);
+    assert_eq!(landed, 2);
+    assert_eq!(
+        ch.rows(DB, "SELECT pathname FROM events ORDER BY pathname"),
+        [["/format-1"], ["/format-2"]].map(|r| r.map(String::from))
+    );
 }
