@@ -58,6 +58,11 @@ async fn plausible_tags_and_variants_record_as_documented() {
                 "{STUB}{}",
                 tag("plausible.hash.exclusions.js", r#"data-exclude="/hash#/private/**""#)
             ),
+            "/files" => format!(
+                r#"{STUB}{}
+<a id="xyz" href="/d/data.xyz?token=1" download>data</a><a id="pdf" href="/d/report.pdf" download>pdf</a>"#,
+                tag("script.file-downloads.js", r#"add-file-types="xyz""#)
+            ),
             "/compat" => format!(
                 "{STUB}{}",
                 tag("script.compat.js", r#"id="plausible""#)
@@ -123,6 +128,22 @@ async fn plausible_tags_and_variants_record_as_documented() {
     }
 
     browser
+        .goto(&site.url_on("a.test", "/files"))
+        .await
+        .unwrap();
+    settle().await;
+    for id in ["xyz", "pdf"] {
+        browser
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    settle().await;
+
+    browser
         .goto(&site.url_on("a.test", "/compat"))
         .await
         .unwrap();
@@ -137,13 +158,18 @@ async fn plausible_tags_and_variants_record_as_documented() {
     g.stop().await;
 
     let outbound = format!("url={}", other.url_on("elsewhere.test", "/page"));
+    let file = |name: &str| format!("url={}", site.url_on("a.test", &format!("/d/{name}")));
+    let (xyz, pdf) = (file("data.xyz"), file("report.pdf"));
     let want: Vec<[&str; 3]> = vec![
         ["Cta Click", "/tagged", "position=top"],
+        ["File Download", "/files", &xyz],
+        ["File Download", "/files", &pdf],
         ["Newsletter", "/tagged", ""],
         ["Outbound Link: Click", "/tagged", &outbound],
         ["Signup", "/plain", "plan=pro"],
         ["pageview", "/compat", ""],
         ["pageview", "/custom/path", "author=alice"],
+        ["pageview", "/files", ""],
         ["pageview", "/hash", ""],
         ["pageview", "/hash#/a", ""],
         ["pageview", "/hash#/b", ""],
