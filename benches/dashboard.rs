@@ -160,11 +160,21 @@ fn main() {
         let client = reqwest::Client::new();
         let q = "site_id=site0.example&period=30d";
         let mut panels: Vec<(String, String)> = vec![
-            ("aggregate".into(), format!("{base}/aggregate?{q}")),
-            ("timeseries (days)".into(), format!("{base}/timeseries?{q}")),
+            // What the dashboard page asks.
+            (
+                "aggregate".into(),
+                format!(
+                    "{base}/aggregate?{q}&compare=previous_period&metrics=visitors,visits,\
+                     pageviews,events,bounce_rate,visit_duration,views_per_visit"
+                ),
+            ),
+            (
+                "timeseries (days)".into(),
+                format!("{base}/timeseries?{q}&metrics=visitors,pageviews"),
+            ),
             (
                 "timeseries (hours)".into(),
-                format!("{base}/timeseries?{q}&interval=hour"),
+                format!("{base}/timeseries?{q}&interval=hour&metrics=visitors,pageviews"),
             ),
             ("revenue".into(), format!("{base}/revenue?{q}")),
             ("dropped".into(), format!("{base}/dropped?{q}")),
@@ -185,9 +195,16 @@ fn main() {
             "event:name",
             "event:props",
         ] {
+            // The metrics the dashboard page asks of each panel.
+            let metrics = match p {
+                "visit:entry_page" | "visit:exit_page" => "visits",
+                "event:page" => "visitors,pageviews,scroll_depth,time_on_page",
+                "event:props" => "visitors,events",
+                _ => "visitors,pageviews",
+            };
             panels.push((
                 p.into(),
-                format!("{base}/breakdown?{q}&property={p}&limit=10"),
+                format!("{base}/breakdown?{q}&property={p}&limit=10&metrics={metrics}"),
             ));
         }
         let mut report = Vec::new();

@@ -406,7 +406,7 @@ def render_query(text, site, day_from, day_to, dimension="page", k=0, limit=1000
     values = {
         "{site}": sql_literal(site), "{from}": sql_literal(day_from),
         "{to}": sql_literal(day_to), "{dimension}": sql_literal(dimension),
-        "{k}": str(k), "{limit}": str(limit),
+        "{k}": str(k), "{limit}": str(limit), "{offset}": "0",
     }
     for key, value in values.items():
         text = text.replace(key, value)
@@ -467,10 +467,14 @@ def run_query_files(engine):
         f"GROUP BY name, revenue_currency ORDER BY name, revenue_currency"))
     run("dropped")  # no drops in this data: it must only run
     same("visits", run("visits"), engine.rows(
-        f"SELECT 'current' AS period, v, if(v = 0, 0, round(100 * b / v, 1)) AS br, "
+        f"SELECT 'current' AS period, v, if(v = 0, 0, round(100 * b / v)) AS br, "
         f"if(v = 0, 0, round(d / v)) AS dur, if(v = 0, 0, round(p / v, 2)) AS ppv FROM ("
         f"SELECT sum(visit_entry) AS v, sum(visit_bounce) AS b, sum(visit_seconds) AS d, "
         f"countIf(name = 'pageview') AS p FROM events WHERE {where})"))
+    same("visits_timeseries", run("visits_timeseries"), engine.rows(
+        f"SELECT toStartOfHour(timestamp) AS h, sum(visit_entry) AS v, sum(visit_bounce) AS b, "
+        f"sum(visit_seconds) AS d, countIf(name = 'pageview') AS p FROM events WHERE {where} "
+        f"GROUP BY h ORDER BY h"))
     same("entry_pages", run("entry_pages"), engine.rows(
         f"SELECT pathname AS page, sum(visit_entry) AS v FROM events WHERE {where} "
         f"GROUP BY page HAVING v > 0 ORDER BY v DESC, page"))

@@ -26,6 +26,7 @@ MACROS = {
     "{to}": "toDate($__toTime)",
     "{k}": "toUInt32OrZero(decodeURLComponent('${k:percentencode}'))",
     "{limit}": "100",
+    "{offset}": "0",
 }
 
 # (title, query file, dimension, panel type, width)
@@ -34,6 +35,7 @@ PANELS = [
     ("Visits, bounce rate, duration (current vs previous)", "visits", None, "table", 12),
     ("Visitors and page views per day", "timeseries_daily", None, "timeseries", 12),
     ("Visitors and page views per hour", "timeseries_hourly", None, "timeseries", 12),
+    ("Visits per hour", "visits_timeseries", None, "timeseries", 12),
     ("Top pages", "breakdown", "page", "table", 12),
     ("Entry pages", "entry_pages", None, "table", 6),
     ("Exit pages", "exit_pages", None, "table", 6),

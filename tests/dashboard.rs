@@ -101,13 +101,62 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         Some(TOKEN),
     )
     .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unknown period \"fortnight\""))
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("`period`: unknown period \"fortnight\""),
+        "{body}"
     );
+    // Whatever Glimpse cannot answer is refused by name, never answered for everyone.
+    for (path, names) in [
+        (
+            "stats/aggregate?site_id=a.com&filters=visit:country==GB",
+            "`filters`",
+        ),
+        (
+            "stats/aggregate?site_id=a.com&interval=date",
+            "unknown parameter `interval`",
+        ),
+        (
+            "stats/aggregate?site_id=a.com&metrics=visitors,shoe_size",
+            "unknown metric \"shoe_size\"",
+        ),
+        (
+            "stats/aggregate?site_id=a.com&metrics=conversion_rate",
+            "conversion_rate is not available",
+        ),
+        (
+            "stats/aggregate?site_id=a.com&compare=year_over_year",
+            "`compare`",
+        ),
+        ("stats/timeseries?site_id=a.com&interval=week", "`interval`"),
+        (
+            "stats/breakdown?site_id=a.com&property=visit:country&metrics=bounce_rate",
+            "bounce_rate is not available for the visit:country breakdown",
+        ),
+        (
+            "stats/breakdown?site_id=a.com&property=event:page&page=0",
+            "`page`",
+        ),
+        ("stats/breakdown?site_id=a.com", "`property` is required"),
+        (
+            "stats/breakdown?site_id=a.com&property=event:page&limit=5&limit=6",
+            "`limit` is given twice",
+        ),
+    ] {
+        let (status, body) = get(&api(path), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(names), "{path}: {msg}");
+    }
 
+    let all = "visitors,pageviews,events,visits,bounce_rate,visit_duration,views_per_visit";
     let (status, body) = get(
-        &api("stats/aggregate?site_id=a.com&period=day"),
+        &api(&format!(
+            "stats/aggregate?site_id=a.com&period=day&metrics={all}&compare=previous_period"
+        )),
         Some(TOKEN),
     )
     .await;
@@ -125,20 +174,63 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         r["visits"]["value"].to_string(),
     ];
     assert_eq!(got.to_vec(), want[0]);
-    assert!(
-        r["visitors"]["change"].is_null(),
-        "no previous day: no change"
+    // Plausible's shape: value and, when compared, the change (from nothing: 100 %).
+    assert_eq!(
+        r["visitors"],
+        serde_json::json!({"value": r["visitors"]["value"], "change": 100})
+    );
+    let sessions = raw(
+        &ch,
+        "SELECT round(100 * sum(visit_bounce) / sum(visit_entry)),          round(sum(visit_seconds) / sum(visit_entry)),          round(countIf(name = 'pageview') / sum(visit_entry), 2) FROM events WHERE site = 'a.com'",
+    );
+    assert_eq!(
+        [
+            r["bounce_rate"]["value"].to_string(),
+            r["visit_duration"]["value"].to_string(),
+            r["views_per_visit"]["value"].to_string(),
+        ]
+        .to_vec(),
+        sessions[0]
+    );
+    let (_, body) = get(
+        &api("stats/aggregate?site_id=a.com&period=day"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        body["results"],
+        serde_json::json!({"visitors": {"value": r["visitors"]["value"]}}),
+        "metrics default to visitors; no change without compare"
     );
 
-    let (_, body) = get(
+    // What a data-pipeline connector asks: every metric it names, for every day.
+    let (status, body) = get(
         &api(&format!(
-            "stats/timeseries?site_id=a.com&period=custom&date={today},{today}"
+            "stats/timeseries?site_id=a.com&period=custom&date={today},{today}\
+             &metrics=visitors,pageviews,bounce_rate,visit_duration,visits"
         )),
         Some(TOKEN),
     )
     .await;
-    assert_eq!(body["results"][0]["date"], today.as_str());
-    assert_eq!(body["results"][0]["visitors"].to_string(), want[0][0]);
+    assert_eq!(status, 200, "{body}");
+    let day = &body["results"][0];
+    assert_eq!(day["date"], today.as_str());
+    assert_eq!(day["visitors"].to_string(), want[0][0]);
+    assert_eq!(day["visits"].to_string(), want[0][3]);
+    assert_eq!(day["bounce_rate"], r["bounce_rate"]["value"]);
+    assert_eq!(day["visit_duration"], r["visit_duration"]["value"]);
+    assert_eq!(day.as_object().unwrap().len(), 6, "{day}");
+    // A day by hours: 24 rows that add up to the day's page views.
+    let (_, body) = get(
+        &api("stats/timeseries?site_id=a.com&period=day&metrics=pageviews"),
+        Some(TOKEN),
+    )
+    .await;
+    let hours = body["results"].as_array().unwrap();
+    assert_eq!(hours.len(), 24);
+    assert!(hours[0]["date"].as_str().unwrap().ends_with(" 00:00:00"));
+    let sum: u64 = hours.iter().map(|h| h["pageviews"].as_u64().unwrap()).sum();
+    assert_eq!(sum.to_string(), want[0][1]);
 
     let (_, body) = get(
         &api("stats/breakdown?site_id=a.com&property=visit:country&limit=50"),
@@ -173,7 +265,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     // Pages carry scroll depth (%) and time on page (s): the seeded visitors' last pages
     // reported (i+1)·20 % and (i+1)·3 s, one visit each.
     let (_, body) = get(
-        &api("stats/breakdown?site_id=a.com&property=event:page&limit=50"),
+        &api("stats/breakdown?site_id=a.com&property=event:page&limit=50&metrics=visitors,scroll_depth,time_on_page"),
         Some(TOKEN),
     )
     .await;

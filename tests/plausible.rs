@@ -321,6 +321,7 @@ init({{ domain: 'a.com', endpoint: '{collector}/api/event' }});
         dimension: String::new(),
         k: 0,
         limit: 100,
+        offset: 0,
     };
     let pages = ch.rows(
         DB,

@@ -106,6 +106,7 @@ fn params(today: &str, dimension: &str, k: u32) -> Params {
         dimension: dimension.into(),
         k,
         limit: 1000,
+        offset: 0,
     }
 }
 
@@ -136,6 +137,14 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
          GROUP BY h ORDER BY h",
     );
     assert_eq!(hourly, want, "{stage}: timeseries_hourly");
+    // Visit sums per hour, engagement reports' seconds included.
+    let visits = run("visits_timeseries", &params("page", 0));
+    let want = raw(
+        "SELECT toStartOfHour(timestamp) AS h, sum(visit_entry), sum(visit_bounce), \
+         sum(visit_seconds), countIf(name = 'pageview') FROM events WHERE site = 'a.com' \
+         GROUP BY h ORDER BY h",
+    );
+    assert_eq!(visits, want, "{stage}: visits_timeseries");
 
     for dimension in DIMENSIONS {
         let got = run("breakdown", &params(dimension, 0));
@@ -287,6 +296,7 @@ async fn grafana_dashboard_runs_the_same_queries() {
             dimension: dimension.into(),
             k: 0,
             limit: 100,
+            offset: 0,
         };
         let want = ch.rows(DB, &queries::render(name, &params).unwrap());
         assert_eq!(ch.rows(DB, &sql), want, "panel {}", panel["title"]);
@@ -363,6 +373,7 @@ async fn visits_from_known_timings() {
         dimension: "page".into(),
         k: 0,
         limit: 100,
+        offset: 0,
     };
     let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
     // 4 visits (a twice, b, c); b's and a's second are bounces; 1200 + 60 s in all; 6 page
@@ -443,6 +454,7 @@ async fn engagement_from_known_reports() {
             dimension: "event".into(),
             k: 0,
             limit: 100,
+            offset: 0,
         };
         let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
         let stage = format!("events_days = {events_days}");

@@ -5,7 +5,7 @@
 -- views). Closed days come from stats_daily_closed, open days from the daily sketches. Rows
 -- with fewer than {k} visitors are folded into '(other)' (k-anonymity; 0 keeps every row; the
 -- folded row's visitors are a sum of the folded rows' and may count a person more than once).
--- Placeholders: {site}, {from}, {to}, {dimension}, {k}, {limit}.
+-- Placeholders: {site}, {from}, {to}, {dimension}, {k}, {offset}, {limit}.
 SELECT
     if(v < {k}, '(other)', dimension_value) AS value,
     sum(v) AS visitors,
@@ -46,4 +46,4 @@ FROM
 )
 GROUP BY value
 ORDER BY visitors DESC, pageviews DESC, value
-LIMIT {limit};
+LIMIT {offset}, {limit};

@@ -3,7 +3,7 @@
 -- props_daily_closed, open days from the daily sketches. Values seen by fewer than {k} visitors
 -- are folded into '(other)' (k-anonymity; 0 keeps every row; the folded row's visitors are a
 -- sum and may count a person more than once).
--- Placeholders: {site}, {from}, {to}, {k}, {limit}.
+-- Placeholders: {site}, {from}, {to}, {k}, {offset}, {limit}.
 SELECT
     event,
     key,
@@ -45,4 +45,4 @@ FROM
 )
 GROUP BY event, key, value
 ORDER BY events DESC, event, key, value
-LIMIT {limit};
+LIMIT {offset}, {limit};

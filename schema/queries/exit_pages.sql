@@ -2,7 +2,7 @@
 -- Pages with fewer than {k} visits are folded into '(other)' (k-anonymity; 0 keeps every row).
 -- Visits, not visitors, decide: visit_pages_daily counts visits only, and a person with several
 -- visits counts several times there.
--- Placeholders: {site}, {from}, {to}, {k}, {limit}.
+-- Placeholders: {site}, {from}, {to}, {k}, {offset}, {limit}.
 SELECT
     if(v < {k}, '(other)', page_value) AS page,
     sum(v) AS visits
@@ -21,4 +21,4 @@ FROM
 WHERE v > 0
 GROUP BY page
 ORDER BY visits DESC, page
-LIMIT {limit};
+LIMIT {offset}, {limit};

@@ -27,6 +27,10 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("dropped", include_str!("../../schema/queries/dropped.sql")),
     ("visits", include_str!("../../schema/queries/visits.sql")),
     (
+        "visits_timeseries",
+        include_str!("../../schema/queries/visits_timeseries.sql"),
+    ),
+    (
         "entry_pages",
         include_str!("../../schema/queries/entry_pages.sql"),
     ),
@@ -71,6 +75,8 @@ pub struct Params {
     /// Breakdown rows with fewer visitors are folded into "(other)"; 0 folds nothing.
     pub k: u32,
     pub limit: u32,
+    /// Rows skipped before the first one returned (pagination).
+    pub offset: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,7 +125,8 @@ pub fn render(name: &str, params: &Params) -> Result<String, QueryError> {
         .replace("{to}", &quote(&params.to))
         .replace("{dimension}", &quote(&params.dimension))
         .replace("{k}", &params.k.to_string())
-        .replace("{limit}", &params.limit.to_string()))
+        .replace("{limit}", &params.limit.to_string())
+        .replace("{offset}", &params.offset.to_string()))
 }
 
 fn check_date(which: &'static str, d: &str) -> Result<(), QueryError> {
@@ -171,6 +178,7 @@ mod tests {
             dimension: "country".into(),
             k: 0,
             limit: 10,
+            offset: 0,
         }
     }
 
