@@ -58,6 +58,7 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
                 ],
             },
             redact_tokens: true,
+            goals: Vec::new(),
         },
         Site::new("b.org"),
     ];

@@ -284,6 +284,71 @@ mod tests {
     }
 
     #[test]
+    fn goals_in_the_shape_of_the_docs() {
+        use crate::model::GoalKind;
+        let toml = r#"
+            [[sites]]
+            domain = "a.com"
+            [[sites.goals]]
+            event = "Signup"
+            [[sites.goals]]
+            page = "/pricing/**"
+            [[sites.goals]]
+            page = "/blog/*"
+            scroll = 75
+            [[sites.goals]]
+            event = "Purchase"
+            name = "Bought"
+        "#;
+        let cfg = Config::load(Some(toml), &env(&[])).unwrap();
+        let goals: Vec<(&str, &GoalKind)> = cfg.sites[0]
+            .goals
+            .iter()
+            .map(|g| (g.name.as_str(), &g.kind))
+            .collect();
+        assert_eq!(
+            goals,
+            [
+                ("Signup", &GoalKind::Event("Signup".into())),
+                ("Visit /pricing/**", &GoalKind::Page("/pricing/**".into())),
+                (
+                    "Scroll 75% /blog/*",
+                    &GoalKind::Scroll {
+                        page: "/blog/*".into(),
+                        percent: 75
+                    }
+                ),
+                ("Bought", &GoalKind::Event("Purchase".into())),
+            ]
+        );
+        let bad = r#"
+            [[sites]]
+            domain = "a.com"
+            [[sites.goals]]
+            event = "Signup"
+            page = "/x"
+            [[sites.goals]]
+            page = "/x"
+            scroll = 120
+            [[sites.goals]]
+            colour = "red"
+            [[sites.goals]]
+            event = "Signup"
+            [[sites.goals]]
+            event = "Signup"
+        "#;
+        let err = Config::load(Some(bad), &env(&[])).unwrap_err().to_string();
+        for needle in [
+            "sites[0].goals[0]: a goal is",
+            "sites[0].goals[1]: a goal is",
+            "sites[0].goals[2].colour: unknown key",
+            "sites[0].goals[4]: goal \"Signup\" is named twice",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
     fn sites_from_env_and_duplicates() {
         let err = Config::load(None, &env(&[("GLIMPSE_SITES", "a.com, www.a.com")])).unwrap_err();
         assert!(err.to_string().contains("listed twice"));

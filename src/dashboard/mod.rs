@@ -5,6 +5,7 @@
 //! the page itself holds no data and asks for the token.
 
 pub mod api;
+pub mod filters;
 pub mod params;
 
 use std::future::Future;

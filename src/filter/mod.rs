@@ -245,6 +245,7 @@ mod tests {
                     .collect(),
             },
             redact_tokens: true,
+            goals: Vec::new(),
         };
         let mut r = Rules::new(&[Site::new("a.com"), shielded]);
         r.spam = ReferrerSpam::from_text("semalt.com\n");

@@ -18,4 +18,4 @@ pub mod text;
 pub use browser::{BrowserClass, Device};
 pub use drop::DropReason;
 pub use net::IpRanges;
-pub use site::{HostPattern, PathPattern, Shields, Site};
+pub use site::{Goal, GoalKind, HostPattern, PathPattern, Shields, Site};

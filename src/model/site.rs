@@ -20,6 +20,28 @@ pub struct Site {
     pub shields: Shields,
     /// Long opaque tokens in page and referrer paths are stored as `(token)` (on by default).
     pub redact_tokens: bool,
+    /// What counts as a conversion; asked of stored data, so a new goal covers the past too.
+    pub goals: Vec<Goal>,
+}
+
+/// A goal: a custom event, a visit to matching pages, or scrolling that far down them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    /// As shown and asked for (`event:goal`): "Signup", "Visit /pricing/**",
+    /// "Scroll 75% /blog/*", or the configured name.
+    pub name: String,
+    pub kind: GoalKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoalKind {
+    Event(String),
+    /// A page pattern: `*` one path segment, `**` anything.
+    Page(String),
+    Scroll {
+        page: String,
+        percent: u8,
+    },
 }
 
 impl Site {
@@ -30,6 +52,7 @@ impl Site {
             domain: domain.to_string(),
             shields: Shields::default(),
             redact_tokens: true,
+            goals: Vec::new(),
         }
     }
 }
