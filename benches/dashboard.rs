@@ -148,6 +148,8 @@ fn main() {
             sites: cfg.sites.iter().map(|s| s.domain.clone()).collect(),
             min_visitors: 0,
             clock,
+            goals: Default::default(),
+            events_days: cfg.retention.events_days,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/api/v1/stats", listener.local_addr().unwrap());

@@ -449,10 +449,12 @@ def run_query_files(engine):
         f"countIf(name != 'pageview') AS e, uniqExact(visitor_id) AS v "
         f"FROM events WHERE {where} GROUP BY h ORDER BY h"))
     for dim, expr in DAILY_DIMENSIONS.items():
+        # Pages count page views only.
+        only = " AND name = 'pageview'" if dim == "page" else ""
         same(f"breakdown {dim}", run("breakdown", dimension=dim), engine.rows(
             f"SELECT value, v, p, e FROM (SELECT {expr} AS value, "
             f"uniqExact(visitor_id) AS v, countIf(name = 'pageview') AS p, "
-            f"countIf(name != 'pageview') AS e FROM events WHERE {where} "
+            f"countIf(name != 'pageview') AS e FROM events WHERE {where}{only} "
             f"GROUP BY value) ORDER BY v DESC, p DESC, value"))
     folded = run("breakdown", dimension="page", k=3)
     if any(r["value"] != "(other)" and int(r["visitors"]) < 3 for r in folded):

@@ -390,7 +390,9 @@ async fn a_unique_value_flood_is_bounded_per_site_and_day() {
          dimension"
     );
     assert!(*pages_free >= 200, "{pages_free}");
-    assert_eq!(*pages_bound, 51, "50 pages by name and (other)");
+    // 50 pages by name and (other); one of the 50 is "/", whose events here are custom events,
+    // which the page dimension does not count.
+    assert_eq!(*pages_bound, 50, "49 viewed pages by name and (other)");
     assert!(keys_bound * 3 < *keys_free, "{keys_bound} vs {keys_free}");
     let folded: f64 = metrics
         .lines()
@@ -470,7 +472,8 @@ async fn aggregates_match_raw_counts() {
             DB,
             &format!(
                 "SELECT site, {column} AS v, countIf(name = 'pageview'), countIf(name != 'pageview'), uniqExact(visitor_id) \
-                 FROM events GROUP BY site, v ORDER BY site, v"
+                 FROM events WHERE name = 'pageview' OR '{dimension}' != 'page' \
+                 GROUP BY site, v ORDER BY site, v"
             ),
         );
         let agg = ch.rows(
@@ -800,7 +803,8 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
         [
             "0007_closed_days.sql",
             "0008_sketches_deleted.sql",
-            "0009_engagement.sql"
+            "0009_engagement.sql",
+            "0010_page_views_by_page.sql"
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");

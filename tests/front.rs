@@ -162,6 +162,8 @@ async fn the_dashboard_has_the_front_limits() {
         sites: cfg.domains(),
         min_visitors: 0,
         clock: glimpse::clock::Clock::default(),
+        goals: Default::default(),
+        events_days: 0,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

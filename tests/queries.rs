@@ -151,8 +151,15 @@ fn check_against_raw(ch: &ClickHouse, today: &str, stage: &str) {
         let want = raw(&format!(
             "SELECT value, v, p, e FROM (SELECT {} AS value, uniqExact(visitor_id) AS v, \
              countIf(name = 'pageview') AS p, countIf(name != 'pageview') AS e FROM events \
-             WHERE site = 'a.com' AND name != 'engagement' GROUP BY value) ORDER BY v DESC, p DESC, value",
-            raw_expression(dimension)
+             WHERE site = 'a.com' AND name != 'engagement' {} GROUP BY value) \
+             ORDER BY v DESC, p DESC, value",
+            raw_expression(dimension),
+            // Pages count page views only.
+            if *dimension == "page" {
+                "AND name = 'pageview'"
+            } else {
+                ""
+            }
         ));
         assert_eq!(got, want, "{stage}: breakdown by {dimension}");
         assert!(!got.is_empty(), "{dimension}");

@@ -25,7 +25,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::Dashboard;
+use super::filters::{self, Dim};
 use super::params::{self, Endpoint, Interval, Metric};
+use super::plan::{self, Question, Source};
 use crate::clock::{date_string, day_of};
 use crate::front::{self, Reply};
 use crate::store::queries::{self, Params};
@@ -122,24 +124,128 @@ async fn rows(
         .collect()
 }
 
-/// Metrics the totals answer (`totals.sql`, `visits.sql`).
-const TOTALS: &[Metric] = &[
-    Metric::Visitors,
-    Metric::Pageviews,
-    Metric::Events,
-    Metric::Visits,
-    Metric::BounceRate,
-    Metric::VisitDuration,
-    Metric::ViewsPerVisit,
-];
+/// The question a v1 request asks: its site, period, metrics and filters.
+fn question<'q>(
+    app: &Dashboard,
+    p: &Params,
+    get: &impl Fn(&str) -> Option<&'q str>,
+    dims: Vec<Dim>,
+    time: Option<Interval>,
+) -> Result<Question, ApiError> {
+    let filter = get("filters").map(filters::parse_v1).transpose()?;
+    Ok(Question {
+        site: p.site.clone(),
+        from: crate::clock::parse_date(&p.from).unwrap_or(0),
+        to: crate::clock::parse_date(&p.to).unwrap_or(0),
+        metrics: params::metrics(get("metrics"))?,
+        dims,
+        time,
+        filter,
+        goals: app.goals.get(&p.site).cloned().unwrap_or_default(),
+    })
+}
+
+/// Where `q`'s answer comes from, or why there is none.
+fn source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
+    q.check()?;
+    Ok(q.source(app.events_days, day_of(app.clock.now()))?)
+}
+
+/// Rows of `q` answered from the raw events, each dimension's value as `d0`, `d1`, ..., and,
+/// when asked, each row's conversion rate (its visitors over those of the same dimension
+/// values without the goal conditions, in %).
+async fn raw_rows(app: &Dashboard, q: &Question) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let mut rows = query(app, &plan::raw_sql(q)?).await?;
+    if q.metrics.contains(&Metric::ConversionRate) {
+        let base_q = q.without_goals();
+        let base = query(app, &plan::raw_sql(&base_q)?).await?;
+        let key = |r: &Map<String, Value>, dims: usize| -> Vec<String> {
+            (0..dims)
+                .map(|i| {
+                    r.get(&format!("d{i}"))
+                        .map(Value::to_string)
+                        .unwrap_or_default()
+                })
+                .chain(r.get("time").map(Value::to_string))
+                .collect()
+        };
+        let base: std::collections::HashMap<Vec<String>, f64> = base
+            .iter()
+            .map(|r| {
+                let v = r
+                    .get("visitors")
+                    .map(number)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0);
+                (key(r, base_q.dims.len()), v)
+            })
+            .collect();
+        let goal_at = q.dims.iter().position(|d| *d == Dim::Goal);
+        for r in &mut rows {
+            // The base has no goal column: drop it from the key.
+            let mut k = key(r, q.dims.len());
+            if let Some(i) = goal_at {
+                k.remove(i);
+            }
+            let converted = r
+                .get("conversion_rate")
+                .map(number)
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            let total = base.get(&k).copied().unwrap_or(0.0);
+            let rate = if total == 0.0 {
+                0.0
+            } else {
+                (converted / total * 1000.0).round() / 10.0
+            };
+            r.insert("conversion_rate".into(), plain(rate));
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs SQL the planner built.
+async fn query(app: &Dashboard, sql: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let bytes = app
+        .db
+        .query(sql)
+        .fetch_bytes("JSONEachRow")
+        .map_err(|e| ApiError::Database(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| ApiError::Database(e.to_string()))?;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<Map<String, Value>>(l)
+                .map_err(|e| ApiError::Database(format!("unexpected row: {e}")))
+        })
+        .collect()
+}
+
+/// A metric of a row as a number; Plausible's `events` counts page views too, which the
+/// aggregates keep apart from custom events.
+fn metric(row: &Map<String, Value>, m: Metric, from_aggregates: bool) -> f64 {
+    let get = |k: &str| {
+        row.get(k)
+            .map(number)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    };
+    if m == Metric::Events && from_aggregates {
+        get("events") + get("pageviews")
+    } else {
+        get(m.name())
+    }
+}
 
 async fn aggregate<'q>(
     app: &Dashboard,
     p: &Params,
     get: &impl Fn(&str) -> Option<&'q str>,
 ) -> Result<Value, ApiError> {
-    let metrics = params::metrics(get("metrics"))?;
-    params::only(&metrics, TOTALS, "the aggregate")?;
+    let q = question(app, p, get, Vec::new(), None)?;
     let compare = match get("compare") {
         None => false,
         Some("previous_period") => true,
@@ -149,6 +255,54 @@ async fn aggregate<'q>(
             )));
         }
     };
+    let (current, previous, from_aggregates) = match source(app, &q)? {
+        Source::Aggregates => {
+            let (current, previous) = totals(app, p, &q.metrics).await?;
+            (current, previous, true)
+        }
+        Source::Raw => {
+            let current = raw_rows(app, &q).await?.pop().unwrap_or_default();
+            let previous = if compare {
+                let days = q.to - q.from + 1;
+                let before = Question {
+                    from: q.from.saturating_sub(days),
+                    to: q.from.saturating_sub(1),
+                    ..q.clone()
+                };
+                source(app, &before)?;
+                raw_rows(app, &before).await?.pop().unwrap_or_default()
+            } else {
+                Map::new()
+            };
+            (current, previous, false)
+        }
+    };
+    let mut out = Map::new();
+    for m in q.metrics {
+        let value = metric(&current, m, from_aggregates);
+        let mut entry = Map::new();
+        entry.insert("value".into(), plain(value));
+        if compare {
+            let before = metric(&previous, m, from_aggregates);
+            // A rate changes by points, everything else by percent.
+            let change = if matches!(m, Metric::BounceRate | Metric::ConversionRate) {
+                ((value - before) * 10.0).round() / 10.0
+            } else {
+                params::percent_change(before, value)
+            };
+            entry.insert("change".into(), plain(change));
+        }
+        out.insert(m.name().into(), Value::Object(entry));
+    }
+    Ok(Value::Object(out))
+}
+
+/// The site's totals from the aggregates, for the period and the one before.
+async fn totals(
+    app: &Dashboard,
+    p: &Params,
+    metrics: &[Metric],
+) -> Result<(Map<String, Value>, Map<String, Value>), ApiError> {
     let (mut current, mut previous) = (Map::new(), Map::new());
     let of_events = metrics.iter().any(|m| !m.of_visits());
     let of_visits = metrics.iter().any(|m| m.of_visits());
@@ -175,31 +329,9 @@ async fn aggregate<'q>(
         } else {
             &mut previous
         };
-        for (k, v) in row {
-            target.insert(k, number(&v));
-        }
+        target.extend(row);
     }
-    let mut out = Map::new();
-    for m in metrics {
-        let value = current.get(m.name()).and_then(Value::as_f64).unwrap_or(0.0);
-        let mut entry = Map::new();
-        entry.insert("value".into(), plain(value));
-        if compare {
-            let before = previous
-                .get(m.name())
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            // A rate changes by points, everything else by percent.
-            let change = if m == Metric::BounceRate {
-                value - before
-            } else {
-                params::percent_change(before, value)
-            };
-            entry.insert("change".into(), plain(change));
-        }
-        out.insert(m.name().into(), Value::Object(entry));
-    }
-    Ok(Value::Object(out))
+    Ok((current, previous))
 }
 
 /// Sums for one bucket of the time series.
@@ -219,9 +351,9 @@ async fn timeseries<'q>(
     p: &Params,
     get: &impl Fn(&str) -> Option<&'q str>,
 ) -> Result<Value, ApiError> {
-    let metrics = params::metrics(get("metrics"))?;
-    params::only(&metrics, TOTALS, "the time series")?;
     let interval = params::interval(get("interval"), get("period"))?;
+    let q = question(app, p, get, Vec::new(), Some(interval))?;
+    let metrics = q.metrics.clone();
     let label = |time: &str| -> String {
         match interval {
             Interval::Hour => time.to_string(),
@@ -247,6 +379,37 @@ async fn timeseries<'q>(
                 buckets.insert(label(&date), Bucket::default());
             }
         }
+    }
+    if source(app, &q)? == Source::Raw {
+        let mut series: BTreeMap<String, Map<String, Value>> =
+            buckets.into_keys().map(|k| (k, Map::new())).collect();
+        for row in raw_rows(app, &q).await? {
+            let time = row
+                .get("time")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some(slot) = series.get_mut(&time) {
+                *slot = row;
+            }
+        }
+        return Ok(Value::Array(
+            series
+                .into_iter()
+                .map(|(date, row)| {
+                    let mut out = Map::new();
+                    out.insert("date".into(), json!(date));
+                    for m in &metrics {
+                        let v = match row.get(m.name()) {
+                            Some(Value::Null) => Value::Null,
+                            _ => plain(metric(&row, *m, false)),
+                        };
+                        out.insert(m.name().into(), v);
+                    }
+                    Value::Object(out)
+                })
+                .collect(),
+        ));
     }
     let of_events = metrics.iter().any(|m| !m.of_visits());
     let of_visits = metrics.iter().any(|m| m.of_visits());
@@ -308,7 +471,7 @@ async fn timeseries<'q>(
                     let v = match m {
                         Metric::Visitors => b.visitors,
                         Metric::Pageviews => b.pageviews,
-                        Metric::Events => b.events,
+                        Metric::Events => b.events + b.pageviews,
                         Metric::Visits => b.visits,
                         Metric::BounceRate => (100.0 * per_visit(b.bounces, b.visits)).round(),
                         Metric::VisitDuration => per_visit(b.duration, b.visits).round(),
@@ -332,70 +495,180 @@ async fn breakdown<'q>(
 ) -> Result<Value, ApiError> {
     let property = get("property")
         .ok_or_else(|| ApiError::BadRequest("`property` is required, e.g. event:page".into()))?;
-    let metrics = params::metrics(get("metrics"))?;
-    const COUNTS: &[Metric] = &[Metric::Visitors, Metric::Pageviews, Metric::Events];
-    const PAGES: &[Metric] = &[
+    // Glimpse's all-properties breakdown and exit pages exist in the aggregates only.
+    let (dim, key) = match property {
+        "event:props" | "visit:exit_page" => {
+            if get("filters").is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "`filters`: the {property} breakdown is answered from the aggregates, \
+                     unfiltered"
+                )));
+            }
+            (
+                None,
+                if property == "event:props" {
+                    ""
+                } else {
+                    "exit_page"
+                },
+            )
+        }
+        _ => {
+            let dim = Dim::parse(property).map_err(|e| format!("`property`: {e}"))?;
+            // Plausible names the column by the property's last part ("page", "plan").
+            let key = property.rsplit(':').next().unwrap_or(property);
+            (Some(dim), key)
+        }
+    };
+    let mut q = question(app, &p, get, dim.iter().cloned().collect(), None)?;
+    // Entry and exit pages count visits unless asked otherwise.
+    if get("metrics").is_none() && key.ends_with("_page") {
+        q.metrics = vec![Metric::Visits];
+    }
+    let metrics = q.metrics.clone();
+    let rows = match &dim {
+        Some(_) if source(app, &q)? == Source::Raw => {
+            let mut rows = raw_breakdown(app, &mut q).await?;
+            let (limit, offset) = (p.limit as usize, p.offset as usize);
+            rows = rows.into_iter().skip(offset).take(limit).collect();
+            return Ok(shape(rows, key, &metrics, false));
+        }
+        _ => {
+            let (name, dimension, supported) = aggregate_breakdown(property, dim.as_ref());
+            params::only(&metrics, supported, &format!("the {property} breakdown"))?;
+            p.dimension = dimension.to_string();
+            let mut rows = rows(app, name, &p).await?;
+            if metrics
+                .iter()
+                .any(|m| matches!(m, Metric::ScrollDepth | Metric::TimeOnPage))
+            {
+                add_engagement(app, &p, &mut rows).await?;
+            }
+            for r in rows.iter_mut().filter(|_| !key.is_empty()) {
+                if let Some(mut v) = r.remove("value").or_else(|| r.remove("page")) {
+                    // The aggregates keep page views under the event name "".
+                    if property == "event:name" && v == "" {
+                        v = json!("pageview");
+                    }
+                    r.insert("d0".into(), v);
+                }
+            }
+            rows
+        }
+    };
+    Ok(shape(rows, key, &metrics, true))
+}
+
+/// The query file, `stats_daily` dimension and metrics of a breakdown the aggregates answer.
+fn aggregate_breakdown(
+    property: &str,
+    dim: Option<&Dim>,
+) -> (&'static str, &'static str, &'static [Metric]) {
+    match (property, dim) {
+        ("event:props", _) => ("event_props", "", &[Metric::Visitors, Metric::Events]),
+        ("visit:exit_page", _) => ("exit_pages", "", &[Metric::Visits]),
+        (_, Some(Dim::Entry("visit:entry_page"))) => ("entry_pages", "", &[Metric::Visits]),
+        (_, Some(d)) => {
+            let dimension = match d.name().as_str() {
+                "event:page" => "page",
+                "event:hostname" => "hostname",
+                "event:name" => "event",
+                other => queries::DIMENSIONS
+                    .iter()
+                    .find(|x| other.strip_prefix("visit:") == Some(**x))
+                    .copied()
+                    .unwrap_or(""),
+            };
+            ("breakdown", dimension, plan::aggregate_metrics(d))
+        }
+        _ => ("breakdown", "", &[]),
+    }
+}
+
+/// A raw breakdown with k-anonymity applied: rows of fewer visitors than `min_visitors`
+/// are summed into one "(other)" row (rates are not summed: null there).
+async fn raw_breakdown(
+    app: &Dashboard,
+    q: &mut Question,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let k = f64::from(app.min_visitors);
+    if k > 0.0 && !q.metrics.contains(&Metric::Visitors) {
+        q.metrics.push(Metric::Visitors);
+    }
+    let rows = raw_rows(app, q).await?;
+    if k == 0.0 {
+        return Ok(rows);
+    }
+    let summed = [
         Metric::Visitors,
         Metric::Pageviews,
         Metric::Events,
-        Metric::ScrollDepth,
-        Metric::TimeOnPage,
+        Metric::Visits,
     ];
-    let (query, dimension, key, supported): (_, _, _, &[Metric]) = match property {
-        "visit:entry_page" => ("entry_pages", "", "entry_page", &[Metric::Visits]),
-        "visit:exit_page" => ("exit_pages", "", "exit_page", &[Metric::Visits]),
-        "event:props" => ("event_props", "", "", &[Metric::Visitors, Metric::Events]),
-        "event:page" => ("breakdown", "page", "page", PAGES),
-        "event:hostname" => ("breakdown", "hostname", "hostname", COUNTS),
-        "event:name" => ("breakdown", "event", "name", COUNTS),
-        other => match other.strip_prefix("visit:") {
-            Some(d) if queries::DIMENSIONS.contains(&d) && d != "page" && d != "event" => {
-                ("breakdown", d, d, COUNTS)
+    let mut kept = Vec::new();
+    let mut other: Option<Map<String, Value>> = None;
+    for r in rows {
+        if metric(&r, Metric::Visitors, false) >= k {
+            kept.push(r);
+            continue;
+        }
+        let o = other.get_or_insert_with(|| {
+            let mut o = Map::new();
+            o.insert("d0".into(), json!("(other)"));
+            for m in &q.metrics {
+                o.insert(
+                    m.name().into(),
+                    if summed.contains(m) {
+                        json!(0)
+                    } else {
+                        Value::Null
+                    },
+                );
             }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`property`: unknown property {property:?}"
-                )));
+            o
+        });
+        for m in &summed {
+            if let Some(v) = o.get(m.name()).and_then(Value::as_f64) {
+                o.insert(m.name().into(), plain(v + metric(&r, *m, false)));
             }
-        },
-    };
-    let metrics = if get("metrics").is_none() && !supported.contains(&Metric::Visitors) {
-        supported.to_vec()
-    } else {
-        metrics
-    };
-    params::only(&metrics, supported, &format!("the {property} breakdown"))?;
-    p.dimension = dimension.to_string();
-    let mut rows = rows(app, query, &p).await?;
-    if metrics
-        .iter()
-        .any(|m| matches!(m, Metric::ScrollDepth | Metric::TimeOnPage))
-    {
-        add_engagement(app, &p, &mut rows).await?;
+        }
     }
-    Ok(Value::Array(
+    kept.extend(other);
+    Ok(kept)
+}
+
+/// Breakdown rows as the API gives them: the property's value under `key` (event:props keeps
+/// its event, key and value columns), then each metric asked for.
+fn shape(
+    rows: Vec<Map<String, Value>>,
+    key: &str,
+    metrics: &[Metric],
+    from_aggregates: bool,
+) -> Value {
+    Value::Array(
         rows.into_iter()
             .map(|mut r| {
                 let mut out = Map::new();
                 if key.is_empty() {
-                    // event:props keeps its own columns (event, key, value).
                     for label in ["event", "key", "value"] {
                         if let Some(v) = r.remove(label) {
                             out.insert(label.into(), v);
                         }
                     }
                 } else {
-                    let v = r.remove("value").or_else(|| r.remove("page"));
-                    out.insert(key.into(), v.unwrap_or(Value::Null));
+                    out.insert(key.into(), r.remove("d0").unwrap_or(Value::Null));
                 }
-                for m in &metrics {
-                    let v = r.get(m.name()).map_or(Value::Null, number);
+                for m in metrics {
+                    let v = match r.get(m.name()) {
+                        None | Some(Value::Null) if *m != Metric::Events => Value::Null,
+                        _ => plain(metric(&r, *m, from_aggregates)),
+                    };
                     out.insert(m.name().into(), v);
                 }
                 Value::Object(out)
             })
             .collect(),
-    ))
+    )
 }
 
 /// Each page's scroll depth and time on page; null where no engagement was reported (and for

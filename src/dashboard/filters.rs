@@ -187,7 +187,12 @@ pub fn parse_v1(text: &str) -> Result<Filter, String> {
             ))?;
         let dim = Dim::parse(name.trim()).map_err(|e| format!("`filters`: {e}"))?;
         let values: Vec<String> = rest.split('|').map(|v| v.replace("\\|", "|")).collect();
-        let globs = values.iter().any(|v| v.contains('*'));
+        // Wildcards are for pages; a goal or a source may well contain a star.
+        let paged = matches!(
+            dim,
+            Dim::Event("event:page") | Dim::Entry("visit:entry_page")
+        );
+        let globs = paged && values.iter().any(|v| v.contains('*'));
         let op = match op {
             "==" if globs => Op::Matches,
             "!=" if globs => Op::MatchesNot,

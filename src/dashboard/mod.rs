@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod filters;
+pub mod plan;
 pub mod params;
 
 use std::future::Future;
@@ -51,6 +52,11 @@ pub struct Dashboard {
     /// Breakdown rows with fewer visitors are folded into "(other)".
     pub min_visitors: u32,
     pub clock: Clock,
+    /// Each site's goals.
+    pub goals: std::collections::HashMap<String, Vec<crate::model::Goal>>,
+    /// Days of raw events kept (`retention.events_days`); 0: aggregates only, so filtered
+    /// questions cannot be answered.
+    pub events_days: u32,
 }
 
 /// Serves until `shutdown` completes, on the shared front with its limits.

@@ -30,7 +30,7 @@ impl Endpoint {
         })
     }
 
-    /// Every parameter the endpoint reads. `filters` is read only to refuse it.
+    /// Every parameter the endpoint reads.
     pub fn parameters(self) -> &'static [&'static str] {
         match self {
             Endpoint::Sites => &[],
@@ -65,13 +65,6 @@ pub fn check(endpoint: Endpoint, pairs: &[(String, String)]) -> Result<(), Strin
         if pairs[..i].iter().any(|(n, _)| n == name) {
             return Err(format!("parameter `{name}` is given twice"));
         }
-    }
-    if pairs.iter().any(|(n, _)| n == "filters") {
-        return Err(
-            "`filters`: Glimpse cannot answer filtered questions yet, and refuses them \
-                    rather than answer for every visitor"
-                .into(),
-        );
     }
     Ok(())
 }
@@ -372,12 +365,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("`limit` is given twice"), "{e}");
-        let e = check(
-            Endpoint::Aggregate,
-            &pairs(&[("filters", "visit:country==GB")]),
-        )
-        .unwrap_err();
-        assert!(e.starts_with("`filters`"), "{e}");
+        assert!(
+            check(
+                Endpoint::Aggregate,
+                &pairs(&[("filters", "visit:country==GB")])
+            )
+            .is_ok()
+        );
         assert!(check(Endpoint::Sites, &pairs(&[("x", "1")])).is_err());
     }
 

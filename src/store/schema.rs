@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_engagement.sql",
         include_str!("../../schema/0009_engagement.sql"),
     ),
+    (
+        "0010_page_views_by_page.sql",
+        include_str!("../../schema/0010_page_views_by_page.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.

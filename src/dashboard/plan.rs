@@ -1,0 +1,509 @@
+//! The query planner behind the stats APIs and the dashboard page. A question (metrics,
+//! dimensions, filters, period) is answered from the aggregates when they hold it exactly (no
+//! filters, one dimension they keep), otherwise from the raw `events` within their retention;
+//! when neither can, the error says why.
+//!
+//! On raw events a visitor's day stands in for their visits: visit dimensions that a visit's
+//! start decides (source, referrer, UTM tags, entry page) are those of the visitor's first visit
+//! that day, and a filter selects visitors who had a matching event. Event metrics count the
+//! matching events; visit metrics count the whole visits of the matching visitors.
+
+use crate::clock::date_string;
+use crate::model::{Goal, GoalKind};
+use crate::store::queries::quote;
+
+use super::filters::{self, Dim, Filter, Op};
+use super::params::{Interval, Metric};
+
+/// Rows a raw answer may have before k-anonymity folding and pagination.
+pub const MAX_RAW_ROWS: u32 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub site: String,
+    /// First and last day, inclusive.
+    pub from: u16,
+    pub to: u16,
+    pub metrics: Vec<Metric>,
+    pub dims: Vec<Dim>,
+    pub time: Option<Interval>,
+    pub filter: Option<Filter>,
+    pub goals: Vec<Goal>,
+}
+
+/// Where an answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Aggregates,
+    Raw,
+}
+
+/// Metrics the aggregates hold for the whole site (totals and time series).
+const TOTALS: &[Metric] = &[
+    Metric::Visitors,
+    Metric::Pageviews,
+    Metric::Events,
+    Metric::Visits,
+    Metric::BounceRate,
+    Metric::VisitDuration,
+    Metric::ViewsPerVisit,
+];
+
+/// What the aggregates can give for a single dimension.
+pub fn aggregate_metrics(dim: &Dim) -> &'static [Metric] {
+    match dim {
+        Dim::Event("event:page") => &[
+            Metric::Visitors,
+            Metric::Pageviews,
+            Metric::Events,
+            Metric::ScrollDepth,
+            Metric::TimeOnPage,
+        ],
+        Dim::Entry("visit:entry_page") => &[Metric::Visits],
+        Dim::Event(_) | Dim::Visitor(_) => &[Metric::Visitors, Metric::Pageviews, Metric::Events],
+        Dim::Entry(_) => &[Metric::Visitors, Metric::Pageviews, Metric::Events],
+        Dim::Prop(_) | Dim::Goal => &[],
+    }
+}
+
+impl Question {
+    /// Whether the aggregates hold this question exactly.
+    pub fn aggregates_answer(&self) -> bool {
+        if self.filter.is_some() {
+            return false;
+        }
+        match (self.dims.as_slice(), self.time) {
+            ([], _) => self.metrics.iter().all(|m| TOTALS.contains(m)),
+            ([d], None) => {
+                let held = aggregate_metrics(d);
+                !held.is_empty() && self.metrics.iter().all(|m| held.contains(m))
+            }
+            _ => false,
+        }
+    }
+
+    /// Where the answer comes from, given the raw events' retention and today's day.
+    pub fn source(&self, events_days: u32, today: u16) -> Result<Source, String> {
+        if self.aggregates_answer() {
+            return Ok(Source::Aggregates);
+        }
+        let what = self.what();
+        if events_days == 0 {
+            return Err(format!(
+                "{what} needs the raw events, and this Glimpse keeps aggregates only \
+                 (retention.events_days = 0)"
+            ));
+        }
+        let oldest = today.saturating_sub(u16::try_from(events_days - 1).unwrap_or(u16::MAX));
+        if self.from < oldest {
+            return Err(format!(
+                "{what} needs the raw events, which are kept {events_days} days: the period \
+                 starts on {}, before the oldest kept day, {}",
+                date_string(self.from),
+                date_string(oldest)
+            ));
+        }
+        Ok(Source::Raw)
+    }
+
+    /// The question in words, for errors.
+    fn what(&self) -> String {
+        let mut parts = Vec::new();
+        if self.filter.is_some() {
+            parts.push("a filter".to_string());
+        }
+        for d in &self.dims {
+            parts.push(format!("the {} dimension", d.name()));
+        }
+        for m in &self.metrics {
+            if !TOTALS.contains(m) {
+                parts.push(format!("the {} metric", m.name()));
+            }
+        }
+        if parts.is_empty() {
+            parts.push("this question".into());
+        }
+        parts.join(" with ")
+    }
+
+    /// Refuses combinations no source can answer, as Plausible does: visit metrics by an
+    /// event dimension, conversion rates without goals.
+    pub fn check(&self) -> Result<(), String> {
+        for d in &self.dims {
+            if d.of_events()
+                && let Some(m) = self.metrics.iter().find(|m| m.of_visits())
+            {
+                return Err(format!(
+                    "`metrics`: {} is a metric of visits and cannot be broken down by the event \
+                     dimension {}",
+                    m.name(),
+                    d.name()
+                ));
+            }
+            if *d == Dim::Goal && self.goals.is_empty() {
+                return Err("event:goal: this site has no goals configured".into());
+            }
+        }
+        if self.metrics.contains(&Metric::ConversionRate) && !self.about_goals() {
+            return Err(
+                "`metrics`: conversion_rate needs event:goal as a dimension or a filter".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether event:goal is a dimension or appears in the filter.
+    pub fn about_goals(&self) -> bool {
+        fn mentions(f: &Filter) -> bool {
+            match f {
+                Filter::And(v) | Filter::Or(v) => v.iter().any(mentions),
+                Filter::Not(x) => mentions(x),
+                Filter::Cond { dim, .. } => *dim == Dim::Goal,
+            }
+        }
+        self.dims.contains(&Dim::Goal) || self.filter.as_ref().is_some_and(mentions)
+    }
+
+    /// The question without its goal conditions: the visitors a conversion rate divides by.
+    pub fn without_goals(&self) -> Question {
+        fn strip(f: &Filter) -> Option<Filter> {
+            match f {
+                Filter::And(v) => {
+                    let v: Vec<Filter> = v.iter().filter_map(strip).collect();
+                    (!v.is_empty()).then_some(Filter::And(v))
+                }
+                Filter::Or(v) => {
+                    let kept: Vec<Filter> = v.iter().filter_map(strip).collect();
+                    // An or with a goal branch removed would widen to anything; drop it whole.
+                    (kept.len() == v.len()).then_some(Filter::Or(kept))
+                }
+                Filter::Not(x) => strip(x).map(|x| Filter::Not(Box::new(x))),
+                Filter::Cond { dim, .. } if *dim == Dim::Goal => None,
+                other => Some(other.clone()),
+            }
+        }
+        Question {
+            dims: self
+                .dims
+                .iter()
+                .filter(|d| **d != Dim::Goal)
+                .cloned()
+                .collect(),
+            metrics: vec![Metric::Visitors],
+            filter: self.filter.as_ref().and_then(strip),
+            ..self.clone()
+        }
+    }
+}
+
+/// The SQL that answers `q` from the raw events: one column per dimension (`d0`, `d1`, ...),
+/// `time` when the question is over time, then one per metric (named as the metric), at most
+/// [`MAX_RAW_ROWS`] rows ordered by the first metric, largest first (by time for a series).
+pub fn raw_sql(q: &Question) -> Result<String, String> {
+    q.check()?;
+    let site = quote(&q.site);
+    let from = quote(&date_string(q.from));
+    let to = quote(&date_string(q.to));
+    let range = format!(
+        "site = {site} AND timestamp >= toDateTime(toDate({from})) \
+         AND timestamp < toDateTime(toDate({to}) + 1)"
+    );
+    let entry_join = needs_entry(q).then(|| {
+        let columns: Vec<String> = filters::entry_columns()
+            .iter()
+            .map(|(alias, expr)| format!("argMin({expr}, timestamp) AS entry_{alias}"))
+            .collect();
+        format!(
+            " ANY LEFT JOIN (SELECT visitor_id, {} FROM events WHERE {range} AND visit_entry = 1 \
+             GROUP BY visitor_id) USING visitor_id",
+            columns.join(", ")
+        )
+    });
+    let join = entry_join.unwrap_or_default();
+    let cond = match &q.filter {
+        Some(f) => sql_filter(f, q, &range)?,
+        None => "1".into(),
+    };
+    let page_dim = q.dims.contains(&Dim::Event("event:page"));
+    let goal_dim = q.dims.contains(&Dim::Goal);
+    // Events that count, per metric family; a page counts its page views, as the aggregates'
+    // page dimension does.
+    let viewed = format!("({cond}) AND name = 'pageview'");
+    let counted = if goal_dim {
+        format!("({cond}) AND goal != ''")
+    } else if page_dim {
+        viewed.clone()
+    } else {
+        format!("({cond}) AND name != 'engagement'")
+    };
+    let engaged = format!("({cond}) AND name = 'engagement'");
+    let visitors_of = &counted;
+    let visits = "sum(visit_entry)";
+    let mut select = Vec::new();
+    let mut group = Vec::new();
+    for (i, d) in q.dims.iter().enumerate() {
+        let expr = if *d == Dim::Goal {
+            "goal".to_string()
+        } else {
+            d.expression()
+        };
+        select.push(format!("{expr} AS d{i}"));
+        group.push(format!("d{i}"));
+    }
+    if let Some(interval) = q.time {
+        let bucket = match interval {
+            Interval::Hour => "toString(toStartOfHour(timestamp))",
+            Interval::Date => "toString(toDate(timestamp))",
+            Interval::Month => "toString(toStartOfMonth(timestamp))",
+        };
+        select.push(format!("{bucket} AS time"));
+        group.push("time".into());
+    }
+    for m in &q.metrics {
+        let expr = match m {
+            Metric::Visitors | Metric::ConversionRate => {
+                format!("uniqExactIf(visitor_id, {visitors_of})")
+            }
+            Metric::Pageviews => format!("countIf({viewed})"),
+            Metric::Events => format!("countIf({counted})"),
+            Metric::Visits => visits.to_string(),
+            Metric::BounceRate => {
+                format!("if({visits} = 0, 0, round(100 * sum(visit_bounce) / {visits}))")
+            }
+            Metric::VisitDuration => {
+                format!("if({visits} = 0, 0, round(sum(visit_seconds) / {visits}))")
+            }
+            Metric::ViewsPerVisit => {
+                format!("if({visits} = 0, 0, round(countIf(name = 'pageview') / {visits}, 2))")
+            }
+            Metric::ScrollDepth => format!(
+                "if(sumIf(scroll_first, {engaged}) = 0, NULL, \
+                 round(sumIf(scroll_gain, {engaged}) / sumIf(scroll_first, {engaged})))"
+            ),
+            Metric::TimeOnPage => format!(
+                "if(sumIf(engaged_first, {engaged}) = 0, NULL, \
+                 round(sumIf(engaged_ms, {engaged}) / sumIf(engaged_first, {engaged}) / 1000))"
+            ),
+        };
+        select.push(format!("{expr} AS {}", m.name()));
+    }
+    // Visitors with at least one matching event; their whole visits count for visit metrics.
+    let matched = match &q.filter {
+        Some(_) => format!(
+            " AND visitor_id IN (SELECT visitor_id FROM events{join} WHERE {range} AND ({cond}))"
+        ),
+        None => String::new(),
+    };
+    let goals = if goal_dim {
+        let names: Vec<String> = q
+            .goals
+            .iter()
+            .map(|g| {
+                Ok(format!(
+                    "if({}, {}, '')",
+                    goal_condition(g, &range)?,
+                    quote(&g.name)
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        format!(" ARRAY JOIN [{}] AS goal", names.join(", "))
+    } else {
+        String::new()
+    };
+    let order = if q.time.is_some() {
+        "time".to_string()
+    } else {
+        let first = q.metrics.first().map_or("d0", |m| m.name());
+        let mut keys = vec![format!("{first} DESC")];
+        keys.extend(group.iter().cloned());
+        keys.join(", ")
+    };
+    let group_by = if group.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", group.join(", "))
+    };
+    // A goal breakdown keeps only the goals completed; pages, only those viewed.
+    let mut having = Vec::new();
+    if goal_dim {
+        having.push("d0 != ''".to_string());
+    }
+    if page_dim {
+        having.push(format!("countIf({viewed}) > 0"));
+    }
+    // Engagement reports are no events.
+    if let Some(i) = q.dims.iter().position(|d| *d == Dim::Event("event:name")) {
+        having.push(format!("d{i} != 'engagement'"));
+    }
+    let having = if having.is_empty() {
+        String::new()
+    } else {
+        format!(" HAVING {}", having.join(" AND "))
+    };
+    Ok(format!(
+        "SELECT {} FROM events{goals}{join} WHERE {range}{matched}{group_by}{having} \
+         ORDER BY {order} LIMIT {MAX_RAW_ROWS}",
+        select.join(", ")
+    ))
+}
+
+fn needs_entry(q: &Question) -> bool {
+    fn in_filter(f: &Filter) -> bool {
+        match f {
+            Filter::And(v) | Filter::Or(v) => v.iter().any(in_filter),
+            Filter::Not(x) => in_filter(x),
+            Filter::Cond { dim, .. } => matches!(dim, Dim::Entry(_)),
+        }
+    }
+    q.dims.iter().any(|d| matches!(d, Dim::Entry(_))) || q.filter.as_ref().is_some_and(in_filter)
+}
+
+fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {
+    let join = |v: &[Filter], sep: &str| -> Result<String, String> {
+        let parts = v
+            .iter()
+            .map(|x| sql_filter(x, q, range))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("({})", parts.join(sep)))
+    };
+    match f {
+        Filter::And(v) => join(v, " AND "),
+        Filter::Or(v) => join(v, " OR "),
+        Filter::Not(x) => Ok(format!("NOT {}", sql_filter(x, q, range)?)),
+        Filter::Cond {
+            dim: Dim::Goal,
+            op,
+            values,
+            ..
+        } => {
+            let mut parts = Vec::new();
+            for v in values {
+                let goal = q
+                    .goals
+                    .iter()
+                    .find(|g| &g.name == v)
+                    .ok_or_else(|| format!("`filters`: no goal named {v:?}"))?;
+                parts.push(goal_condition(goal, range)?);
+            }
+            let any = format!("({})", parts.join(" OR "));
+            match op {
+                Op::Is => Ok(any),
+                Op::IsNot => Ok(format!("NOT {any}")),
+                _ => Err("`filters`: event:goal takes is and is_not".into()),
+            }
+        }
+        Filter::Cond {
+            op,
+            dim,
+            values,
+            case_insensitive,
+        } => Ok(filters::condition(
+            *op,
+            &dim.expression(),
+            values,
+            *case_insensitive,
+        )),
+    }
+}
+
+/// The raw-row condition of a goal's completion.
+fn goal_condition(goal: &Goal, range: &str) -> Result<String, String> {
+    Ok(match &goal.kind {
+        GoalKind::Event(e) => format!("name = {}", quote(e)),
+        GoalKind::Page(p) => format!(
+            "(name = 'pageview' AND match(pathname, {}))",
+            quote(&filters::glob(p))
+        ),
+        // A visit-page's deepest scroll is the sum of its reports' gains.
+        GoalKind::Scroll { page, percent } => {
+            let g = quote(&filters::glob(page));
+            format!(
+                "(name = 'engagement' AND match(pathname, {g}) AND (visitor_id, pathname) IN \
+                 (SELECT visitor_id, pathname FROM events WHERE {range} AND name = 'engagement' \
+                 AND match(pathname, {g}) GROUP BY visitor_id, pathname \
+                 HAVING sum(scroll_gain) >= {percent}))"
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> u16 {
+        crate::clock::parse_date(s).unwrap()
+    }
+
+    fn question(metrics: &[Metric], dims: &[&str], filter: Option<&str>) -> Question {
+        Question {
+            site: "a.com".into(),
+            from: day("2026-11-01"),
+            to: day("2026-11-27"),
+            metrics: metrics.to_vec(),
+            dims: dims.iter().map(|d| Dim::parse(d).unwrap()).collect(),
+            time: None,
+            filter: filter.map(|f| filters::parse_v1(f).unwrap()),
+            goals: vec![Goal {
+                name: "Signup".into(),
+                kind: GoalKind::Event("Signup".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn aggregates_answer_what_they_hold_and_raw_events_the_rest() {
+        let today = day("2026-11-27");
+        let q = question(&[Metric::Visitors, Metric::BounceRate], &[], None);
+        assert_eq!(q.source(30, today), Ok(Source::Aggregates));
+        let q = question(&[Metric::Visitors], &["visit:country"], None);
+        assert_eq!(q.source(0, today), Ok(Source::Aggregates));
+        let q = question(&[Metric::Visitors], &[], Some("visit:country==GB"));
+        assert_eq!(q.source(30, today), Ok(Source::Raw));
+        let e = q.source(0, today).unwrap_err();
+        assert!(e.contains("aggregates only"), "{e}");
+        let e = q.source(10, today).unwrap_err();
+        assert!(
+            e.contains("kept 10 days") && e.contains("2026-11-01"),
+            "{e}"
+        );
+        let q = question(&[Metric::BounceRate], &["visit:source"], None);
+        assert_eq!(q.source(30, today), Ok(Source::Raw));
+    }
+
+    #[test]
+    fn refused_combinations() {
+        let q = question(&[Metric::BounceRate], &["event:page"], None);
+        assert!(raw_sql(&q).unwrap_err().contains("cannot be broken down"));
+        let q = question(&[Metric::ConversionRate], &["visit:country"], None);
+        assert!(raw_sql(&q).unwrap_err().contains("needs event:goal"));
+        let q = question(&[Metric::Visitors], &[], Some("event:goal==Nope"));
+        assert!(raw_sql(&q).unwrap_err().contains("no goal named"));
+    }
+
+    #[test]
+    fn raw_sql_quotes_and_joins() {
+        let q = question(
+            &[Metric::Visitors, Metric::Visits],
+            &["visit:source"],
+            Some("visit:country==x' OR 1=1;event:page==/blog/**"),
+        );
+        let sql = raw_sql(&q).unwrap();
+        assert!(sql.contains("country_code IN ('x\\' OR 1=1')"), "{sql}");
+        assert!(sql.contains("match(pathname, '^/blog/.*$')"), "{sql}");
+        assert!(sql.contains("ANY LEFT JOIN"), "{sql}");
+        assert!(sql.contains("entry_source AS d0"), "{sql}");
+        let g = question(
+            &[Metric::Visitors, Metric::ConversionRate],
+            &["event:goal"],
+            None,
+        );
+        let sql = raw_sql(&g).unwrap();
+        assert!(
+            sql.contains("ARRAY JOIN [if(name = 'Signup', 'Signup', '')] AS goal"),
+            "{sql}"
+        );
+        let stripped = g.without_goals();
+        assert!(stripped.dims.is_empty() && stripped.metrics == [Metric::Visitors]);
+    }
+}
