@@ -25,3 +25,13 @@ GRANT SELECT ON glimpse.dropped_daily TO glimpse_dashboards;
 CREATE USER IF NOT EXISTS dashboards IDENTIFIED BY 'change-me-too' SETTINGS readonly = 1;
 GRANT glimpse_dashboards TO dashboards;
 SET DEFAULT ROLE glimpse_dashboards TO dashboards;
+
+-- `glimpse dashboard` answers filtered questions (and goals, and visit metrics by any
+-- dimension) from the raw events within their retention: its own user reads the aggregates
+-- and the raw events, still not the salts. Grafana and other tools keep `dashboards`.
+CREATE ROLE IF NOT EXISTS glimpse_stats_api;
+GRANT glimpse_dashboards TO glimpse_stats_api;
+GRANT SELECT ON glimpse.events TO glimpse_stats_api;
+CREATE USER IF NOT EXISTS stats_api IDENTIFIED BY 'change-me-three' SETTINGS readonly = 1;
+GRANT glimpse_stats_api TO stats_api;
+SET DEFAULT ROLE glimpse_stats_api TO stats_api;
