@@ -364,9 +364,11 @@ def check_daily(engine):
     checked = 0
     keys = ["site", "day", "value"]
     for dim, expr in DAILY_DIMENSIONS.items():
+        # Pages count page views only (migration 0010).
+        only = "WHERE name = 'pageview' " if dim == "page" else ""
         raw = keyed(engine.rows(
             f"SELECT site, toDate(timestamp) AS day, {expr} AS value, "
-            f"{RAW_AGG} FROM events GROUP BY site, day, value"), keys)
+            f"{RAW_AGG} FROM events {only}GROUP BY site, day, value"), keys)
         agg = keyed(engine.rows(
             f"SELECT site, day, value, {MERGED_AGG} FROM stats_daily "
             f"WHERE dimension = {sql_literal(dim)} "
