@@ -18,7 +18,7 @@ require_cargo
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -eq 0 ]] && TARGETS=(payload url)
+[[ ${#TARGETS[@]} -eq 0 ]] && TARGETS=(payload url filters)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo ">> installing cargo-fuzz (cargo install)"

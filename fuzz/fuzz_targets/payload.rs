@@ -29,6 +29,7 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
                 .collect(),
         },
         redact_tokens: true,
+        goals: Vec::new(),
     };
     let mut rules = Rules::new(&[site]);
     rules.spam = ReferrerSpam::bundled();

@@ -353,68 +353,100 @@ async fn timeseries<'q>(
 ) -> Result<Value, ApiError> {
     let interval = params::interval(get("interval"), get("period"))?;
     let q = question(app, p, get, Vec::new(), Some(interval))?;
-    let metrics = q.metrics.clone();
-    let label = |time: &str| -> String {
-        match interval {
-            Interval::Hour => time.to_string(),
-            Interval::Date => time[..time.len().min(10)].to_string(),
-            Interval::Month => format!("{}-01", &time[..time.len().min(7)]),
+    let rows = series(app, p, &q, interval).await?;
+    Ok(Value::Array(
+        rows.into_iter()
+            .map(|(date, values)| {
+                let mut row = Map::new();
+                row.insert("date".into(), json!(date));
+                row.extend(values);
+                Value::Object(row)
+            })
+            .collect(),
+    ))
+}
+
+/// The label of the bucket holding `time` ("2026-11-27 10:00:00" or "2026-11-27").
+fn bucket_label(interval: Interval, time: &str) -> String {
+    let date = &time[..time.len().min(10)];
+    match interval {
+        Interval::Hour => time.to_string(),
+        Interval::Date => date.to_string(),
+        Interval::Week => {
+            let day = crate::clock::parse_date(date).unwrap_or(0);
+            // 1970-01-01 was a Thursday.
+            date_string(day - (day + 3) % 7)
         }
-    };
-    // Every bucket of the period, in order, even when nothing happened in it.
-    let (from, to) = (
-        crate::clock::parse_date(&p.from).unwrap_or(0),
-        crate::clock::parse_date(&p.to).unwrap_or(0),
-    );
-    let mut buckets: BTreeMap<String, Bucket> = BTreeMap::new();
+        Interval::Month => format!("{}-01", &time[..time.len().min(7)]),
+    }
+}
+
+/// Every bucket of the period, in order.
+pub(super) fn bucket_labels(interval: Interval, from: u16, to: u16) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
     for day in from..=to {
         let date = date_string(day);
-        match interval {
-            Interval::Hour => {
-                for h in 0..24 {
-                    buckets.insert(format!("{date} {h:02}:00:00"), Bucket::default());
-                }
-            }
-            _ => {
-                buckets.insert(label(&date), Bucket::default());
+        if interval == Interval::Hour {
+            out.extend((0..24).map(|h| format!("{date} {h:02}:00:00")));
+        } else {
+            let label = bucket_label(interval, &date);
+            if out.last() != Some(&label) {
+                out.push(label);
             }
         }
     }
-    if source(app, &q)? == Source::Raw {
-        let mut series: BTreeMap<String, Map<String, Value>> =
-            buckets.into_keys().map(|k| (k, Map::new())).collect();
-        for row in raw_rows(app, &q).await? {
-            let time = row
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if let Some(slot) = series.get_mut(&time) {
-                *slot = row;
-            }
-        }
-        return Ok(Value::Array(
-            series
-                .into_iter()
-                .map(|(date, row)| {
-                    let mut out = Map::new();
-                    out.insert("date".into(), json!(date));
-                    for m in &metrics {
+    out
+}
+
+/// Each bucket of the period with the metrics of `q` (which has no dimension), from the
+/// aggregates or the raw events; empty buckets included.
+async fn series(
+    app: &Dashboard,
+    p: &Params,
+    q: &Question,
+    interval: Interval,
+) -> Result<Vec<(String, Map<String, Value>)>, ApiError> {
+    let metrics = &q.metrics;
+    let labels = bucket_labels(interval, q.from, q.to);
+    if source(app, q)? == Source::Raw {
+        let mut found: std::collections::HashMap<String, Map<String, Value>> = raw_rows(app, q)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let time = r
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                (time, r)
+            })
+            .collect();
+        return Ok(labels
+            .into_iter()
+            .map(|label| {
+                let row = found.remove(&label).unwrap_or_default();
+                let values = metrics
+                    .iter()
+                    .map(|m| {
                         let v = match row.get(m.name()) {
                             Some(Value::Null) => Value::Null,
                             _ => plain(metric(&row, *m, false)),
                         };
-                        out.insert(m.name().into(), v);
-                    }
-                    Value::Object(out)
-                })
-                .collect(),
-        ));
+                        (m.name().to_string(), v)
+                    })
+                    .collect();
+                (label, values)
+            })
+            .collect());
     }
+    let mut buckets: BTreeMap<String, Bucket> = labels
+        .iter()
+        .map(|l| (l.clone(), Bucket::default()))
+        .collect();
     let of_events = metrics.iter().any(|m| !m.of_visits());
     let of_visits = metrics.iter().any(|m| m.of_visits());
-    // Visitors are distinct per day (per hour for hours): a month adds up its days, as the
-    // totals do.
+    // Visitors are distinct per day (per hour for hours): weeks and months add up their days,
+    // as the totals do.
     let events_query = if interval == Interval::Hour {
         "timeseries_hourly"
     } else {
@@ -445,7 +477,7 @@ async fn timeseries<'q>(
             .or_else(|| r.get("hour"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if let Some(b) = buckets.get_mut(&label(time)) {
+        if let Some(b) = buckets.get_mut(&bucket_label(interval, time)) {
             b.visitors += field(&r, "visitors");
             b.pageviews += field(&r, "pageviews");
             b.events += field(&r, "events");
@@ -453,7 +485,7 @@ async fn timeseries<'q>(
     }
     for r in visits? {
         let time = r.get("hour").and_then(Value::as_str).unwrap_or("");
-        if let Some(b) = buckets.get_mut(&label(time)) {
+        if let Some(b) = buckets.get_mut(&bucket_label(interval, time)) {
             b.visits += field(&r, "visits");
             b.bounces += field(&r, "bounces");
             b.duration += field(&r, "duration");
@@ -461,13 +493,13 @@ async fn timeseries<'q>(
         }
     }
     let per_visit = |x: f64, visits: f64| if visits == 0.0 { 0.0 } else { x / visits };
-    Ok(Value::Array(
-        buckets
-            .into_iter()
-            .map(|(date, b)| {
-                let mut row = Map::new();
-                row.insert("date".into(), json!(date));
-                for m in &metrics {
+    Ok(labels
+        .into_iter()
+        .map(|label| {
+            let b = buckets.remove(&label).unwrap_or_default();
+            let values = metrics
+                .iter()
+                .map(|m| {
                     let v = match m {
                         Metric::Visitors => b.visitors,
                         Metric::Pageviews => b.pageviews,
@@ -480,12 +512,12 @@ async fn timeseries<'q>(
                         }
                         _ => 0.0,
                     };
-                    row.insert(m.name().into(), plain(v));
-                }
-                Value::Object(row)
-            })
-            .collect(),
-    ))
+                    (m.name().to_string(), plain(v))
+                })
+                .collect();
+            (label, values)
+        })
+        .collect())
 }
 
 async fn breakdown<'q>(

@@ -241,6 +241,8 @@ fn last_of_month(day: u16) -> Result<u16, String> {
 pub enum Interval {
     Hour,
     Date,
+    /// Weeks from Monday (the v2 API's `time:week`).
+    Week,
     Month,
 }
 

@@ -254,6 +254,7 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         let bucket = match interval {
             Interval::Hour => "toString(toStartOfHour(timestamp))",
             Interval::Date => "toString(toDate(timestamp))",
+            Interval::Week => "toString(toMonday(timestamp))",
             Interval::Month => "toString(toStartOfMonth(timestamp))",
         };
         select.push(format!("{bucket} AS time"));
