@@ -42,7 +42,7 @@ pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Reply {
         return error(StatusCode::BAD_REQUEST, &msg);
     }
     if endpoint == Endpoint::Sites {
-        return ok(json!(app.sites));
+        return reply(Ok(json!({ "results": app.sites })));
     }
     let result = match request(app, &get) {
         Err(msg) => Err(ApiError::BadRequest(msg)),
@@ -55,8 +55,13 @@ pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Reply {
             Endpoint::Sites => Ok(json!(app.sites)),
         },
     };
+    reply(result.map(|results| json!({ "results": results })))
+}
+
+/// The answer (the whole JSON object), or its error, as a response.
+pub(super) fn reply(result: Result<Value, ApiError>) -> Reply {
     match result {
-        Ok(v) => ok(v),
+        Ok(v) => no_store(front::json(StatusCode::OK, v.to_string())),
         Err(ApiError::BadRequest(msg)) => error(StatusCode::BAD_REQUEST, &msg),
         Err(ApiError::Database(msg)) => {
             tracing::warn!(error = %msg, "dashboard query failed");
@@ -68,8 +73,11 @@ pub async fn answer(app: &Dashboard, endpoint: &str, query: &str) -> Reply {
     }
 }
 
+/// Rows an answer is cut to before pagination (v2 pages through them).
+pub(super) const MAX_ROWS: u32 = plan::MAX_RAW_ROWS;
+
 /// Why a stats request has no answer: the request (400) or the database (502).
-enum ApiError {
+pub(super) enum ApiError {
     BadRequest(String),
     Database(String),
 }
@@ -146,6 +154,37 @@ fn question<'q>(
 }
 
 /// Where `q`'s answer comes from, or why there is none.
+pub(super) fn checked_source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
+    source(app, q)
+}
+
+/// Raw rows of `q` as the APIs give them (dimension values `d0`, ..., `time`, metrics).
+pub(super) async fn raw_rows_finished(
+    app: &Dashboard,
+    q: &Question,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let mut q = q.clone();
+    let rows = raw_breakdown(app, &mut q).await?;
+    let metrics = &q.metrics;
+    Ok(rows
+        .into_iter()
+        .map(|r| finish(r, metrics, q.dims.len(), false))
+        .collect())
+}
+
+/// The site's totals for `q` (no dimension), as the APIs give them.
+pub(super) async fn totals_row(
+    app: &Dashboard,
+    p: &Params,
+    q: &Question,
+) -> Result<Map<String, Value>, ApiError> {
+    let (row, from_aggregates) = match source(app, q)? {
+        Source::Aggregates => (totals(app, p, &q.metrics).await?.0, true),
+        Source::Raw => (raw_rows(app, q).await?.pop().unwrap_or_default(), false),
+    };
+    Ok(finish(row, &q.metrics, 0, from_aggregates))
+}
+
 fn source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
     q.check()?;
     Ok(q.source(app.events_days, day_of(app.clock.now()))?)
@@ -400,7 +439,7 @@ pub(super) fn bucket_labels(interval: Interval, from: u16, to: u16) -> Vec<Strin
 
 /// Each bucket of the period with the metrics of `q` (which has no dimension), from the
 /// aggregates or the raw events; empty buckets included.
-async fn series(
+pub(super) async fn series(
     app: &Dashboard,
     p: &Params,
     q: &Question,
@@ -522,7 +561,7 @@ async fn series(
 
 async fn breakdown<'q>(
     app: &Dashboard,
-    mut p: Params,
+    p: Params,
     get: &impl Fn(&str) -> Option<&'q str>,
 ) -> Result<Value, ApiError> {
     let property = get("property")
@@ -557,38 +596,90 @@ async fn breakdown<'q>(
     if get("metrics").is_none() && key.ends_with("_page") {
         q.metrics = vec![Metric::Visits];
     }
-    let metrics = q.metrics.clone();
-    let rows = match &dim {
-        Some(_) if source(app, &q)? == Source::Raw => {
-            let mut rows = raw_breakdown(app, &mut q).await?;
-            let (limit, offset) = (p.limit as usize, p.offset as usize);
-            rows = rows.into_iter().skip(offset).take(limit).collect();
-            return Ok(shape(rows, key, &metrics, false));
-        }
-        _ => {
-            let (name, dimension, supported) = aggregate_breakdown(property, dim.as_ref());
-            params::only(&metrics, supported, &format!("the {property} breakdown"))?;
-            p.dimension = dimension.to_string();
-            let mut rows = rows(app, name, &p).await?;
-            if metrics
-                .iter()
-                .any(|m| matches!(m, Metric::ScrollDepth | Metric::TimeOnPage))
-            {
-                add_engagement(app, &p, &mut rows).await?;
-            }
-            for r in rows.iter_mut().filter(|_| !key.is_empty()) {
-                if let Some(mut v) = r.remove("value").or_else(|| r.remove("page")) {
-                    // The aggregates keep page views under the event name "".
-                    if property == "event:name" && v == "" {
-                        v = json!("pageview");
-                    }
-                    r.insert("d0".into(), v);
+    let rows = breakdown_rows(app, p, property, &mut q).await?;
+    Ok(Value::Array(
+        rows.into_iter()
+            .map(|mut r| {
+                if let Some(v) = r.remove("d0") {
+                    r.insert(key.into(), v);
                 }
+                Value::Object(r)
+            })
+            .collect(),
+    ))
+}
+
+/// The rows of a one-dimension breakdown, one page of them: the value as `d0` (event:props
+/// keeps `event`, `key` and `value`), then each metric, from the aggregates when they hold it.
+pub(super) async fn breakdown_rows(
+    app: &Dashboard,
+    mut p: Params,
+    property: &str,
+    q: &mut Question,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let metrics = q.metrics.clone();
+    let dim = q.dims.first().cloned();
+    if dim.is_some() && source(app, q)? == Source::Raw {
+        let rows = raw_breakdown(app, q).await?;
+        let (limit, offset) = (p.limit as usize, p.offset as usize);
+        return Ok(rows
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| finish(r, &metrics, 1, false))
+            .collect());
+    }
+    let (name, dimension, supported) = aggregate_breakdown(property, dim.as_ref());
+    params::only(&metrics, supported, &format!("the {property} breakdown"))?;
+    p.dimension = dimension.to_string();
+    let mut rows = rows(app, name, &p).await?;
+    if metrics
+        .iter()
+        .any(|m| matches!(m, Metric::ScrollDepth | Metric::TimeOnPage))
+    {
+        add_engagement(app, &p, &mut rows).await?;
+    }
+    let labelled = property != "event:props";
+    for r in rows.iter_mut().filter(|_| labelled) {
+        if let Some(mut v) = r.remove("value").or_else(|| r.remove("page")) {
+            // The aggregates keep page views under the event name "".
+            if property == "event:name" && v == "" {
+                v = json!("pageview");
             }
-            rows
+            r.insert("d0".into(), v);
         }
-    };
-    Ok(shape(rows, key, &metrics, true))
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| finish(r, &metrics, usize::from(labelled), true))
+        .collect())
+}
+
+/// A row as the APIs give it: its `dims` dimension values (`d0`, ...), `time`, event:props'
+/// labels, then each metric as a number (null where it has none).
+fn finish(
+    mut r: Map<String, Value>,
+    metrics: &[Metric],
+    dims: usize,
+    from_aggregates: bool,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let labels = (0..dims)
+        .map(|i| format!("d{i}"))
+        .chain(["time", "event", "key", "value"].map(String::from));
+    for label in labels {
+        if let Some(v) = r.remove(&label) {
+            out.insert(label, v);
+        }
+    }
+    for m in metrics {
+        let v = match r.get(m.name()) {
+            None | Some(Value::Null) if *m != Metric::Events || !from_aggregates => Value::Null,
+            _ => plain(metric(&r, *m, from_aggregates)),
+        };
+        out.insert(m.name().into(), v);
+    }
+    out
 }
 
 /// The query file, `stats_daily` dimension and metrics of a breakdown the aggregates answer.
@@ -667,40 +758,6 @@ async fn raw_breakdown(
     }
     kept.extend(other);
     Ok(kept)
-}
-
-/// Breakdown rows as the API gives them: the property's value under `key` (event:props keeps
-/// its event, key and value columns), then each metric asked for.
-fn shape(
-    rows: Vec<Map<String, Value>>,
-    key: &str,
-    metrics: &[Metric],
-    from_aggregates: bool,
-) -> Value {
-    Value::Array(
-        rows.into_iter()
-            .map(|mut r| {
-                let mut out = Map::new();
-                if key.is_empty() {
-                    for label in ["event", "key", "value"] {
-                        if let Some(v) = r.remove(label) {
-                            out.insert(label.into(), v);
-                        }
-                    }
-                } else {
-                    out.insert(key.into(), r.remove("d0").unwrap_or(Value::Null));
-                }
-                for m in metrics {
-                    let v = match r.get(m.name()) {
-                        None | Some(Value::Null) if *m != Metric::Events => Value::Null,
-                        _ => plain(metric(&r, *m, from_aggregates)),
-                    };
-                    out.insert(m.name().into(), v);
-                }
-                Value::Object(out)
-            })
-            .collect(),
-    )
 }
 
 /// Each page's scroll depth and time on page; null where no engagement was reported (and for
@@ -808,13 +865,6 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
-}
-
-fn ok(results: Value) -> Reply {
-    no_store(front::json(
-        StatusCode::OK,
-        json!({ "results": results }).to_string(),
-    ))
 }
 
 /// `{"error": "..."}`, never cached.

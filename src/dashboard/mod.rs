@@ -7,6 +7,7 @@
 pub mod api;
 pub mod filters;
 pub mod plan;
+pub mod v2;
 pub mod params;
 
 use std::future::Future;
@@ -73,10 +74,16 @@ pub async fn run(
     .await;
 }
 
+/// Largest v2 query body.
+const MAX_QUERY_BYTES: usize = 64 * 1024;
+
 async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
-    if req.method() != Method::GET {
-        return api::error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    let v2 = path == "/api/v2/query";
+    match (req.method(), v2) {
+        (&Method::GET, false) | (&Method::POST, true) => {}
+        (_, true) => return api::error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        (_, false) => return api::error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
     }
     if path == "/" {
         let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
@@ -86,12 +93,13 @@ async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
         );
         return r;
     }
-    let Some(endpoint) = path.strip_prefix("/api/v1/") else {
+    let endpoint = path.strip_prefix("/api/v1/");
+    if endpoint.is_none() && !v2 {
         return api::error(
             StatusCode::NOT_FOUND,
-            "no such page; the API is under /api/v1/",
+            "no such page; the API is under /api/v1/ and at /api/v2/query",
         );
-    };
+    }
     if !front::bearer(req.headers(), &app.token) {
         let mut r = api::error(
             StatusCode::UNAUTHORIZED,
@@ -101,6 +109,19 @@ async fn handle(app: &Dashboard, req: Request<Incoming>) -> Reply {
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let query = req.uri().query().unwrap_or("");
-    api::answer(app, endpoint, query).await
+    let Some(endpoint) = endpoint else {
+        let body = match front::read_body(
+            req.into_body(),
+            MAX_QUERY_BYTES,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        return api::reply(v2::query(app, &body).await);
+    };
+    let query = req.uri().query().unwrap_or("").to_string();
+    api::answer(app, endpoint, &query).await
 }
