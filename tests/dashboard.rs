@@ -395,32 +395,7 @@ async fn the_page_shows_what_clickhouse_holds() {
         .await
         .unwrap();
     // Wait for every panel to load.
-    let start = std::time::Instant::now();
-    loop {
-        let state = browser
-            .execute("return document.body.dataset.state || ''", vec![])
-            .await
-            .unwrap();
-        match state.as_str() {
-            Some("ready") => break,
-            Some("error") => {
-                let msg = browser
-                    .execute(
-                        "return document.getElementById('error').textContent",
-                        vec![],
-                    )
-                    .await
-                    .unwrap();
-                panic!("the page reported an error: {msg}");
-            }
-            _ => {}
-        }
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "the page did not finish loading"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_ready(&browser).await;
     let tiles = browser
         .execute(
             "const v = (m) => document.querySelector(`.tile[data-metric=${m}] .value`).textContent;\
@@ -467,6 +442,109 @@ async fn the_page_shows_what_clickhouse_holds() {
     let url = browser.current_url().await.unwrap();
     assert!(!url.as_str().contains("token"), "{url}");
     assert!(url.as_str().contains("site=a.com"), "{url}");
+    // The goals panel, with conversion rates.
+    let goals = browser
+        .execute(
+            "return [...document.querySelectorAll('section[data-panel=\"event:goal\"] tr')]\
+             .slice(1).map(r => r.cells[0].textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let goals: Vec<String> = serde_json::from_value(goals).unwrap();
+    assert!(goals.contains(&"Signup".to_string()), "{goals:?}");
+
+    // Click a country: every panel is filtered by it, a removable chip shows it, and the
+    // address keeps it (not the token).
+    let clicked = browser
+        .execute(
+            "const row = [...document.querySelectorAll('section[data-panel=\"visit:country\"] tr.pick')]\
+             .find(r => r.cells[0].textContent === 'GB'); row.click(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(clicked, Value::Bool(true));
+    wait_ready(&browser).await;
+    let chip = browser
+        .execute(
+            "return document.getElementById('chips').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(chip.as_str().unwrap().contains("country is GB"), "{chip}");
+    let url = browser.current_url().await.unwrap();
+    assert!(url.as_str().contains("f=visit%3Acountry%3D%3DGB"), "{url}");
+    assert!(!url.as_str().contains("token"), "{url}");
+    let tiles = browser
+        .execute(
+            "const v = (m) => document.querySelector(`.tile[data-metric=${m}] .value`).textContent;\
+             return [v('visitors'), v('pageviews'), v('events')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let tiles: Vec<String> = serde_json::from_value(tiles).unwrap();
+    let want = raw(
+        &ch,
+        "SELECT uniqExact(visitor_id), countIf(name = 'pageview'), count() FROM events \
+         WHERE site = 'a.com' AND name != 'engagement' AND country_code = 'GB'",
+    );
+    assert_eq!(tiles, want[0]);
+    let pages = browser
+        .execute(
+            "return [...document.querySelectorAll('section[data-panel=\"event:page\"] tr')]\
+             .slice(1).map(r => [r.cells[0].textContent, r.cells[1].textContent]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let pages: Vec<Vec<String>> = serde_json::from_value(pages).unwrap();
+    let want = raw(
+        &ch,
+        "SELECT pathname, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' \
+         AND name = 'pageview' AND country_code = 'GB' GROUP BY pathname ORDER BY v DESC, pathname LIMIT 10",
+    );
+    assert_eq!(pages, want);
+    let browsers = browser
+        .execute(
+            "return [...document.querySelectorAll('section[data-panel=\"visit:browser\"] tr')]\
+             .slice(1).map(r => r.cells[0].textContent).sort();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let want: Vec<String> = raw(
+        &ch,
+        "SELECT DISTINCT browser FROM events WHERE site = 'a.com' AND country_code = 'GB' ORDER BY browser",
+    )
+    .concat();
+    assert_eq!(browsers, serde_json::json!(want));
+    // What the CSV export would hold: totals, the series and every panel.
+    let blocks = browser
+        .execute("return shown.map(b => b[0])", vec![])
+        .await
+        .unwrap();
+    assert!(blocks.as_array().unwrap().len() >= 15, "{blocks}");
+    // Removing the chip shows everyone again.
+    browser
+        .execute("document.querySelector('#chips button').click()", vec![])
+        .await
+        .unwrap();
+    wait_ready(&browser).await;
+    let visitors = browser
+        .execute(
+            "return document.querySelector('.tile[data-metric=visitors] .value').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let all = raw(
+        &ch,
+        "SELECT uniqExact(visitor_id) FROM events WHERE name != 'engagement'",
+    );
+    assert_eq!(visitors.as_str().unwrap(), all[0][0]);
 
     let png = browser.screenshot().await.unwrap();
     let dir = support::repo_path("target/artifacts");
@@ -868,4 +946,36 @@ async fn v2_queries_agree_with_raw_events() {
         total.to_string(),
         raw(&ch, "SELECT countIf(name = 'pageview') FROM events")[0][0]
     );
+}
+
+/// Waits until the page says every panel loaded (after a short settle, so a refresh that just
+/// started is not mistaken for the previous one).
+async fn wait_ready(browser: &fantoccini::Client) {
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    loop {
+        let state = browser
+            .execute("return document.body.dataset.state || ''", vec![])
+            .await
+            .unwrap();
+        match state.as_str() {
+            Some("ready") => break,
+            Some("error") => {
+                let msg = browser
+                    .execute(
+                        "return document.getElementById('error').textContent",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                panic!("the page reported an error: {msg}");
+            }
+            _ => {}
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the page did not finish loading"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

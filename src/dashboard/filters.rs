@@ -186,7 +186,7 @@ pub fn parse_v1(text: &str) -> Result<Filter, String> {
                 "`filters`: {part:?} has no operator (==, !=, ~ or !~)"
             ))?;
         let dim = Dim::parse(name.trim()).map_err(|e| format!("`filters`: {e}"))?;
-        let values: Vec<String> = rest.split('|').map(|v| v.replace("\\|", "|")).collect();
+        let values = split_values(rest);
         // Wildcards are for pages; a goal or a source may well contain a star.
         let paged = matches!(
             dim,
@@ -212,6 +212,29 @@ pub fn parse_v1(text: &str) -> Result<Filter, String> {
         return Err("`filters`: empty".into());
     }
     check_size(&Filter::And(all))
+}
+
+/// `a|b\|c` → `a`, `b|c`: values split at the pipes that no backslash escapes.
+fn split_values(text: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                chars.next();
+                if let Some(v) = out.last_mut() {
+                    v.push('|');
+                }
+            }
+            '|' => out.push(String::new()),
+            c => {
+                if let Some(v) = out.last_mut() {
+                    v.push(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A v2 filter: `[op, dimension, [values], {"case_sensitive": false}]`, `["and", [..]]`,
@@ -453,6 +476,10 @@ mod tests {
                 leaf(Op::Is, "visit:country", &["US", "DE"]),
                 leaf(Op::IsNot, "visit:browser", &["Safari"]),
             ])
+        );
+        assert_eq!(
+            parse_v1("event:name==a\\|b|c").unwrap(),
+            Filter::And(vec![leaf(Op::Is, "event:name", &["a|b", "c"])])
         );
         assert_eq!(
             parse_v1("visit:source~oo").unwrap(),
