@@ -979,3 +979,85 @@ async fn wait_ready(browser: &fantoccini::Client) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The v1 requests a data-pipeline connector makes (a daily time series with its visit
+/// metrics, totals, and breakdowns with filters): every metric it names is in every row, as a
+/// number or, for page engagement, null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_gets_every_metric_it_asks_for() {
+    let ch = ClickHouse::start();
+    let today = seed_known_traffic(&ch).await;
+    let d = start(&ch, 0).await;
+    let range = format!("period=custom&date={today},{today}");
+    let sessions = "visitors,pageviews,bounce_rate,visit_duration,visits";
+    for (path, rows_at) in [
+        (
+            format!("timeseries?site_id=a.com&{range}&metrics={sessions}"),
+            true,
+        ),
+        (
+            format!("timeseries?site_id=a.com&{range}&metrics={sessions}&interval=month"),
+            true,
+        ),
+        (
+            format!(
+                "aggregate?site_id=a.com&{range}&metrics={sessions},views_per_visit,events&compare=previous_period"
+            ),
+            false,
+        ),
+        (
+            format!("aggregate?site_id=a.com&{range}&metrics={sessions}&filters=visit:country==GB"),
+            false,
+        ),
+        (
+            format!("breakdown?site_id=a.com&{range}&property=visit:source&metrics={sessions}"),
+            true,
+        ),
+        (
+            format!(
+                "breakdown?site_id=a.com&{range}&property=visit:country&metrics={sessions}&filters=event:page==/pricing"
+            ),
+            true,
+        ),
+        (
+            format!(
+                "breakdown?site_id=a.com&{range}&property=event:page&metrics=visitors,pageviews,scroll_depth,time_on_page&filters=visit:device!=tablet"
+            ),
+            true,
+        ),
+        (
+            format!(
+                "breakdown?site_id=a.com&{range}&property=event:goal&metrics=visitors,events,conversion_rate"
+            ),
+            true,
+        ),
+    ] {
+        let (status, body) = get(&format!("{}/api/v1/stats/{path}", d.url), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let metrics: Vec<&str> = path
+            .split("metrics=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .split(',')
+            .collect();
+        let rows: Vec<&Value> = if rows_at {
+            body["results"].as_array().unwrap().iter().collect()
+        } else {
+            vec![&body["results"]]
+        };
+        assert!(!rows.is_empty(), "{path}");
+        for row in rows {
+            for m in &metrics {
+                let v = if rows_at { &row[m] } else { &row[m]["value"] };
+                let engagement = matches!(*m, "scroll_depth" | "time_on_page");
+                assert!(
+                    v.is_number() || (engagement && v.is_null()),
+                    "{path}: {m} missing in {row}"
+                );
+            }
+        }
+    }
+}
