@@ -40,6 +40,29 @@ enum Command {
     /// Print a plain-language privacy statement for this configuration, to paste into a
     /// privacy policy.
     PrivacyStatement,
+    /// Print the SQL the stats APIs' planner runs over the raw events for a question.
+    ExplainQuery {
+        /// A configured site (its goals are used).
+        #[arg(long)]
+        site: String,
+        /// First and last day, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Comma-separated metrics.
+        #[arg(long, default_value = "visitors")]
+        metrics: String,
+        /// Comma-separated dimensions (event:page, visit:country, event:goal, ...).
+        #[arg(long, default_value = "")]
+        dimensions: String,
+        /// Filters in the v1 syntax (visit:country==GB;event:page==/blog/**).
+        #[arg(long)]
+        filters: Option<String>,
+        /// Time buckets: hour, date, week or month.
+        #[arg(long)]
+        interval: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,6 +91,56 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Dashboard => dashboard(config).await,
+        Command::ExplainQuery {
+            site,
+            from,
+            to,
+            metrics,
+            dimensions,
+            filters,
+            interval,
+        } => {
+            use glimpse::dashboard::{filters as f, params, plan};
+            let day = |s: &str| {
+                glimpse::clock::parse_date(s).with_context(|| format!("{s:?} is not a date"))
+            };
+            let goals = config
+                .sites
+                .iter()
+                .find(|s| s.domain == site)
+                .with_context(|| format!("{site:?} is not a configured site"))?
+                .goals
+                .clone();
+            let time = match interval.as_deref() {
+                None => None,
+                Some("hour") => Some(params::Interval::Hour),
+                Some("date") => Some(params::Interval::Date),
+                Some("week") => Some(params::Interval::Week),
+                Some("month") => Some(params::Interval::Month),
+                Some(other) => anyhow::bail!("--interval {other:?}: hour, date, week or month"),
+            };
+            let q = plan::Question {
+                site,
+                from: day(&from)?,
+                to: day(&to)?,
+                metrics: params::metrics(Some(&metrics)).map_err(anyhow::Error::msg)?,
+                dims: dimensions
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(f::Dim::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+                time,
+                filter: filters
+                    .as_deref()
+                    .map(f::parse_v1)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                goals,
+            };
+            println!("{}", plan::raw_sql(&q).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
         Command::PrivacyStatement => {
             print!("{}", glimpse::privacy::statement(&config));
             Ok(())

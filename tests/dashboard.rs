@@ -585,6 +585,9 @@ async fn filtered_questions_agree_with_raw_events() {
         ),
         ("visit:os~Win", "position(os, 'Win') > 0"),
         ("visit:device!~mob", "position(device, 'mob') = 0"),
+        // Empty values: visitors with no known country, and the others.
+        ("visit:country==", "country_code = ''"),
+        ("visit:country!=", "country_code != ''"),
     ] {
         let r = ask(format!(
             "aggregate?site_id=a.com&period=day&filters={filter}&metrics=visitors,pageviews,events,visits,bounce_rate"
@@ -742,6 +745,41 @@ async fn filtered_questions_agree_with_raw_events() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(got.len(), 3, "each goal was completed: {got:?}");
+    // Revenue per goal: the seeded purchases (12.50 EUR each) are no goal; a Signup carries
+    // none, so its revenue is 0 and its average null.
+    let rows = ask("breakdown?site_id=a.com&period=day&property=event:name&metrics=events,total_revenue,average_revenue&filters=visit:country!=ZZ".into()).await;
+    let purchase = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Purchase")
+        .unwrap();
+    let bought = one(&format!(
+        "SELECT count(), sum(revenue_micros) / 1000000 FROM events WHERE {site} AND name = 'Purchase'"
+    ));
+    assert_eq!(
+        [
+            purchase["events"].to_string(),
+            purchase["total_revenue"].to_string()
+        ]
+        .to_vec(),
+        bought
+    );
+    assert_eq!(purchase["average_revenue"], 12.5);
+    let rows = ask("breakdown?site_id=a.com&period=day&property=event:goal&metrics=total_revenue,average_revenue".into()).await;
+    let signup = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["goal"] == "Signup")
+        .unwrap();
+    assert_eq!(
+        (
+            signup["total_revenue"].clone(),
+            signup["average_revenue"].clone()
+        ),
+        (serde_json::json!(0), Value::Null)
+    );
     let r = ask("aggregate?site_id=a.com&period=day&filters=event:goal==Visit /blog/**&metrics=visitors,conversion_rate".into()).await;
     assert_eq!(
         r["visitors"]["value"].to_string(),

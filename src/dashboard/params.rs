@@ -81,10 +81,13 @@ pub enum Metric {
     ScrollDepth,
     TimeOnPage,
     ConversionRate,
+    /// Revenue of the counted events, in the currency they were recorded in.
+    TotalRevenue,
+    AverageRevenue,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -95,6 +98,8 @@ impl Metric {
         Metric::ScrollDepth,
         Metric::TimeOnPage,
         Metric::ConversionRate,
+        Metric::TotalRevenue,
+        Metric::AverageRevenue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +114,8 @@ impl Metric {
             Metric::ScrollDepth => "scroll_depth",
             Metric::TimeOnPage => "time_on_page",
             Metric::ConversionRate => "conversion_rate",
+            Metric::TotalRevenue => "total_revenue",
+            Metric::AverageRevenue => "average_revenue",
         }
     }
 

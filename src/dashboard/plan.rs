@@ -215,7 +215,7 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
             .collect();
         format!(
             " ANY LEFT JOIN (SELECT visitor_id, {} FROM events WHERE {range} AND visit_entry = 1 \
-             GROUP BY visitor_id) USING visitor_id",
+             GROUP BY visitor_id) AS entry USING visitor_id",
             columns.join(", ")
         )
     });
@@ -281,6 +281,14 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
                 "if(sumIf(scroll_first, {engaged}) = 0, NULL, \
                  round(sumIf(scroll_gain, {engaged}) / sumIf(scroll_first, {engaged})))"
             ),
+            Metric::TotalRevenue => format!(
+                "round(sumIf(revenue_micros, {counted} AND revenue_currency != '') / 1000000, 2)"
+            ),
+            Metric::AverageRevenue => format!(
+                "if(countIf({counted} AND revenue_currency != '') = 0, NULL, \
+                 round(sumIf(revenue_micros, {counted} AND revenue_currency != '') \
+                 / countIf({counted} AND revenue_currency != '') / 1000000, 2))"
+            ),
             Metric::TimeOnPage => format!(
                 "if(sumIf(engaged_first, {engaged}) = 0, NULL, \
                  round(sumIf(engaged_ms, {engaged}) / sumIf(engaged_first, {engaged}) / 1000))"
@@ -331,6 +339,10 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     }
     if page_dim {
         having.push(format!("countIf({viewed}) > 0"));
+    }
+    // With a filter, a group exists only where matching events are.
+    if q.filter.is_some() && !q.dims.is_empty() {
+        having.push(format!("countIf({cond}) > 0"));
     }
     // Engagement reports are no events.
     if let Some(i) = q.dims.iter().position(|d| *d == Dim::Event("event:name")) {
