@@ -208,9 +208,12 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         "site = {site} AND timestamp >= toDateTime(toDate({from})) \
          AND timestamp < toDateTime(toDate({to}) + 1)"
     );
-    let entry_join = needs_entry(q).then(|| {
+    // The entry attributes the question uses, joined per visitor.
+    let used = entry_dims(q);
+    let entry_join = (!used.is_empty()).then(|| {
         let columns: Vec<String> = filters::entry_columns()
             .iter()
+            .filter(|(alias, _)| used.iter().any(|d| filters::entry_column(d) == *alias))
             .map(|(alias, expr)| format!("argMin({expr}, timestamp) AS entry_{alias}"))
             .collect();
         format!(
@@ -297,11 +300,15 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         select.push(format!("{expr} AS {}", m.name()));
     }
     // Visitors with at least one matching event; their whole visits count for visit metrics.
+    // A filter on visit dimensions alone holds for all of a visitor's events or none, and event
+    // metrics count only matching events anyway: then the rows themselves are filtered.
+    let by_event = q.filter.as_ref().is_some_and(mentions_events);
     let matched = match &q.filter {
-        Some(_) => format!(
+        None => String::new(),
+        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => format!(
             " AND visitor_id IN (SELECT visitor_id FROM events{join} WHERE {range} AND ({cond}))"
         ),
-        None => String::new(),
+        Some(_) => format!(" AND ({cond})"),
     };
     let goals = if goal_dim {
         let names: Vec<String> = q
@@ -360,15 +367,39 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     ))
 }
 
-fn needs_entry(q: &Question) -> bool {
-    fn in_filter(f: &Filter) -> bool {
+/// Names of the entry dimensions a question uses, as a dimension or in its filter.
+fn entry_dims(q: &Question) -> Vec<&'static str> {
+    fn walk(f: &Filter, out: &mut Vec<&'static str>) {
         match f {
-            Filter::And(v) | Filter::Or(v) => v.iter().any(in_filter),
-            Filter::Not(x) => in_filter(x),
-            Filter::Cond { dim, .. } => matches!(dim, Dim::Entry(_)),
+            Filter::And(v) | Filter::Or(v) => v.iter().for_each(|x| walk(x, out)),
+            Filter::Not(x) => walk(x, out),
+            Filter::Cond {
+                dim: Dim::Entry(n), ..
+            } => out.push(n),
+            Filter::Cond { .. } => {}
         }
     }
-    q.dims.iter().any(|d| matches!(d, Dim::Entry(_))) || q.filter.as_ref().is_some_and(in_filter)
+    let mut out: Vec<&'static str> = q
+        .dims
+        .iter()
+        .filter_map(|d| match d {
+            Dim::Entry(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if let Some(f) = &q.filter {
+        walk(f, &mut out);
+    }
+    out
+}
+
+/// Whether a filter names an event dimension (page, name, props, goal).
+fn mentions_events(f: &Filter) -> bool {
+    match f {
+        Filter::And(v) | Filter::Or(v) => v.iter().any(mentions_events),
+        Filter::Not(x) => mentions_events(x),
+        Filter::Cond { dim, .. } => dim.of_events(),
+    }
 }
 
 fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {
