@@ -163,11 +163,7 @@ fn main() {
             sites: cfg.sites.iter().map(|s| s.domain.clone()).collect(),
             min_visitors: 0,
             clock,
-            goals: cfg
-                .sites
-                .iter()
-                .map(|s| (s.domain.clone(), s.goals.clone()))
-                .collect(),
+            goals: cfg.goals(),
             events_days: cfg.retention.events_days,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

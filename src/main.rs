@@ -193,11 +193,7 @@ async fn dashboard(config: Config) -> Result<()> {
         sites: config.domains(),
         min_visitors: config.dashboard.min_visitors,
         clock: Clock::default(),
-        goals: config
-            .sites
-            .iter()
-            .map(|s| (s.domain.clone(), s.goals.clone()))
-            .collect(),
+        goals: config.goals(),
         events_days: config.retention.events_days,
     });
     tracing::info!(listen = %listener.local_addr()?, "dashboard");

@@ -56,11 +56,7 @@ async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
         sites: cfg.sites.iter().map(|s| s.domain.clone()).collect(),
         min_visitors,
         clock: Clock::default(),
-        goals: cfg
-            .sites
-            .iter()
-            .map(|s| (s.domain.clone(), s.goals.clone()))
-            .collect(),
+        goals: cfg.goals(),
         events_days: cfg.retention.events_days,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -411,15 +407,7 @@ async fn the_page_shows_what_clickhouse_holds() {
     );
     let tiles: Vec<String> = serde_json::from_value(tiles).unwrap();
     assert_eq!(tiles, want[0]);
-    let pages = browser
-        .execute(
-            "return [...document.querySelectorAll('section[data-panel=\"event:page\"] tr')]\
-             .slice(1).map(r => [r.cells[0].textContent, r.cells[1].textContent]);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let pages: Vec<Vec<String>> = serde_json::from_value(pages).unwrap();
+    let pages = panel_rows(&browser, "event:page", 2).await;
     let want = raw(
         &ch,
         "SELECT pathname, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' AND name = 'pageview' \
@@ -443,15 +431,7 @@ async fn the_page_shows_what_clickhouse_holds() {
     assert!(!url.as_str().contains("token"), "{url}");
     assert!(url.as_str().contains("site=a.com"), "{url}");
     // The goals panel, with conversion rates.
-    let goals = browser
-        .execute(
-            "return [...document.querySelectorAll('section[data-panel=\"event:goal\"] tr')]\
-             .slice(1).map(r => r.cells[0].textContent);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let goals: Vec<String> = serde_json::from_value(goals).unwrap();
+    let goals = panel_rows(&browser, "event:goal", 1).await.concat();
     assert!(goals.contains(&"Signup".to_string()), "{goals:?}");
 
     // Click a country: every panel is filtered by it, a removable chip shows it, and the
@@ -492,35 +472,24 @@ async fn the_page_shows_what_clickhouse_holds() {
          WHERE site = 'a.com' AND name != 'engagement' AND country_code = 'GB'",
     );
     assert_eq!(tiles, want[0]);
-    let pages = browser
-        .execute(
-            "return [...document.querySelectorAll('section[data-panel=\"event:page\"] tr')]\
-             .slice(1).map(r => [r.cells[0].textContent, r.cells[1].textContent]);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let pages: Vec<Vec<String>> = serde_json::from_value(pages).unwrap();
+    let pages = panel_rows(&browser, "event:page", 2).await;
     let want = raw(
         &ch,
         "SELECT pathname, uniqExact(visitor_id) AS v FROM events WHERE site = 'a.com' \
          AND name = 'pageview' AND country_code = 'GB' GROUP BY pathname ORDER BY v DESC, pathname LIMIT 10",
     );
     assert_eq!(pages, want);
-    let browsers = browser
-        .execute(
-            "return [...document.querySelectorAll('section[data-panel=\"visit:browser\"] tr')]\
-             .slice(1).map(r => r.cells[0].textContent).sort();",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let browsers = {
+        let mut names = panel_rows(&browser, "visit:browser", 1).await.concat();
+        names.sort();
+        names
+    };
     let want: Vec<String> = raw(
         &ch,
         "SELECT DISTINCT browser FROM events WHERE site = 'a.com' AND country_code = 'GB' ORDER BY browser",
     )
     .concat();
-    assert_eq!(browsers, serde_json::json!(want));
+    assert_eq!(browsers, want);
     // What the CSV export would hold: totals, the series and every panel.
     let blocks = browser
         .execute("return shown.map(b => b[0])", vec![])
@@ -1098,4 +1067,17 @@ async fn a_connector_gets_every_metric_it_asks_for() {
             }
         }
     }
+}
+
+/// The rows of a dashboard panel as shown: the first `cells` cells of each.
+async fn panel_rows(
+    browser: &fantoccini::Client,
+    property: &str,
+    cells: usize,
+) -> Vec<Vec<String>> {
+    let js = format!(
+        "return [...document.querySelectorAll('section[data-panel=\"{property}\"] tr')]\
+         .slice(1).map(r => [...r.cells].slice(0, {cells}).map(c => c.textContent));"
+    );
+    serde_json::from_value(browser.execute(&js, vec![]).await.unwrap()).unwrap()
 }

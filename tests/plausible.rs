@@ -80,11 +80,11 @@ async fn plausible_tags_and_variants_record_as_documented() {
     };
     let settle = || tokio::time::sleep(Duration::from_millis(400));
 
-    browser
-        .goto(&site.url_on("a.test", "/plain"))
-        .await
-        .unwrap();
-    settle().await;
+    let open = |path: &'static str, ids: &'static [&'static str]| {
+        let (browser, url) = (browser.clone(), site.url_on("a.test", path));
+        async move { support::browser::open_and_click(&browser, &url, ids).await }
+    };
+    open("/plain", &[]).await;
     // SPA: a new path counts once; Plausible's script watches pushState only.
     run(
         "history.pushState({}, '', '/plain/spa'); history.pushState({}, '', '/plain/spa'); \
@@ -92,33 +92,11 @@ async fn plausible_tags_and_variants_record_as_documented() {
     )
     .await;
     settle().await;
-
-    browser
-        .goto(&site.url_on("a.test", "/tagged"))
-        .await
-        .unwrap();
-    settle().await;
     // The outbound link last: it leaves the page (a new tab would leave this one hidden, and
     // the scripts do not count a page nobody sees).
-    for id in ["cta", "sub", "out"] {
-        browser
-            .find(fantoccini::Locator::Id(id))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-    settle().await;
-
-    browser
-        .goto(&site.url_on("a.test", "/manual"))
-        .await
-        .unwrap();
-    settle().await;
-
-    browser.goto(&site.url_on("a.test", "/hash")).await.unwrap();
-    settle().await;
+    open("/tagged", &["cta", "sub", "out"]).await;
+    open("/manual", &[]).await;
+    open("/hash", &[]).await;
     for hash in ["#/a", "#/private/x", "#/b"] {
         browser
             .execute(&format!("location.hash = '{hash}'"), vec![])
@@ -126,28 +104,8 @@ async fn plausible_tags_and_variants_record_as_documented() {
             .unwrap();
         settle().await;
     }
-
-    browser
-        .goto(&site.url_on("a.test", "/files"))
-        .await
-        .unwrap();
-    settle().await;
-    for id in ["xyz", "pdf"] {
-        browser
-            .find(fantoccini::Locator::Id(id))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-    settle().await;
-
-    browser
-        .goto(&site.url_on("a.test", "/compat"))
-        .await
-        .unwrap();
-    settle().await;
+    open("/files", &["xyz", "pdf"]).await;
+    open("/compat", &[]).await;
     let storage = run("return [document.cookie, localStorage.length, sessionStorage.length]").await;
     assert_eq!(storage, serde_json::json!(["", 0, 0]));
     browser

@@ -115,6 +115,14 @@ impl Config {
     pub fn domains(&self) -> Vec<String> {
         self.sites.iter().map(|s| s.domain.clone()).collect()
     }
+
+    /// Each site's goals, by domain (what the stats APIs answer `event:goal` with).
+    pub fn goals(&self) -> std::collections::HashMap<String, Vec<crate::model::Goal>> {
+        self.sites
+            .iter()
+            .map(|s| (s.domain.clone(), s.goals.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -114,22 +114,7 @@ async fn rows(
     p: &Params,
 ) -> Result<Vec<Map<String, Value>>, ApiError> {
     let sql = queries::render(name, p).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let bytes = app
-        .db
-        .query(&sql)
-        .fetch_bytes("JSONEachRow")
-        .map_err(|e| ApiError::Database(e.to_string()))?
-        .collect()
-        .await
-        .map_err(|e| ApiError::Database(e.to_string()))?;
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice::<Map<String, Value>>(l)
-                .map_err(|e| ApiError::Database(format!("unexpected row: {e}")))
-        })
-        .collect()
+    query(app, &sql).await
 }
 
 /// The question a v1 request asks: its site, period, metrics and filters.
@@ -243,7 +228,7 @@ async fn raw_rows(app: &Dashboard, q: &Question) -> Result<Vec<Map<String, Value
     Ok(rows)
 }
 
-/// Runs SQL the planner built.
+/// Runs SQL (a rendered query file, or what the planner built); each row as a JSON object.
 async fn query(app: &Dashboard, sql: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
     let bytes = app
         .db

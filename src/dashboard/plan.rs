@@ -305,9 +305,14 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     let by_event = q.filter.as_ref().is_some_and(mentions_events);
     let matched = match &q.filter {
         None => String::new(),
-        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => format!(
-            " AND visitor_id IN (SELECT visitor_id FROM events{join} WHERE {range} AND ({cond}))"
-        ),
+        Some(f) if by_event && q.metrics.iter().any(|m| m.of_visits()) => {
+            // The subquery joins the entry attributes only when its filter reads them.
+            let sub_join = if mentions_entry(f) { join.as_str() } else { "" };
+            format!(
+                " AND visitor_id IN (SELECT visitor_id FROM events{sub_join} WHERE {range} \
+                 AND ({cond}))"
+            )
+        }
         Some(_) => format!(" AND ({cond})"),
     };
     let goals = if goal_dim {
@@ -391,6 +396,15 @@ fn entry_dims(q: &Question) -> Vec<&'static str> {
         walk(f, &mut out);
     }
     out
+}
+
+/// Whether a filter names an entry dimension (source, referrer, UTM tags, entry page).
+fn mentions_entry(f: &Filter) -> bool {
+    match f {
+        Filter::And(v) | Filter::Or(v) => v.iter().any(mentions_entry),
+        Filter::Not(x) => mentions_entry(x),
+        Filter::Cond { dim, .. } => matches!(dim, Dim::Entry(_)),
+    }
 }
 
 /// Whether a filter names an event dimension (page, name, props, goal).

@@ -97,6 +97,26 @@ pub fn plausible_tracker_js() -> String {
     test_dep("@plausible-analytics/tracker", "plausible.js")
 }
 
+/// Opens `url`, lets its scripts run, clicks the elements with these ids in order, and lets
+/// what the clicks sent leave the page.
+pub async fn open_and_click(browser: &fantoccini::Client, url: &str, ids: &[&str]) {
+    let settle = || tokio::time::sleep(Duration::from_millis(400));
+    browser.goto(url).await.unwrap();
+    settle().await;
+    for id in ids {
+        browser
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("#{id} on {url}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+    if !ids.is_empty() {
+        settle().await;
+    }
+}
+
 /// A test web site on loopback: every path answers with `page(path)` as HTML.
 pub struct TestSite {
     pub port: u16,
