@@ -116,18 +116,10 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             .unwrap()
             .contains("not a configured site")
     );
-    let (status, body) = get(
-        &api("stats/aggregate?site_id=a.com&period=fortnight"),
-        Some(TOKEN),
-    )
-    .await;
-    assert_eq!(status, 400);
+    let msg = refused(&api("stats/aggregate?site_id=a.com&period=fortnight")).await;
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("`period`: unknown period \"fortnight\""),
-        "{body}"
+        msg.starts_with("`period`: unknown period \"fortnight\""),
+        "{msg}"
     );
     // Whatever Glimpse cannot answer is refused by name, never answered for everyone.
     for (path, names) in [
@@ -170,9 +162,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             "`limit` is given twice",
         ),
     ] {
-        let (status, body) = get(&api(path), Some(TOKEN)).await;
-        assert_eq!(status, 400, "{path}: {body}");
-        let msg = body["error"].as_str().unwrap();
+        let msg = refused(&api(path)).await;
         assert!(msg.contains(names), "{path}: {msg}");
     }
 
@@ -754,19 +744,8 @@ async fn filtered_questions_agree_with_raw_events() {
         r["visitors"]["value"].to_string(),
         want.iter().find(|w| w[0] == "Visit /blog/**").unwrap()[1]
     );
-    let (status, body) = get(
-        &api("aggregate?site_id=a.com&filters=event:goal==Nope"),
-        Some(TOKEN),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("no goal named \"Nope\""),
-        "{body}"
-    );
+    let msg = refused(&api("aggregate?site_id=a.com&filters=event:goal==Nope")).await;
+    assert!(msg.contains("no goal named \"Nope\""), "{msg}");
 
     // Visit metrics by a visit dimension come from the raw events too.
     let rows = ask(
@@ -1080,4 +1059,11 @@ async fn panel_rows(
          .slice(1).map(r => [...r.cells].slice(0, {cells}).map(c => c.textContent));"
     );
     serde_json::from_value(browser.execute(&js, vec![]).await.unwrap()).unwrap()
+}
+
+/// The error of a request the API must refuse with a 400.
+async fn refused(url: &str) -> String {
+    let (status, body) = get(url, Some(TOKEN)).await;
+    assert_eq!(status, 400, "{url}: {body}");
+    body["error"].as_str().unwrap().to_string()
 }
