@@ -587,6 +587,32 @@ async fn filtered_questions_agree_with_raw_events() {
             .to_vec(),
         want
     );
+    // An entry filter: the visitors whose first visit of the day came from a source.
+    let source = one(
+        "SELECT referrer_source FROM events WHERE visit_entry = 1 AND referrer_source != '' \
+         GROUP BY referrer_source ORDER BY count() DESC, referrer_source LIMIT 1",
+    )
+    .remove(0);
+    let r = ask(format!(
+        "aggregate?site_id=a.com&period=day&filters=visit:source=={source}&metrics=visitors,pageviews,visits"
+    ))
+    .await;
+    let firsts = format!(
+        "SELECT visitor_id FROM (SELECT visitor_id, referrer_source FROM events WHERE site = 'a.com' \
+         AND visit_entry = 1 ORDER BY timestamp LIMIT 1 BY visitor_id) WHERE referrer_source = '{source}'"
+    );
+    let want = one(&format!(
+        "SELECT uniqExactIf(visitor_id, name != 'engagement'), countIf(name = 'pageview'), \
+         sum(visit_entry) FROM events WHERE site = 'a.com' AND visitor_id IN ({firsts})"
+    ));
+    assert_eq!(
+        ["visitors", "pageviews", "visits"]
+            .map(|m| r[m]["value"].to_string())
+            .to_vec(),
+        want,
+        "source {source}"
+    );
+    assert_ne!(want[0], "0");
     // A property filter.
     let r = ask(
         "aggregate?site_id=a.com&period=day&filters=event:props:plan==pro&metrics=events".into(),

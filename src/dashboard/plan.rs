@@ -305,13 +305,8 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     let by_event = q.filter.as_ref().is_some_and(mentions_events);
     let matched = match &q.filter {
         None => String::new(),
-        Some(f) if by_event && q.metrics.iter().any(|m| m.of_visits()) => {
-            // The subquery joins the entry attributes only when its filter reads them.
-            let sub_join = if mentions_entry(f) { join.as_str() } else { "" };
-            format!(
-                " AND visitor_id IN (SELECT visitor_id FROM events{sub_join} WHERE {range} \
-                 AND ({cond}))"
-            )
+        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => {
+            format!(" AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))")
         }
         Some(_) => format!(" AND ({cond})"),
     };
@@ -372,39 +367,15 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     ))
 }
 
-/// Names of the entry dimensions a question uses, as a dimension or in its filter.
+/// Names of the entry dimensions a question breaks down by (filters read them as sets).
 fn entry_dims(q: &Question) -> Vec<&'static str> {
-    fn walk(f: &Filter, out: &mut Vec<&'static str>) {
-        match f {
-            Filter::And(v) | Filter::Or(v) => v.iter().for_each(|x| walk(x, out)),
-            Filter::Not(x) => walk(x, out),
-            Filter::Cond {
-                dim: Dim::Entry(n), ..
-            } => out.push(n),
-            Filter::Cond { .. } => {}
-        }
-    }
-    let mut out: Vec<&'static str> = q
-        .dims
+    q.dims
         .iter()
         .filter_map(|d| match d {
             Dim::Entry(n) => Some(*n),
             _ => None,
         })
-        .collect();
-    if let Some(f) = &q.filter {
-        walk(f, &mut out);
-    }
-    out
-}
-
-/// Whether a filter names an entry dimension (source, referrer, UTM tags, entry page).
-fn mentions_entry(f: &Filter) -> bool {
-    match f {
-        Filter::And(v) | Filter::Or(v) => v.iter().any(mentions_entry),
-        Filter::Not(x) => mentions_entry(x),
-        Filter::Cond { dim, .. } => matches!(dim, Dim::Entry(_)),
-    }
+        .collect()
 }
 
 /// Whether a filter names an event dimension (page, name, props, goal).
@@ -449,6 +420,25 @@ fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {
                 Op::IsNot => Ok(format!("NOT {any}")),
                 _ => Err("`filters`: event:goal takes is and is_not".into()),
             }
+        }
+        // How a visit began is a property of the visitor's day: the visitors whose first
+        // visit matches, as a set (cheaper than joining the attribute onto every row).
+        Filter::Cond {
+            op,
+            dim: Dim::Entry(name),
+            values,
+            case_insensitive,
+        } => {
+            let expr = filters::entry_columns()
+                .iter()
+                .find(|(alias, _)| *alias == filters::entry_column(name))
+                .map_or("''", |(_, e)| *e);
+            let first = format!("argMin({expr}, timestamp)");
+            Ok(format!(
+                "visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND visit_entry = 1 \
+                 GROUP BY visitor_id HAVING {})",
+                filters::condition(*op, &first, values, *case_insensitive)
+            ))
         }
         Filter::Cond {
             op,
