@@ -613,6 +613,34 @@ async fn filtered_questions_agree_with_raw_events() {
         "source {source}"
     );
     assert_ne!(want[0], "0");
+    // Sources (of the visitors' first visits) of those who read the blog, with their visits.
+    let rows = ask("breakdown?site_id=a.com&period=day&property=visit:source&filters=event:page==/blog/**&metrics=visitors,visits".into()).await;
+    let mut got: Vec<Vec<String>> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            vec![
+                r["source"].as_str().unwrap().to_string(),
+                r["visitors"].to_string(),
+                r["visits"].to_string(),
+            ]
+        })
+        .collect();
+    got.sort();
+    let blog = "match(pathname, '^/blog/.*$')";
+    let want = raw(
+        &ch,
+        &format!(
+            "SELECT src, uniqExactIf(visitor_id, name != 'engagement' AND {blog}), sum(visit_entry) \
+             FROM events ANY LEFT JOIN (SELECT visitor_id, referrer_source AS src FROM events \
+             WHERE site = 'a.com' AND visit_entry = 1 ORDER BY timestamp LIMIT 1 BY visitor_id) \
+             USING visitor_id WHERE site = 'a.com' AND visitor_id IN \
+             (SELECT visitor_id FROM events WHERE site = 'a.com' AND {blog}) \
+             GROUP BY src ORDER BY src"
+        ),
+    );
+    assert_eq!(got, want);
     // A property filter.
     let r = ask(
         "aggregate?site_id=a.com&period=day&filters=event:props:plan==pro&metrics=events".into(),

@@ -208,7 +208,12 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         "site = {site} AND timestamp >= toDateTime(toDate({from})) \
          AND timestamp < toDateTime(toDate({to}) + 1)"
     );
-    // The entry attributes the question uses, joined per visitor.
+    let cond = match &q.filter {
+        Some(f) => sql_filter(f, q, &range)?,
+        None => "1".into(),
+    };
+    // The entry attributes the question breaks down by, joined per visitor: only for the
+    // visitors a filter selects, which keeps the join small.
     let used = entry_dims(q);
     let entry_join = (!used.is_empty()).then(|| {
         let columns: Vec<String> = filters::entry_columns()
@@ -216,17 +221,19 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
             .filter(|(alias, _)| used.iter().any(|d| filters::entry_column(d) == *alias))
             .map(|(alias, expr)| format!("argMin({expr}, timestamp) AS entry_{alias}"))
             .collect();
+        let selected = match &q.filter {
+            Some(_) => format!(
+                " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))"
+            ),
+            None => String::new(),
+        };
         format!(
-            " ANY LEFT JOIN (SELECT visitor_id, {} FROM events WHERE {range} AND visit_entry = 1 \
-             GROUP BY visitor_id) AS entry USING visitor_id",
+            " ANY LEFT JOIN (SELECT visitor_id, {} FROM events WHERE {range} AND visit_entry = 1\
+             {selected} GROUP BY visitor_id) AS entry USING visitor_id",
             columns.join(", ")
         )
     });
     let join = entry_join.unwrap_or_default();
-    let cond = match &q.filter {
-        Some(f) => sql_filter(f, q, &range)?,
-        None => "1".into(),
-    };
     let page_dim = q.dims.contains(&Dim::Event("event:page"));
     let goal_dim = q.dims.contains(&Dim::Goal);
     // Events that count, per metric family; a page counts its page views, as the aggregates'
