@@ -556,13 +556,12 @@ def check_planner(engine, tmpdir):
          f"(SELECT visitor_id, argMin(referrer_source, timestamp) AS s FROM events "
          f"WHERE {rng} AND visit_entry = 1 GROUP BY visitor_id) AS e USING visitor_id "
          f"WHERE {rng} GROUP BY e.s"),
-        ("an entry filter: visitors whose first visit came from Google",
+        ("an entry filter: visitors who began a visit from Google",
          plan("visitors,pageviews", "visit:device", "visit:source==Google"),
          f"SELECT device, uniqExact(visitor_id), countIf(name = 'pageview') FROM events "
          f"WHERE {rng} AND name != 'engagement' AND visitor_id IN (SELECT visitor_id FROM "
-         f"(SELECT visitor_id, referrer_source, timestamp FROM events WHERE {rng} "
-         f"AND visit_entry = 1 ORDER BY timestamp LIMIT 1 BY visitor_id) "
-         f"WHERE referrer_source = 'Google') GROUP BY device"),
+         f"events WHERE {rng} AND visit_entry = 1 AND referrer_source = 'Google') "
+         f"GROUP BY device"),
         ("goals", plan("visitors,events", "event:goal"),
          f"SELECT g, uniqExact(visitor_id), count() FROM (SELECT visitor_id, 'signup' AS g "
          f"FROM events WHERE {rng} AND name = 'signup' UNION ALL SELECT visitor_id, "

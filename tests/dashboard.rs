@@ -587,7 +587,8 @@ async fn filtered_questions_agree_with_raw_events() {
             .to_vec(),
         want
     );
-    // An entry filter: the visitors whose first visit of the day came from a source.
+    // An entry filter: the visitors who began a visit from a source (each seeded visitor has one
+    // visit, so this is also their first).
     let source = one(
         "SELECT referrer_source FROM events WHERE visit_entry = 1 AND referrer_source != '' \
          GROUP BY referrer_source ORDER BY count() DESC, referrer_source LIMIT 1",

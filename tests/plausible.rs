@@ -63,6 +63,14 @@ async fn plausible_tags_and_variants_record_as_documented() {
 <a id="xyz" href="/d/data.xyz?token=1" download>data</a><a id="pdf" href="/d/report.pdf" download>pdf</a>"#,
                 tag("script.file-downloads.js", r#"add-file-types="xyz""#)
             ),
+            // Plausible's current snippet: the site comes from the page's host, the options
+            // from plausible.init().
+            "/pa" => format!(
+                r#"<script async src="{collector}/js/pa-AbC123xyz.js"></script>
+<script>window.__plausible = true; window.plausible = window.plausible || function() {{ (plausible.q = plausible.q || []).push(arguments) }}, plausible.init = plausible.init || function(i) {{ plausible.o = i || {{}} }};
+plausible.init({{ hashBasedRouting: true, outboundLinks: true, customProperties: {{ tier: 'gold' }} }})</script>
+<a id="away" href="{elsewhere}">away</a>"#
+            ),
             "/compat" => format!(
                 "{STUB}{}",
                 tag("script.compat.js", r#"id="plausible""#)
@@ -106,6 +114,21 @@ async fn plausible_tags_and_variants_record_as_documented() {
     }
     open("/files", &["xyz", "pdf"]).await;
     open("/compat", &[]).await;
+    let pa = site.url_on("a.com", "/pa");
+    support::browser::open_and_click(&browser, &pa, &[]).await;
+    browser
+        .execute("location.hash = '#/x'", vec![])
+        .await
+        .unwrap();
+    settle().await;
+    browser
+        .find(fantoccini::Locator::Id("away"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    settle().await;
     let storage = run("return [document.cookie, localStorage.length, sessionStorage.length]").await;
     assert_eq!(storage, serde_json::json!(["", 0, 0]));
     browser
@@ -116,6 +139,7 @@ async fn plausible_tags_and_variants_record_as_documented() {
     g.stop().await;
 
     let outbound = format!("url={}", other.url_on("elsewhere.test", "/page"));
+    let gold_outbound = format!("tier=gold,{outbound}");
     let file = |name: &str| format!("url={}", site.url_on("a.test", &format!("/d/{name}")));
     let (xyz, pdf) = (file("data.xyz"), file("report.pdf"));
     let want: Vec<[&str; 3]> = vec![
@@ -123,11 +147,18 @@ async fn plausible_tags_and_variants_record_as_documented() {
         ["File Download", "/files", &xyz],
         ["File Download", "/files", &pdf],
         ["Newsletter", "/tagged", ""],
+        [
+            "Outbound Link: Click",
+            "/pa#/x",
+            &gold_outbound,
+        ],
         ["Outbound Link: Click", "/tagged", &outbound],
         ["Signup", "/plain", "plan=pro"],
         ["pageview", "/compat", ""],
         ["pageview", "/custom/path", "author=alice"],
         ["pageview", "/files", ""],
+        ["pageview", "/pa", "tier=gold"],
+        ["pageview", "/pa#/x", "tier=gold"],
         ["pageview", "/hash", ""],
         ["pageview", "/hash#/a", ""],
         ["pageview", "/hash#/b", ""],
@@ -135,10 +166,11 @@ async fn plausible_tags_and_variants_record_as_documented() {
         ["pageview", "/plain/spa", ""],
         ["pageview", "/tagged", ""],
     ];
-    let want: Vec<Vec<String>> = want
+    let mut want: Vec<Vec<String>> = want
         .iter()
         .map(|r| r.iter().map(|c| c.to_string()).collect())
         .collect();
+    want.sort();
     assert_eq!(recorded(&ch), want);
 }
 

@@ -23,7 +23,10 @@
 // `plausible` function and its queue, data-api, data-domain, data-include/data-exclude
 // (exclusions), file-types/add-file-types (file-downloads), event-* attributes
 // (pageview-props), plausible-event-* classes (tagged-events), manual page views (manual),
-// XMLHttpRequest and delayed navigation (compat), and engagement always.
+// XMLHttpRequest and delayed navigation (compat), and engagement always. Plausible's current
+// per-site snippet (/js/pa-<id>.js) gets the same build with no extension; its options come
+// from plausible.init() (endpoint, hashBasedRouting, outboundLinks, fileDownloads,
+// captureOnLocalhost, autoCapturePageviews, customProperties).
 //
 // Engagement: an `engagement` event with the deepest scroll so far (sd, %) and the milliseconds
 // the page was visible and focused (e), sent when the page is hidden or loses focus and before
@@ -47,15 +50,17 @@
   const on = (target, type, listener) => target.addEventListener(type, listener);
   const has = PLAUSIBLE ? (name) => extensions.split(' ').includes(name) : (name) => name in data;
   const noop = () => {};
+  // Plausible's current snippet (/js/pa-*.js) passes its options through plausible.init().
+  const init = (PLAUSIBLE && win.plausible && win.plausible.o) || {};
 
   // fetch and sendBeacon take a URL object as well as a string.
-  const endpoint = data.api || new URL('/api/event', script.src);
-  const hashMode = has('hash');
-  const local = has('local');
-  const manual = PLAUSIBLE && has('manual');
+  const endpoint = data.api || (PLAUSIBLE && init.endpoint) || new URL('/api/event', script.src);
+  const hashMode = PLAUSIBLE ? has('hash') || !!init.hashBasedRouting : has('hash');
+  const local = PLAUSIBLE ? has('local') || !!init.captureOnLocalhost : has('local');
+  const manual = PLAUSIBLE && (has('manual') || init.autoCapturePageviews === false);
   const compat = PLAUSIBLE && has('compat');
   const tagged = PLAUSIBLE && has('tagged-events');
-  const outbound = has(PLAUSIBLE ? 'outbound-links' : 'outbound');
+  const outbound = PLAUSIBLE ? has('outbound-links') || !!init.outboundLinks : has('outbound');
   const engagement = PLAUSIBLE || ENGAGEMENT;
   // glimpse.js stays small: with data-engagement it hands over to the build that measures
   // engagement, which reads this tag (the queue waits for whichever installs itself).
@@ -68,11 +73,14 @@
   const list = (types) => types.replace(/\W+/g, '|');
   const DEFAULT_TYPES =
     'pdf|xlsx|docx|txt|rtf|csv|exe|key|pptx?|pps|7z|pkg|rar|gz|zip|avi|mov|mp[34]|mpeg|wm[av]|midi|wav|dmg|iso|msi';
+  const given = PLAUSIBLE && init.fileDownloads && init.fileDownloads.fileExtensions;
   const types = PLAUSIBLE
-    ? has('file-downloads') &&
-      (attr('add-file-types')
-        ? list(attr('add-file-types')) + '|' + DEFAULT_TYPES
-        : attr('file-types') ? list(attr('file-types')) : DEFAULT_TYPES)
+    ? (has('file-downloads') || !!init.fileDownloads) &&
+      (given
+        ? list(given.join(' '))
+        : attr('add-file-types')
+          ? list(attr('add-file-types')) + '|' + DEFAULT_TYPES
+          : attr('file-types') ? list(attr('file-types')) : DEFAULT_TYPES)
     : data.downloads != null && (data.downloads ? data.downloads.replace(/\W+/g, '|') : DEFAULT_TYPES);
   const fileRe = types && RegExp('\\.(' + types + ')$', 'i');
 
@@ -177,6 +185,14 @@
     return props;
   };
 
+  // A Plausible event's props: the call's own, then event-<prop> attributes (pageview-props),
+  // then plausible.init({customProperties}) (an object, or a function of the event name).
+  const plausibleProps = (name, given) => {
+    const custom = init.customProperties;
+    const props = has('pageview-props') ? tagProps(given) : given;
+    return custom ? { ...(typeof custom == 'function' ? custom(name) : custom), ...props } : props;
+  };
+
   const track = (name, options = {}) => {
     const callback = PLAUSIBLE ? options.callback || noop : options.callback;
     const pageview = name == 'pageview';
@@ -188,7 +204,7 @@
     }
     // In hash mode exclusions match the path with its fragment ("/#/admin/**").
     if (ignored || skipped(pageview)) return callback && callback();
-    const props = PLAUSIBLE && has('pageview-props') ? tagProps(options.props) : options.props;
+    const props = PLAUSIBLE ? plausibleProps(name, options.props) : options.props;
     const payload = {
       n: name,
       u: (manual && (options.u || options.url)) || loc.href,
@@ -337,5 +353,10 @@
   ((win.glimpse && win.glimpse.q) || []).map((args) => track(...args));
   if (PLAUSIBLE) ((win.plausible && win.plausible.q) || []).map((args) => track(...args));
   win.glimpse = track;
-  if (PLAUSIBLE) win.plausible = track;
+  if (PLAUSIBLE) {
+    win.plausible = track;
+    // The current snippet may call init again; the options were read once.
+    track.init = noop;
+    track.l = true;
+  }
 })(PLAUSIBLE ? __GLIMPSE_EXTENSIONS__ : '');

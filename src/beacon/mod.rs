@@ -128,9 +128,22 @@ impl Scripts {
     }
 }
 
-/// The extensions a Plausible script name asks for, as a bit set over [`EXTENSIONS`].
+/// The extensions a Plausible script name asks for, as a bit set over [`EXTENSIONS`]. The
+/// current per-site names (`pa-<id>.js`, `s-<id>.js`) configure the script through
+/// `plausible.init()` instead: no extension.
 pub fn plausible_variant(file: &str) -> Result<u16, NoScript> {
     let stem = file.strip_suffix(".js").ok_or(NoScript::Unknown)?;
+    let per_site = ["pa-", "s-"].iter().any(|p| {
+        stem.strip_prefix(p).is_some_and(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    });
+    if per_site {
+        return Ok(0);
+    }
     let mut parts = stem.split('.');
     if !parts.next().is_some_and(|s| PLAUSIBLE_STEMS.contains(&s)) {
         return Err(NoScript::Unknown);
@@ -205,6 +218,10 @@ mod tests {
         let all = format!("script.{}.js", EXTENSIONS.join("."));
         assert_eq!(plausible_variant(&all), Ok((1 << EXTENSIONS.len()) - 1));
         assert_eq!(plausible_variant("script.pageleave.hash.js"), Ok(1));
+        assert_eq!(plausible_variant("pa-XyZ_12-ab.js"), Ok(0));
+        assert_eq!(plausible_variant("s-abc.js"), Ok(0));
+        assert_eq!(plausible_variant("pa-.js"), Err(NoScript::Unknown));
+        assert_eq!(plausible_variant("pa-a.b.js"), Err(NoScript::Unknown));
         assert_eq!(
             plausible_variant("script.hash.hash.js"),
             Err(NoScript::Repeated("hash".into()))

@@ -3,9 +3,10 @@
 //! filters, one dimension they keep), otherwise from the raw `events` within their retention;
 //! when neither can, the error says why.
 //!
-//! On raw events a visitor's day stands in for their visits: visit dimensions that a visit's
-//! start decides (source, referrer, UTM tags, entry page) are those of the visitor's first visit
-//! that day, and a filter selects visitors who had a matching event. Event metrics count the
+//! On raw events a visitor's day stands in for their visits: as a dimension, what a visit's
+//! start decides (source, referrer, UTM tags, entry page) is that of the visitor's first visit
+//! that day; as a filter, it selects the visitors who began a visit that way that day; any
+//! other filter selects the visitors who had a matching event. Event metrics count the
 //! matching events; visit metrics count the whole visits of the matching visitors.
 
 use crate::clock::date_string;
@@ -428,8 +429,8 @@ fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {
                 _ => Err("`filters`: event:goal takes is and is_not".into()),
             }
         }
-        // How a visit began is a property of the visitor's day: the visitors whose first
-        // visit matches, as a set (cheaper than joining the attribute onto every row).
+        // How a visit began: the visitors who began a visit that way that day, as a set read
+        // off the visits' first events (no grouping, no join onto every row).
         Filter::Cond {
             op,
             dim: Dim::Entry(name),
@@ -440,11 +441,10 @@ fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {
                 .iter()
                 .find(|(alias, _)| *alias == filters::entry_column(name))
                 .map_or("''", |(_, e)| *e);
-            let first = format!("argMin({expr}, timestamp)");
             Ok(format!(
                 "visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND visit_entry = 1 \
-                 GROUP BY visitor_id HAVING {})",
-                filters::condition(*op, &first, values, *case_insensitive)
+                 AND {})",
+                filters::condition(*op, expr, values, *case_insensitive)
             ))
         }
         Filter::Cond {

@@ -67,8 +67,9 @@ impl Chromium {
             "--disable-background-networking".to_owned(),
             "--disable-sync".to_owned(),
             "--disable-component-update".to_owned(),
-            // Test sites under public-looking names (scripts treat localhost specially).
-            "--host-resolver-rules=MAP *.test 127.0.0.1".to_owned(),
+            // Test sites under public-looking names (scripts treat localhost specially), and
+            // under the test sites' own domain.
+            "--host-resolver-rules=MAP *.test 127.0.0.1,MAP a.com 127.0.0.1".to_owned(),
             format!("--user-data-dir={}", profile.display()),
             format!("--user-agent={BROWSER_UA}"),
         ];
