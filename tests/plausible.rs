@@ -147,11 +147,7 @@ plausible.init({{ hashBasedRouting: true, outboundLinks: true, customProperties:
         ["File Download", "/files", &xyz],
         ["File Download", "/files", &pdf],
         ["Newsletter", "/tagged", ""],
-        [
-            "Outbound Link: Click",
-            "/pa#/x",
-            &gold_outbound,
-        ],
+        ["Outbound Link: Click", "/pa#/x", &gold_outbound],
         ["Outbound Link: Click", "/tagged", &outbound],
         ["Signup", "/plain", "plan=pro"],
         ["pageview", "/compat", ""],

@@ -274,7 +274,9 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     for m in &q.metrics {
         let expr = match m {
             Metric::Visitors | Metric::ConversionRate => {
-                format!("uniqExactIf(visitor_id, {visitors_of})")
+                // The aggregates' estimator (exact up to 65 536 visitors a group), so both
+                // sources agree, and cheaper than an exact count over millions of rows.
+                format!("uniqIf(visitor_id, {visitors_of})")
             }
             Metric::Pageviews => format!("countIf({viewed})"),
             Metric::Events => format!("countIf({counted})"),
@@ -330,7 +332,11 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
                 ))
             })
             .collect::<Result<_, String>>()?;
-        format!(" ARRAY JOIN [{}] AS goal", names.join(", "))
+        // Only the goals each event completes: events that complete none drop out here.
+        format!(
+            " ARRAY JOIN arrayFilter(g -> g != '', [{}]) AS goal",
+            names.join(", ")
+        )
     } else {
         String::new()
     };
@@ -555,7 +561,9 @@ mod tests {
         );
         let sql = raw_sql(&g).unwrap();
         assert!(
-            sql.contains("ARRAY JOIN [if(name = 'Signup', 'Signup', '')] AS goal"),
+            sql.contains(
+                "ARRAY JOIN arrayFilter(g -> g != '', [if(name = 'Signup', 'Signup', '')]) AS goal"
+            ),
             "{sql}"
         );
         let stripped = g.without_goals();
