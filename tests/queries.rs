@@ -98,6 +98,16 @@ async fn dashboard_queries_agree_with_raw_events() {
     }
 }
 
+/// A clock set to noon today (so that scripted visits cannot cross midnight, which ends a
+/// visit), and today's date.
+fn noon_today() -> (glimpse::clock::Clock, String) {
+    let clock = glimpse::clock::Clock::default();
+    let now = clock.now();
+    let noon = now - now % SECS_PER_DAY + 12 * 3600;
+    clock.advance(noon as i64 - now as i64);
+    (clock, date_string(day_of(noon)))
+}
+
 fn params(today: &str, dimension: &str, k: u32) -> Params {
     Params {
         site: "a.com".into(),
@@ -342,12 +352,7 @@ async fn grafana_dashboard_runs_the_same_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visits_from_known_timings() {
     let ch = ClickHouse::start();
-    let clock = glimpse::clock::Clock::default();
-    // Noon today, so that the visits cannot cross midnight (which ends a visit).
-    let now = clock.now();
-    let noon = now - now % glimpse::clock::SECS_PER_DAY + 12 * 3600;
-    clock.advance(noon as i64 - now as i64);
-    let today = date_string(day_of(noon));
+    let (clock, today) = noon_today();
     let g = Glimpse::start_with_clock(test_config(&ch, DB), clock.clone()).await;
     let view = |path: &str| format!(r#"{{"n":"pageview","u":"https://a.com{path}"}}"#);
     let (a, b, c) = ("192.0.2.1", "192.0.2.2", "192.0.2.3");
@@ -374,15 +379,7 @@ async fn visits_from_known_timings() {
     }
     g.stop().await;
 
-    let p = Params {
-        site: "a.com".into(),
-        from: today.clone(),
-        to: today.clone(),
-        dimension: "page".into(),
-        k: 0,
-        limit: 100,
-        offset: 0,
-    };
+    let p = params(&today, "page", 0);
     let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
     // 4 visits (a twice, b, c); b's and a's second are bounces; 1200 + 60 s in all; 6 page
     // views.
@@ -414,11 +411,7 @@ async fn visits_from_known_timings() {
 async fn engagement_from_known_reports() {
     for events_days in [30, 0] {
         let ch = ClickHouse::start();
-        let clock = glimpse::clock::Clock::default();
-        let now = clock.now();
-        let noon = now - now % glimpse::clock::SECS_PER_DAY + 12 * 3600;
-        clock.advance(noon as i64 - now as i64);
-        let today = date_string(day_of(noon));
+        let (clock, today) = noon_today();
         let mut cfg = test_config(&ch, DB);
         cfg.retention.events_days = events_days;
         let g = Glimpse::start_with_clock(cfg, clock.clone()).await;
@@ -455,15 +448,7 @@ async fn engagement_from_known_reports() {
         }
         g.stop().await;
 
-        let p = Params {
-            site: "a.com".into(),
-            from: today.clone(),
-            to: today.clone(),
-            dimension: "event".into(),
-            k: 0,
-            limit: 100,
-            offset: 0,
-        };
+        let p = params(&today, "event", 0);
         let run = |name: &str| ch.rows(DB, &queries::render(name, &p).unwrap());
         let stage = format!("events_days = {events_days}");
         // "/": maxima 80 (a) and 100 (b); only a had engaged time (60 s). "/docs": b alone.
