@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Times the dashboard queries on the modern ClickHouse engine (chdb, 26.x, in-process) over the
-aggregates of N generated events (default 10 million), like `cargo bench --bench dashboard` does
-on the server Debian ships. Prints p50/p95 per query.
+aggregates of N generated events (default 10 million), kept raw as well, like `cargo bench
+--bench dashboard` does on the server Debian ships: every query file, then the filtered
+questions of that bench as the stats APIs' planner writes them (`glimpse explain-query`).
+Prints p50/p95 per query.
 
 Usage: GLIMPSE_BIN=target/release/glimpse scripts/dashboard-speed-modern.py [EVENTS] [RUNS]
 Requires chdb (pip install chdb-core).
@@ -34,7 +36,7 @@ def main():
     from chdb import session as chs
     binary = os.environ.get("GLIMPSE_BIN", str(REPO / "target" / "debug" / "glimpse"))
     ddl = subprocess.run([binary, "schema", "--server-version", "26.3"], check=True,
-                         capture_output=True, text=True, env={"GLIMPSE_RETENTION_EVENTS_DAYS": "0"}).stdout
+                         capture_output=True, text=True, env={"GLIMPSE_RETENTION_EVENTS_DAYS": "30"}).stdout
     s = chs.Session(tempfile.mkdtemp(prefix="glimpse-speed-"))
     s.query("CREATE DATABASE glimpse")
     s.query("USE glimpse")
@@ -62,15 +64,41 @@ def main():
     print(f"{closed} (site, day) pairs closed in {time.monotonic() - t:.1f} s")
     day = lambda d: (dt.date.today() - dt.timedelta(days=d)).isoformat()
     values = {"{site}": "'site0.example'", "{from}": f"'{day(29)}'", "{to}": f"'{day(0)}'",
-              "{k}": "0", "{limit}": "10"}
+              "{k}": "0", "{limit}": "10", "{offset}": "0"}
     cases = [(f.stem, None) for f in sorted((REPO / "schema" / "queries").glob("*.sql")) if f.stem != "breakdown"]
     cases += [("breakdown", d) for d in ["page", "source", "country", "region", "browser", "device", "event"]]
-    print(f"| {'query':<24} | {'p50 ms':>8} | {'p95 ms':>8} |")
-    worst = 0.0
+    queries = []
     for name, dim in cases:
         sql = (REPO / "schema" / "queries" / f"{name}.sql").read_text().strip().rstrip(";")
         for k, v in {**values, "{dimension}": f"'{dim}'"}.items():
             sql = sql.replace(k, v)
+        queries.append((name + (f" {dim}" if dim else ""), sql))
+    # The bench's filtered questions, as the planner writes them for the raw events.
+    config = os.path.join(tempfile.mkdtemp(prefix="glimpse-speed-cfg-"), "glimpse.toml")
+    with open(config, "w") as f:
+        f.write('[[sites]]\ndomain = "site0.example"\n[[sites.goals]]\nevent = "Signup"\n'
+                '[[sites.goals]]\npage = "/pricing/**"\n')
+    filtered = [
+        ("filtered totals by country", "visitors,visits,pageviews,events,bounce_rate,visit_duration", "", "visit:country==DE", None),
+        ("filtered series by country", "visitors,pageviews", "", "visit:country==DE", "date"),
+        ("filtered pages by source", "visitors,pageviews", "event:page", "visit:source==Google", None),
+        ("filtered sources of a page", "visitors,visits,bounce_rate", "visit:source", "event:page==/pricing/**", None),
+        ("filtered two conditions", "visitors,pageviews", "visit:country", "visit:browser==Firefox;visit:device!=tablet", None),
+        ("goals", "visitors,events", "event:goal", None, None),
+    ]
+    for label, metrics, dims, filters, interval in filtered:
+        cmd = [binary, "--config", config, "explain-query", "--site", "site0.example",
+               "--from", day(29), "--to", day(0), "--metrics", metrics, "--dimensions", dims]
+        if filters:
+            cmd += ["--filters", filters]
+        if interval:
+            cmd += ["--interval", interval]
+        env = {k: v for k, v in os.environ.items() if k != "GLIMPSE_BIN"}
+        plan = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        queries.append((label, plan.strip()))
+    print(f"| {'query':<28} | {'p50 ms':>8} | {'p95 ms':>8} |")
+    worst = 0.0
+    for label, sql in queries:
         times = []
         for _ in range(runs):
             t = time.monotonic()
@@ -79,8 +107,7 @@ def main():
         times.sort()
         p50, p95 = times[len(times) // 2], times[min(len(times) - 1, round((len(times) - 1) * 0.95))]
         worst = max(worst, p95)
-        label = name + (f" {dim}" if dim else "")
-        print(f"| {label:<24} | {p50:>8.1f} | {p95:>8.1f} |")
+        print(f"| {label:<28} | {p50:>8.1f} | {p95:>8.1f} |")
     print(f"worst p95: {worst:.1f} ms")
 
 
