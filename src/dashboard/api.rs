@@ -73,9 +73,6 @@ pub(super) fn reply(result: Result<Value, ApiError>) -> Reply {
     }
 }
 
-/// Rows an answer is cut to before pagination (v2 pages through them).
-pub(super) const MAX_ROWS: u32 = plan::MAX_RAW_ROWS;
-
 /// Why a stats request has no answer: the request (400) or the database (502).
 pub(super) enum ApiError {
     BadRequest(String),
@@ -138,11 +135,6 @@ fn question<'q>(
     })
 }
 
-/// Where `q`'s answer comes from, or why there is none.
-pub(super) fn checked_source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
-    source(app, q)
-}
-
 /// Raw rows of `q` as the APIs give them (dimension values `d0`, ..., `time`, metrics).
 pub(super) async fn raw_rows_finished(
     app: &Dashboard,
@@ -170,7 +162,8 @@ pub(super) async fn totals_row(
     Ok(finish(row, &q.metrics, 0, from_aggregates))
 }
 
-fn source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
+/// Where `q`'s answer comes from, or why there is none.
+pub(super) fn source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> {
     q.check()?;
     Ok(q.source(app.events_days, day_of(app.clock.now()))?)
 }
@@ -321,6 +314,29 @@ async fn aggregate<'q>(
     Ok(Value::Object(out))
 }
 
+/// The rows of an event query and of a visit query, each only when `metrics` need it; the two
+/// are independent, so they are asked at once.
+async fn events_and_visits(
+    app: &Dashboard,
+    p: &Params,
+    metrics: &[Metric],
+    events_query: &'static str,
+    visits_query: &'static str,
+) -> Result<(Vec<Map<String, Value>>, Vec<Map<String, Value>>), ApiError> {
+    let ask = |name: &'static str, needed: bool| async move {
+        if needed {
+            rows(app, name, p).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (events, visits) = tokio::join!(
+        ask(events_query, metrics.iter().any(|m| !m.of_visits())),
+        ask(visits_query, metrics.iter().any(|m| m.of_visits()))
+    );
+    Ok((events?, visits?))
+}
+
 /// The site's totals from the aggregates, for the period and the one before.
 async fn totals(
     app: &Dashboard,
@@ -328,26 +344,8 @@ async fn totals(
     metrics: &[Metric],
 ) -> Result<(Map<String, Value>, Map<String, Value>), ApiError> {
     let (mut current, mut previous) = (Map::new(), Map::new());
-    let of_events = metrics.iter().any(|m| !m.of_visits());
-    let of_visits = metrics.iter().any(|m| m.of_visits());
-    // Independent queries: ask both at once.
-    let (totals, visits) = tokio::join!(
-        async {
-            if of_events {
-                rows(app, "totals", p).await
-            } else {
-                Ok(Vec::new())
-            }
-        },
-        async {
-            if of_visits {
-                rows(app, "visits", p).await
-            } else {
-                Ok(Vec::new())
-            }
-        }
-    );
-    for row in totals?.into_iter().chain(visits?) {
+    let (totals, visits) = events_and_visits(app, p, metrics, "totals", "visits").await?;
+    for row in totals.into_iter().chain(visits) {
         let target = if row.get("period").and_then(Value::as_str) == Some("current") {
             &mut current
         } else {
@@ -467,8 +465,6 @@ pub(super) async fn series(
         .iter()
         .map(|l| (l.clone(), Bucket::default()))
         .collect();
-    let of_events = metrics.iter().any(|m| !m.of_visits());
-    let of_visits = metrics.iter().any(|m| m.of_visits());
     // Visitors are distinct per day (per hour for hours): weeks and months add up their days,
     // as the totals do.
     let events_query = if interval == Interval::Hour {
@@ -476,26 +472,12 @@ pub(super) async fn series(
     } else {
         "timeseries_daily"
     };
-    let (events, visits) = tokio::join!(
-        async {
-            if of_events {
-                rows(app, events_query, p).await
-            } else {
-                Ok(Vec::new())
-            }
-        },
-        async {
-            if of_visits {
-                rows(app, "visits_timeseries", p).await
-            } else {
-                Ok(Vec::new())
-            }
-        }
-    );
+    let (events, visits) =
+        events_and_visits(app, p, metrics, events_query, "visits_timeseries").await?;
     let field = |r: &Map<String, Value>, k: &str| {
         r.get(k).map(number).and_then(|v| v.as_f64()).unwrap_or(0.0)
     };
-    for r in events? {
+    for r in events {
         let time = r
             .get("day")
             .or_else(|| r.get("hour"))
@@ -507,7 +489,7 @@ pub(super) async fn series(
             b.events += field(&r, "events");
         }
     }
-    for r in visits? {
+    for r in visits {
         let time = r.get("hour").and_then(Value::as_str).unwrap_or("");
         if let Some(b) = buckets.get_mut(&bucket_label(interval, time)) {
             b.visits += field(&r, "visits");

@@ -274,8 +274,8 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     for m in &q.metrics {
         let expr = match m {
             Metric::Visitors | Metric::ConversionRate => {
-                // The aggregates' estimator (exact up to 65 536 visitors a group), so both
-                // sources agree, and cheaper than an exact count over millions of rows.
+                // The aggregates' function, so both sources agree, and cheaper than an exact
+                // count over millions of rows.
                 format!("uniqIf(visitor_id, {visitors_of})")
             }
             Metric::Pageviews => format!("countIf({viewed})"),
