@@ -107,11 +107,12 @@ fn main() {
             },
         ];
         let (server, db) = glimpse::store::clients(&cfg.clickhouse);
+        let layout = cfg.clickhouse.layout();
         let version = glimpse::store::server_version(&server).await.unwrap();
-        glimpse::store::migrate(&server, &db, "glimpse", version)
+        glimpse::store::migrate(&server, &db, &layout, version)
             .await
             .unwrap();
-        glimpse::store::apply_retention(&db, version, cfg.retention.events_days, Clock::default().now())
+        glimpse::store::apply_retention(&db, &layout, version, cfg.retention.events_days, Clock::default().now())
             .await
             .unwrap();
         let clock = Clock::default();
@@ -146,7 +147,7 @@ fn main() {
         );
         // What the collector does after each midnight: every day but today becomes exact counts.
         let t = Instant::now();
-        let closed = glimpse::store::closing::close_days(&db, clock.now_millis())
+        let closed = glimpse::store::closing::close_days(&db, &layout, clock.now_millis())
             .await
             .unwrap();
         let closing = t.elapsed();

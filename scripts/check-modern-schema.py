@@ -8,7 +8,8 @@ What it does:
      (LowCardinality, CODEC, TTL) appear in it.
   2. In a fresh temporary chdb session, creates database `glimpse`, applies
      every statement in order, then applies the whole DDL again to prove it
-     is idempotent (IF NOT EXISTS everywhere).
+     is idempotent (IF NOT EXISTS everywhere). The cluster rendering
+     (clickhouse.cluster set) is parsed too: a cluster cannot run in-process.
   3. Inserts ~30 test rows (2 sites, 2 days, pageviews and custom events)
      into the Null-engine table `events_in`.
   4. Checks that `events` holds exactly those rows (via events_raw_mv), that
@@ -88,7 +89,7 @@ def fail(msg):
 # DDL
 
 
-def render_ddl(server_version):
+def render_ddl(server_version, extra_env=None):
     glimpse_bin = os.environ.get("GLIMPSE_BIN") or str(DEFAULT_BIN)
     if not (os.path.isfile(glimpse_bin) and os.access(glimpse_bin, os.X_OK)):
         fail(f"glimpse binary not found or not executable: {glimpse_bin}\n"
@@ -96,6 +97,7 @@ def render_ddl(server_version):
     cmd = [glimpse_bin, "schema", "--server-version", server_version]
     # glimpse rejects unknown GLIMPSE_* environment settings, so hide ours.
     env = {k: v for k, v in os.environ.items() if k != "GLIMPSE_BIN"}
+    env.update(extra_env or {})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         err = "\n".join(proc.stderr.strip().splitlines()[:10])
@@ -106,6 +108,26 @@ def render_ddl(server_version):
             fail(f"rendered DDL for {server_version} lacks {needle!r}; "
                  f"modern features must be enabled for a modern server")
     return ddl
+
+
+def check_cluster_ddl(engine, server_version):
+    """The cluster DDL (clickhouse.cluster set) parses on this engine, uses
+    `{uuid}` replication paths, and is distributed DDL throughout. No cluster
+    can run in-process, so the statements are parsed (EXPLAIN AST), not run."""
+    ddl = render_ddl(server_version, {"GLIMPSE_CLICKHOUSE_CLUSTER": "glimpse"})
+    statements = split_statements(ddl)
+    for needle in ("ReplicatedAggregatingMergeTree('/clickhouse/tables/{uuid}/{shard}', '{replica}')",
+                   "ENGINE = Distributed(`glimpse`, `glimpse`, events_in_local, visitor_id)",
+                   "ON CLUSTER `glimpse_nodes`"):
+        if needle not in ddl:
+            fail(f"cluster DDL for {server_version} lacks {needle!r}")
+    for i, (label, sql) in enumerate(statements, 1):
+        # ALTERs of a table replicated to every node reach the others by replication.
+        if " ON CLUSTER " not in sql and not re.match(
+                r"ALTER TABLE (`glimpse`\.)?(closed_days|glimpse_salts) ", sql):
+            fail(f"cluster statement {i} ({label}) is not distributed DDL:\n{sql[:300]}")
+        engine.exec(f"EXPLAIN AST {sql}", f"cluster statement {i}/{len(statements)} from {label}")
+    return len(statements)
 
 
 def split_statements(text):
@@ -669,6 +691,9 @@ def main():
             fail(f"second DDL pass changed the table count: {objects} -> {again}")
         print(f"applied {len(statements)} statements twice "
               f"({objects} tables/views in {DATABASE})")
+
+        parsed = check_cluster_ddl(engine, args.server_version)
+        print(f"cluster DDL: {parsed} statements parse")
 
         rows = make_rows()
         insert_rows(engine, rows)

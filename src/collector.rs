@@ -52,6 +52,8 @@ pub enum StartError {
 /// The ClickHouse side, ready: schema migrated, retention applied, salts loaded.
 pub struct Store {
     pub db: clickhouse::Client,
+    /// One server or a cluster.
+    pub layout: store::Layout,
     pub version: ServerVersion,
     pub salts: Arc<Salts>,
 }
@@ -207,19 +209,26 @@ pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreEr
              deploy/clickhouse/grants.sql"
         );
     }
-    store::migrate(&server, &db, &config.clickhouse.database, version).await?;
+    let layout = config.clickhouse.layout();
+    store::migrate(&server, &db, &layout, version).await?;
     // Salts past their lifetime go before anything else happens.
     let purged = store::salts::purge_expired(&db, clock.now()).await?;
     if !purged.is_empty() {
         tracing::info!(days = purged.len(), "expired salts destroyed at start-up");
     }
     let days = config.retention.events_days;
-    store::apply_retention(&db, version, days, clock.now()).await?;
-    store::apply_aggregate_retention(&db, config.retention.aggregates_days, clock.now()).await?;
-    store::apply_every_start(&db, version).await?;
+    store::apply_retention(&db, &layout, version, days, clock.now()).await?;
+    let aggregates_days = config.retention.aggregates_days;
+    store::apply_aggregate_retention(&db, &layout, aggregates_days, clock.now()).await?;
+    store::apply_every_start(&db, &layout, version).await?;
     let salts = Arc::new(Salts::default());
     store::salts::refresh(&salts, &db, clock.now()).await?;
-    Ok(Store { db, version, salts })
+    Ok(Store {
+        db,
+        layout,
+        version,
+        salts,
+    })
 }
 
 /// The request path over `spool`, with its batcher thread started. It needs no ClickHouse: the
@@ -285,18 +294,23 @@ pub fn routes(config: &Config, pipeline: Pipeline, ready: server::Probe) -> Rout
 fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliverer {
     let dedup_token = store.version.features().dedup;
     let client = if dedup_token {
+        // On a cluster the base client turns content deduplication off; a token is exact.
         store
             .db
             .clone()
+            .with_setting("insert_deduplicate", "1")
             .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
     } else {
         store.db.clone()
     };
+    let shards_up = (store.layout.cluster.is_some() && !dedup_token)
+        .then(|| format!("SELECT count() FROM {}", schema::INSERT_TABLE));
     Deliverer {
         client,
         table: schema::INSERT_TABLE.to_string(),
         spool,
         dedup_token,
+        shards_up,
         metrics,
     }
 }
@@ -330,15 +344,17 @@ fn periodic_jobs(
         let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
         let (version, days) = (store.version, config.retention.events_days);
         let aggregates_days = config.retention.aggregates_days;
+        let layout = store.layout.clone();
         shutdown::every(
             RETENTION_EVERY,
             First::AfterPeriod,
             shutdown.clone(),
             move || {
                 let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
+                let layout = layout.clone();
                 async move {
                     expire_dead_letters(&spool, days, &clock);
-                    match store::apply_retention(&db, version, days, clock.now()).await {
+                    match store::apply_retention(&db, &layout, version, days, clock.now()).await {
                         Ok(dropped) if !dropped.is_empty() => tracing::info!(
                             days = dropped.len(),
                             "expired raw event partitions dropped"
@@ -346,7 +362,13 @@ fn periodic_jobs(
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "retention run failed; will retry"),
                     }
-                    match store::apply_aggregate_retention(&db, aggregates_days, clock.now()).await
+                    match store::apply_aggregate_retention(
+                        &db,
+                        &layout,
+                        aggregates_days,
+                        clock.now(),
+                    )
+                    .await
                     {
                         Ok(dropped) if !dropped.is_empty() => tracing::info!(
                             partitions = dropped.len(),
@@ -361,10 +383,11 @@ fn periodic_jobs(
             },
         )
     };
+    let layout = store.layout.clone();
     let closing = shutdown::every(CLOSE_DAYS_EVERY, First::Now, shutdown.clone(), move || {
-        let (db, clock) = (db.clone(), clock.clone());
+        let (db, clock, layout) = (db.clone(), clock.clone(), layout.clone());
         async move {
-            match store::closing::close_days(&db, clock.now_millis()).await {
+            match store::closing::close_days(&db, &layout, clock.now_millis()).await {
                 Ok(closed) if !closed.is_empty() => tracing::info!(
                     days = closed.len(),
                     "finished days copied into exact counts"

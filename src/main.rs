@@ -37,6 +37,14 @@ enum Command {
     },
     /// Serve the dashboard page and its stats API (a separate process from `serve`).
     Dashboard,
+    /// Check the configuration (file and environment) and print what it sets up, without
+    /// connecting to anything. Exits non-zero, listing every problem, when it is invalid.
+    CheckConfig {
+        /// The command the configuration is for: `serve` or `dashboard` (which also needs a
+        /// token).
+        #[arg(long, default_value = "serve")]
+        command: String,
+    },
     /// Print a plain-language privacy statement for this configuration, to paste into a
     /// privacy policy.
     PrivacyStatement,
@@ -86,11 +94,12 @@ async fn run(command: Command, config: Config) -> Result<()> {
             let version = store::server_version(&server)
                 .await
                 .context("cannot reach ClickHouse")?;
-            let ran = store::migrate(&server, &db, &config.clickhouse.database, version).await?;
+            let ran = store::migrate(&server, &db, &config.clickhouse.layout(), version).await?;
             println!("ClickHouse {version}: {} migration(s) applied", ran.len());
             Ok(())
         }
         Command::Dashboard => dashboard(config).await,
+        Command::CheckConfig { command } => check_config(&config, &command),
         Command::ExplainQuery {
             site,
             from,
@@ -156,9 +165,10 @@ async fn run(command: Command, config: Config) -> Result<()> {
                         .context("cannot reach ClickHouse (or pass --server-version)")?
                 }
             };
+            let keep_raw = config.retention.events_days > 0;
             print!(
                 "{}",
-                schema::script(version, config.retention.events_days > 0)
+                schema::script(version, keep_raw, &config.clickhouse.layout())?
             );
             Ok(())
         }
@@ -177,11 +187,36 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
+const SHORT_TOKEN: &str =
+    "dashboard.token (GLIMPSE_DASHBOARD_TOKEN) must be set to a secret of at least 16 characters";
+
+/// The configuration loaded already (an invalid one never gets here); this adds what only one
+/// command needs and says what the configuration sets up.
+fn check_config(config: &Config, command: &str) -> Result<()> {
+    match command {
+        "serve" => {}
+        "dashboard" if config.dashboard.token.len() < 16 => anyhow::bail!(SHORT_TOKEN),
+        "dashboard" => {}
+        other => anyhow::bail!("--command {other:?}: expected serve or dashboard"),
+    }
+    let ch = &config.clickhouse;
+    let topology = match &ch.cluster {
+        Some(c) => format!("cluster {} (nodes cluster {})", c.name, c.nodes),
+        None => "one server".to_owned(),
+    };
+    println!(
+        "configuration valid for `glimpse {command}`: {} site(s); ClickHouse {} database {} ({topology});          raw events kept {} day(s)",
+        config.sites.len(),
+        ch.url,
+        ch.database,
+        config.retention.events_days
+    );
+    Ok(())
+}
+
 async fn dashboard(config: Config) -> Result<()> {
     if config.dashboard.token.len() < 16 {
-        anyhow::bail!(
-            "dashboard.token (GLIMPSE_DASHBOARD_TOKEN) must be set to a secret of at least 16 characters"
-        );
+        anyhow::bail!(SHORT_TOKEN);
     }
     let listener = tokio::net::TcpListener::bind(config.dashboard.listen)
         .await

@@ -163,17 +163,28 @@ impl<'e> Reader<'e> {
     /// A name of letters, digits and `_` (a database name), safe to quote into SQL.
     pub fn identifier(&mut self, key: &str, default: &str) -> String {
         let raw = self.string(key, default);
-        let ok = !raw.is_empty()
-            && raw.len() <= 64
-            && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !raw.starts_with(|c: char| c.is_ascii_digit());
-        if !ok {
+        if !is_identifier(&raw) {
             self.error(
                 key,
                 format!("expected a name of letters, digits and _, got {raw:?}"),
             );
         }
         raw
+    }
+
+    /// Like [`Reader::identifier`], but `None` when unset or empty.
+    pub fn optional_identifier(&mut self, key: &str) -> Option<String> {
+        let raw = self.string(key, "");
+        if raw.is_empty() {
+            return None;
+        }
+        if !is_identifier(&raw) {
+            self.error(
+                key,
+                format!("expected a name of letters, digits and _, got {raw:?}"),
+            );
+        }
+        Some(raw)
     }
 
     /// A file path; `None` when empty.
@@ -327,6 +338,13 @@ impl<'e> Reader<'e> {
 }
 
 /// The strings of a TOML array; `error` hears about every item that is not one.
+fn is_identifier(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 64
+        && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !raw.starts_with(|c: char| c.is_ascii_digit())
+}
+
 fn strings(items: Vec<toml::Value>, mut error: impl FnMut(String)) -> Vec<String> {
     let mut out = Vec::new();
     for item in items {

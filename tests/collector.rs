@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use glimpse::anonymize::Salts;
 use glimpse::clock::{Clock, SECS_PER_DAY, day_of};
-use glimpse::store::{self, salts};
+use glimpse::store::{self, Layout, salts};
 use support::{ClickHouse, Glimpse, UA_CHROME_WIN, UA_FIREFOX, UA_IPHONE, pageview, test_config};
 
 const DB: &str = "glimpse";
@@ -527,7 +527,9 @@ async fn racing_collectors_converge_on_one_salt_per_day() {
     let cfg = test_config(&ch, DB);
     let (server, db) = store::clients(&cfg.clickhouse);
     let version = store::server_version(&server).await.unwrap();
-    store::migrate(&server, &db, DB, version).await.unwrap();
+    store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     let now = Clock::default().now();
     let (a, b) = (Salts::default(), Salts::default());
     let (ra, rb) = tokio::join!(salts::refresh(&a, &db, now), salts::refresh(&b, &db, now));
@@ -550,7 +552,9 @@ async fn salts_are_destroyed_within_48_hours() {
     let cfg = test_config(&ch, DB);
     let (server, db) = store::clients(&cfg.clickhouse);
     let version = store::server_version(&server).await.unwrap();
-    store::migrate(&server, &db, DB, version).await.unwrap();
+    store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     let today = day_of(Clock::default().now());
     for day in [today - 3, today - 2, today - 1] {
         salts::insert(&db, day, &glimpse::anonymize::Salt::random())
@@ -600,7 +604,9 @@ async fn expired_salts_go_at_start_up_and_from_memory_without_clickhouse() {
     let cfg = test_config(&ch, DB);
     let (server, db) = store::clients(&cfg.clickhouse);
     let version = store::server_version(&server).await.unwrap();
-    store::migrate(&server, &db, DB, version).await.unwrap();
+    store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     let today = day_of(Clock::default().now());
     for day in [today - 5, today - 2] {
         salts::insert(&db, day, &glimpse::anonymize::Salt::random())
@@ -676,7 +682,7 @@ async fn no_visitor_hash_outlives_48_hours_in_aggregates_only_mode() {
     // Two days later.
     clock.advance(2 * SECS_PER_DAY as i64);
     let now = clock.now();
-    let closed = store::closing::close_days(&db, clock.now_millis())
+    let closed = store::closing::close_days(&db, &Layout::single(DB), clock.now_millis())
         .await
         .unwrap();
     assert_eq!(closed.len(), 1, "{closed:?}");
@@ -733,9 +739,13 @@ async fn migrations_are_idempotent_and_recorded() {
     let cfg = test_config(&ch, DB);
     let (server, db) = store::clients(&cfg.clickhouse);
     let version = store::server_version(&server).await.unwrap();
-    let first = store::migrate(&server, &db, DB, version).await.unwrap();
+    let first = store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     assert_eq!(first.len(), store::schema::MIGRATIONS.len());
-    let second = store::migrate(&server, &db, DB, version).await.unwrap();
+    let second = store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     assert!(second.is_empty());
     // Starting a collector re-runs migrations and retention on the same database.
     Glimpse::start(cfg.clone()).await.stop().await;
@@ -768,7 +778,7 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
     let version = store::server_version(&server).await.unwrap();
     let (before, rest) = store::schema::MIGRATIONS.split_at(6);
     assert_eq!(rest[0].0, "0007_closed_days.sql");
-    store::migrate_with(&server, &db, DB, version, before)
+    store::migrate_with(&server, &db, &Layout::single(DB), version, before)
         .await
         .unwrap();
     let insert = |offset: u64| {
@@ -797,7 +807,9 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
     };
     let old = snapshot(&ch);
     assert!(old.0.len() > 100 && old.1.len() > 100);
-    let ran = store::migrate(&server, &db, DB, version).await.unwrap();
+    let ran = store::migrate(&server, &db, &Layout::single(DB), version)
+        .await
+        .unwrap();
     assert_eq!(
         ran,
         [
@@ -908,7 +920,9 @@ async fn retention_drops_whole_expired_days() {
     }
     let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
     let version = store::server_version(&db).await.unwrap();
-    let dropped = store::apply_retention(&db, version, 30, now).await.unwrap();
+    let dropped = store::apply_retention(&db, &Layout::single(DB), version, 30, now)
+        .await
+        .unwrap();
     assert_eq!(dropped.len(), 3, "45, 31 and 30 days old");
     let left = ch.rows(
         DB,
@@ -939,12 +953,12 @@ async fn aggregate_retention_drops_whole_expired_months() {
     }
     let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
     assert!(
-        store::apply_aggregate_retention(&db, 0, now)
+        store::apply_aggregate_retention(&db, &Layout::single(DB), 0, now)
             .await
             .unwrap()
             .is_empty()
     );
-    let dropped = store::apply_aggregate_retention(&db, 60, now)
+    let dropped = store::apply_aggregate_retention(&db, &Layout::single(DB), 60, now)
         .await
         .unwrap();
     let tables: std::collections::BTreeSet<&str> = dropped.iter().map(|(t, _)| *t).collect();

@@ -2,8 +2,8 @@
 //! each must give what the same question asked of the raw events gives.
 
 use glimpse::clock::{SECS_PER_DAY, date_string, day_of};
-use glimpse::store::closing;
 use glimpse::store::queries::{self, DIMENSIONS, Params};
+use glimpse::store::{Layout, closing};
 use support::{ClickHouse, Glimpse, UA_FIREFOX, seed_known_traffic, test_config};
 
 const DB: &str = "glimpse";
@@ -42,7 +42,9 @@ async fn dashboard_queries_agree_with_raw_events() {
     let (_, db) = glimpse::store::clients(&test_config(&ch, DB).clickhouse);
     let day = glimpse::clock::parse_date(&today).unwrap();
     let after = (u64::from(day) + 1) * SECS_PER_DAY + closing::CLOSE_AFTER_SECS;
-    let closed = closing::close_days(&db, after * 1000).await.unwrap();
+    let closed = closing::close_days(&db, &Layout::single(DB), after * 1000)
+        .await
+        .unwrap();
     assert_eq!(
         closed
             .iter()
@@ -50,7 +52,12 @@ async fn dashboard_queries_agree_with_raw_events() {
             .collect::<Vec<_>>(),
         [("a.com", day)]
     );
-    assert!(closing::days_to_close(&db, after).await.unwrap().is_empty());
+    assert!(
+        closing::days_to_close(&db, &Layout::single(DB), after)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     check_against_raw(&ch, &today, "closed day (copies)");
 
     // A late row for the closed day (a spool delivered after an outage): until the day is copied
@@ -84,7 +91,9 @@ async fn dashboard_queries_agree_with_raw_events() {
         (raw_pageviews - 1).to_string(),
         "the copy answers"
     );
-    let again = closing::close_days(&db, after * 1000).await.unwrap();
+    let again = closing::close_days(&db, &Layout::single(DB), after * 1000)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1, "the late row reopens the day");
     check_against_raw(&ch, &today, "closed day copied again");
     // The superseded copy is deleted (by a mutation, so eventually).

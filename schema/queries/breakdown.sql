@@ -39,7 +39,7 @@ FROM
           AND dimension = {dimension}
           AND day >= toDate({from})
           AND day <= toDate({to})
-          AND (day, generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+          AND (day, generation) GLOBAL IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
         GROUP BY dimension_value
     )
     GROUP BY dimension_value

@@ -38,7 +38,7 @@ FROM
         WHERE site = {site}
           AND day >= toDate({from})
           AND day <= toDate({to})
-          AND (day, generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+          AND (day, generation) GLOBAL IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
         GROUP BY event, key, prop_value
     )
     GROUP BY event, key, prop_value

@@ -25,7 +25,7 @@ FROM
     WHERE site = {site}
       AND day >= toDate({from})
       AND day <= toDate({to})
-      AND (day, generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+      AND (day, generation) GLOBAL IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
 )
 GROUP BY day
 ORDER BY day;

@@ -25,7 +25,7 @@ FROM
     WHERE site = {site}
       AND hour >= toDateTime(toDate({from}))
       AND hour < toDateTime(toDate({to}) + 1)
-      AND (toDate(hour), generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+      AND (toDate(hour), generation) GLOBAL IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
 )
 GROUP BY hour
 ORDER BY hour;

@@ -31,7 +31,7 @@ FROM
     WHERE site = {site}
       AND day >= toDate({from}) - (toDate({to}) - toDate({from}) + 1)
       AND day <= toDate({to})
-      AND (day, generation) IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
+      AND (day, generation) GLOBAL IN (SELECT day, max(generation) FROM closed_days WHERE site = {site} GROUP BY day)
 )
 GROUP BY period
 ORDER BY period;

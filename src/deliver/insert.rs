@@ -30,14 +30,24 @@ pub fn classify(e: clickhouse::error::Error) -> Failure {
     use clickhouse::error::Error;
     match &e {
         Error::BadResponse(msg) => match server_code(msg) {
-            Some(code) if DETERMINISTIC_CODES.contains(&code) => Failure::Deterministic {
-                code,
-                message: first_line(msg),
-            },
+            // On a cluster the node we talk to forwards rows to the shards: a failure on that
+            // leg (a shard killed mid-insert reads as "Attempt to read after eof: while
+            // receiving packet from <node>") is about the network, not about our bytes.
+            Some(code) if DETERMINISTIC_CODES.contains(&code) && !from_another_node(msg) => {
+                Failure::Deterministic {
+                    code,
+                    message: first_line(msg),
+                }
+            }
             _ => Failure::Transient(first_line(msg)),
         },
         _ => Failure::Transient(e.to_string()),
     }
+}
+
+/// Whether the error arose between ClickHouse nodes rather than in reading our request.
+fn from_another_node(msg: &str) -> bool {
+    msg.contains("while receiving packet from") || msg.contains("Received from ")
 }
 
 /// The `Code: N` of a ClickHouse error text (all versions start with it).
@@ -83,5 +93,12 @@ mod tests {
         );
         assert!(matches!(classify(missing), Failure::Transient(_)));
         assert!(matches!(classify(Error::TimedOut), Failure::Transient(_)));
+        // A shard killed while the node we talk to forwarded rows to it.
+        let shard_died = Error::BadResponse(
+            "Code: 32, e.displayText() = DB::Exception: Attempt to read after eof: while \
+             receiving packet from 127.0.0.1:43085: Insertion status: Wrote 1 blocks"
+                .into(),
+        );
+        assert!(matches!(classify(shard_died), Failure::Transient(_)));
     }
 }

@@ -23,6 +23,9 @@ pub use insert::Failure;
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// An attempt that has not finished by then is abandoned and retried: a server that accepted
+/// the connection and then hung (a node frozen mid-insert) must not stall delivery forever.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Deliverer {
     pub client: clickhouse::Client,
@@ -31,6 +34,11 @@ pub struct Deliverer {
     pub spool: Arc<Spool>,
     /// Whether the server deduplicates by `insert_deduplication_token`.
     pub dedup_token: bool,
+    /// Asked before each attempt where a retry cannot be recognised (a cluster of servers
+    /// without tokens): a query that fails unless every shard has a live replica. An insert
+    /// that reached some shards and failed on another would be stored twice on those by its
+    /// retry; this keeps inserts from starting while a shard is down.
+    pub shards_up: Option<String>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -80,7 +88,7 @@ impl Deliverer {
             loop {
                 let started = Instant::now();
                 let sql = crate::encode::insert_sql(&self.table, segment.format);
-                match insert::insert(&client, &sql, segment.data.clone()).await {
+                match self.attempt(&client, &sql, segment.data.clone()).await {
                     Ok(()) => {
                         self.metrics
                             .record_insert(segment.rows as usize, started.elapsed());
@@ -126,6 +134,32 @@ impl Deliverer {
             // server supports tokens). Nothing better to do than to say so.
             tracing::error!(segment = seq, error = %e, "cannot delete a delivered segment");
         }
+    }
+
+    async fn attempt(
+        &self,
+        client: &clickhouse::Client,
+        sql: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), Failure> {
+        let attempt = async {
+            if let Some(probe) = &self.shards_up {
+                client
+                    .query(probe)
+                    .fetch_one::<u64>()
+                    .await
+                    .map_err(|e| Failure::Transient(format!("a shard is unreachable: {e}")))?;
+            }
+            insert::insert(client, sql, data).await
+        };
+        tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Transient(format!(
+                    "no answer within {} s",
+                    ATTEMPT_TIMEOUT.as_secs()
+                )))
+            })
     }
 
     fn quarantine(&self, seq: u64, reason: &str) {

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 use clickhouse::Client;
 
-use super::StoreError;
 use super::queries::quote;
+use super::{Layout, StoreError};
 use crate::clock::{SECS_PER_DAY, date_string, day_of};
 
 /// The statements that copy one (site, day).
@@ -90,12 +90,23 @@ pub fn render(day: &OpenDay, generation: u64, base: u64, totals: (u64, u64)) -> 
 /// Days before `day_of(now - CLOSE_AFTER_SECS)` whose sketches hold rows: not yet copied,
 /// arrived late after a copy, or copied by an older release. None while a deletion of sketches
 /// is still running, so that rows already copied are never read as new.
-pub async fn days_to_close(db: &Client, now: u64) -> Result<Vec<OpenDay>, StoreError> {
+pub async fn days_to_close(
+    db: &Client,
+    layout: &Layout,
+    now: u64,
+) -> Result<Vec<OpenDay>, StoreError> {
+    let sketches: Vec<String> = SKETCH_TABLES
+        .iter()
+        .map(|(t, _)| quote(&layout.local(t)))
+        .collect();
+    // On a cluster every node must answer: a deletion still running there counts.
     let pending: u64 = db
-        .query(
-            "SELECT count() FROM system.mutations WHERE database = currentDatabase() \
-             AND NOT is_done AND table IN ('stats_hourly', 'stats_daily', 'props_daily')",
-        )
+        .query(&format!(
+            "SELECT count() FROM {} WHERE database = ? AND NOT is_done AND table IN ({})",
+            layout.system("mutations"),
+            sketches.join(", ")
+        ))
+        .bind(&layout.database)
         .fetch_one()
         .await?;
     if pending > 0 {
@@ -177,6 +188,7 @@ async fn latest_copies(
 /// when the sketches were already copied and only their deletion was due.
 pub async fn close_day(
     db: &Client,
+    layout: &Layout,
     day: &OpenDay,
     generation: u64,
 ) -> Result<Option<u64>, StoreError> {
@@ -218,7 +230,7 @@ pub async fn close_day(
         .await?;
     if (pageviews, events) != totals {
         // Rows arrived between the check and the copy: drop this copy, the next run retries.
-        delete_copies(db, day, &format!("generation = {generation}")).await?;
+        delete_copies(db, layout, day, &format!("generation = {generation}")).await?;
         return Err(StoreError::Unexpected {
             table: "stats_hourly_closed",
             detail: format!(
@@ -231,15 +243,21 @@ pub async fn close_day(
     }
     db.query(record).execute().await?;
     if last.is_some() {
-        delete_copies(db, day, &format!("generation < {generation}")).await?;
+        delete_copies(db, layout, day, &format!("generation < {generation}")).await?;
     }
     Ok(Some(generation))
 }
 
-async fn delete_copies(db: &Client, day: &OpenDay, which: &str) -> Result<(), StoreError> {
+async fn delete_copies(
+    db: &Client,
+    layout: &Layout,
+    day: &OpenDay,
+    which: &str,
+) -> Result<(), StoreError> {
     for (table, day_expr) in CLOSED_TABLES {
         db.query(&format!(
-            "ALTER TABLE {table} DELETE WHERE site = {} AND {day_expr} = toDate({}) AND {which}",
+            "ALTER TABLE {} DELETE WHERE site = {} AND {day_expr} = toDate({}) AND {which}",
+            layout.alter_target(table),
             quote(&day.site),
             quote(&date_string(day.day)),
         ))
@@ -251,7 +269,11 @@ async fn delete_copies(db: &Client, day: &OpenDay, which: &str) -> Result<(), St
 
 /// Deletes copied days' sketches (their uniq() states hold hashed visitor ids): one mutation
 /// per table for all the days, since each mutation rewrites the parts it touches.
-pub async fn delete_sketches(db: &Client, days: &[OpenDay]) -> Result<(), StoreError> {
+pub async fn delete_sketches(
+    db: &Client,
+    layout: &Layout,
+    days: &[OpenDay],
+) -> Result<(), StoreError> {
     if days.is_empty() {
         return Ok(());
     }
@@ -267,7 +289,8 @@ pub async fn delete_sketches(db: &Client, days: &[OpenDay]) -> Result<(), StoreE
             })
             .collect();
         db.query(&format!(
-            "ALTER TABLE {table} DELETE WHERE {}",
+            "ALTER TABLE {} DELETE WHERE {}",
+            layout.alter_target(table),
             which.join(" OR ")
         ))
         .execute()
@@ -289,13 +312,17 @@ pub fn generation_at(now_millis: u64) -> u64 {
 
 /// Closes every day `days_to_close` finds, then deletes their sketches. Returns the days
 /// copied.
-pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, StoreError> {
-    let open = days_to_close(db, now_millis / 1000).await?;
+pub async fn close_days(
+    db: &Client,
+    layout: &Layout,
+    now_millis: u64,
+) -> Result<Vec<OpenDay>, StoreError> {
+    let open = days_to_close(db, layout, now_millis / 1000).await?;
     let mut copied = Vec::new();
     let mut done = Vec::new();
     let mut failed = None;
     for day in open {
-        match close_day(db, &day, generation_at(now_millis)).await {
+        match close_day(db, layout, &day, generation_at(now_millis)).await {
             Ok(Some(_)) => {
                 copied.push(day.clone());
                 done.push(day);
@@ -305,7 +332,7 @@ pub async fn close_days(db: &Client, now_millis: u64) -> Result<Vec<OpenDay>, St
             Err(e) => failed = Some(e),
         }
     }
-    delete_sketches(db, &done).await?;
+    delete_sketches(db, layout, &done).await?;
     match failed {
         Some(e) => Err(e),
         None => Ok(copied),

@@ -3,6 +3,8 @@
 //! traffic.
 
 pub mod closing;
+pub mod cluster;
+mod migrate;
 pub mod queries;
 pub mod salts;
 pub mod schema;
@@ -11,6 +13,8 @@ use clickhouse::Client;
 
 use crate::clock::{date_string, day_of};
 use crate::settings::Reader;
+pub use cluster::{Cluster, Layout};
+pub use migrate::{migrate, migrate_with};
 pub use schema::{ServerVersion, render};
 
 /// The `[clickhouse]` section.
@@ -20,15 +24,45 @@ pub struct Settings {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// Off by default: one server.
+    pub cluster: Option<Cluster>,
 }
 
 impl Settings {
     pub(crate) fn read(r: &mut Reader) -> Settings {
+        let url = r.url("clickhouse.url", "http://127.0.0.1:8123");
+        let database = r.identifier("clickhouse.database", "glimpse");
+        let user = r.string("clickhouse.user", "default");
+        let password = r.string("clickhouse.password", "");
+        let name = r.optional_identifier("clickhouse.cluster");
+        let nodes = r.optional_identifier("clickhouse.node_cluster");
+        let cluster = match (name, nodes) {
+            (Some(name), nodes) => Some(Cluster {
+                nodes: nodes.unwrap_or_else(|| format!("{name}_nodes")),
+                name,
+            }),
+            (None, Some(_)) => {
+                r.error(
+                    "clickhouse.node_cluster",
+                    "is set, but clickhouse.cluster is not",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         Settings {
-            url: r.url("clickhouse.url", "http://127.0.0.1:8123"),
-            database: r.identifier("clickhouse.database", "glimpse"),
-            user: r.string("clickhouse.user", "default"),
-            password: r.string("clickhouse.password", ""),
+            url,
+            database,
+            user,
+            password,
+            cluster,
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout {
+            database: self.database.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -66,6 +100,10 @@ pub enum StoreError {
         applied: String,
         current: String,
     },
+    #[error("ClickHouse cluster: {0}")]
+    Cluster(String),
+    #[error(transparent)]
+    Render(#[from] cluster::Unsupported),
     #[error("unexpected data in {table}: {detail}")]
     Unexpected { table: &'static str, detail: String },
 }
@@ -81,6 +119,19 @@ pub fn clients(cfg: &Settings) -> (Client, Client) {
         .with_validation(false)
         // 18.x reports an error found mid-stream inside a 200 response unless told to wait.
         .with_setting("wait_end_of_query", "1");
+    let server = match cfg.cluster {
+        // Acknowledged means stored on every shard the rows went to. Identical blocks are not
+        // dropped as retries: only a deduplication token (deliver) says what a retry is; by
+        // content, two distinct drop-count or view blocks can be equal. Visitor subqueries run
+        // on each shard, which holds all of its visitors' rows.
+        Some(_) => server
+            .with_setting("insert_distributed_sync", "1")
+            .with_setting("insert_deduplicate", "0")
+            .with_setting("distributed_product_mode", "local")
+            // Reads and inserts prefer the same replica, so a copy is read back as written.
+            .with_setting("load_balancing", "in_order"),
+        None => server,
+    };
     let db = server.clone().with_database(&cfg.database);
     (server, db)
 }
@@ -96,74 +147,15 @@ pub async fn server_version(client: &Client) -> Result<ServerVersion, StoreError
     ServerVersion::parse(&v).ok_or(StoreError::Version(v))
 }
 
-/// Creates the database and applies every migration not yet recorded. Safe to run at every start
-/// and from several collectors: each statement is idempotent, and a migration is recorded only
-/// after all its statements succeeded.
-pub async fn migrate(
-    server: &Client,
-    db: &Client,
-    database: &str,
-    version: ServerVersion,
-) -> Result<Vec<String>, StoreError> {
-    migrate_with(server, db, database, version, schema::MIGRATIONS).await
-}
-
-/// `migrate` with a given list: tests use a prefix of it to stand for an older release.
-pub async fn migrate_with(
-    server: &Client,
-    db: &Client,
-    database: &str,
-    version: ServerVersion,
-    migrations: &[(&str, &str)],
-) -> Result<Vec<String>, StoreError> {
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
-        .execute()
-        .await?;
-    db.query(
-        "CREATE TABLE IF NOT EXISTS glimpse_migrations \
-         (name String, checksum String, applied_at DateTime DEFAULT now()) \
-         ENGINE = MergeTree ORDER BY name",
-    )
-    .execute()
-    .await?;
-    let applied: Vec<(String, String)> = db
-        .query("SELECT name, checksum FROM glimpse_migrations")
-        .fetch_all()
-        .await?;
-    let features = version.features();
-    let mut ran = Vec::new();
-    for (name, sql) in migrations {
-        let checksum = blake3::hash(sql.as_bytes()).to_hex()[..16].to_string();
-        if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == name) {
-            if *recorded != checksum {
-                return Err(StoreError::ChangedMigration {
-                    name: name.to_string(),
-                    applied: recorded.clone(),
-                    current: checksum,
-                });
-            }
-            continue;
-        }
-        for stmt in render(sql, features) {
-            db.query(&stmt).execute().await?;
-        }
-        db.query("INSERT INTO glimpse_migrations (name, checksum) VALUES (?, ?)")
-            .bind(*name)
-            .bind(&checksum)
-            .execute()
-            .await?;
-        tracing::info!(migration = name, "applied");
-        ran.push(name.to_string());
-    }
-    Ok(ran)
-}
-
 /// Lets the tables an insert reaches recognise a retried block by its deduplication token, and
 /// sets the salts' TTL backstop. Run at every start rather than as a migration, so it takes
 /// effect after a server upgrade.
-pub async fn apply_every_start(db: &Client, version: ServerVersion) -> Result<(), StoreError> {
-    for stmt in schema::every_start_statements(version.features()) {
+pub async fn apply_every_start(
+    db: &Client,
+    layout: &Layout,
+    version: ServerVersion,
+) -> Result<(), StoreError> {
+    for stmt in schema::every_start_statements(version.features(), layout.cluster.is_some()) {
         db.query(&stmt).execute().await?;
     }
     Ok(())
@@ -173,34 +165,80 @@ pub async fn apply_every_start(db: &Client, version: ServerVersion) -> Result<()
 /// days older than `events_days` are dropped. With `events_days == 0`, every raw partition goes.
 pub async fn apply_retention(
     db: &Client,
+    layout: &Layout,
     version: ServerVersion,
     events_days: u32,
     now: u64,
 ) -> Result<Vec<u16>, StoreError> {
-    if events_days > 0 {
-        for stmt in render(schema::EVENTS_RAW_MV, version.features()) {
-            db.query(&stmt).execute().await?;
-        }
-    } else {
-        db.query("DROP TABLE IF EXISTS events_raw_mv")
-            .execute()
-            .await?;
-    }
+    raw_events_view(db, layout, version, events_days > 0).await?;
     let today = day_of(now);
     let mut dropped = Vec::new();
-    for day in partition_days(db, "events").await? {
+    let parts = layout.system("parts");
+    let table = layout.local("events");
+    for day in partition_days(db, &layout.database, &parts, &table).await? {
         if u32::from(day) + events_days <= u32::from(today) {
-            drop_day_partition(db, "events", day).await?;
+            drop_day_partition(db, &layout.alter_target("events"), day).await?;
             dropped.push(day);
         }
     }
     Ok(dropped)
 }
 
+/// Creates or drops the view that copies inserted rows into `events`. On a cluster, distributed
+/// DDL is sent only when this node lacks or has the view, so that a start with a node down does
+/// not wait for it.
+async fn raw_events_view(
+    db: &Client,
+    layout: &Layout,
+    version: ServerVersion,
+    keep: bool,
+) -> Result<(), StoreError> {
+    let features = version.features();
+    let Some(cluster) = &layout.cluster else {
+        if keep {
+            for stmt in render(schema::EVENTS_RAW_MV, features) {
+                db.query(&stmt).execute().await?;
+            }
+        } else {
+            db.query("DROP TABLE IF EXISTS events_raw_mv")
+                .execute()
+                .await?;
+        }
+        return Ok(());
+    };
+    let here: u64 = db
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'events_raw_mv'")
+        .bind(&layout.database)
+        .fetch_one()
+        .await?;
+    if keep == (here > 0) {
+        return Ok(());
+    }
+    let stmts = if keep {
+        let mut r = cluster::Renderer::new(cluster, &layout.database, features.uuid_paths, &[]);
+        let mut out = Vec::new();
+        for stmt in render(schema::EVENTS_RAW_MV, features) {
+            out.extend(r.statement(&stmt)?);
+        }
+        out
+    } else {
+        vec![format!(
+            "DROP TABLE IF EXISTS `{}`.events_raw_mv{}",
+            layout.database,
+            layout.on_nodes()
+        )]
+    };
+    for stmt in stmts {
+        db.query(&stmt).execute().await?;
+    }
+    Ok(())
+}
+
 /// Drops the months of every aggregate table whose last day is `aggregates_days` old or more;
 /// `0` keeps everything. Returns the (table, `YYYYMM`) partitions dropped.
 pub async fn apply_aggregate_retention(
     db: &Client,
+    layout: &Layout,
     aggregates_days: u32,
     now: u64,
 ) -> Result<Vec<(&'static str, String)>, StoreError> {
@@ -210,23 +248,25 @@ pub async fn apply_aggregate_retention(
     }
     let today = u32::from(day_of(now));
     for &table in schema::AGGREGATE_TABLES {
-        let ids: Vec<String> = db
-            .query(
-                "SELECT DISTINCT partition_id FROM system.parts \
-                 WHERE database = currentDatabase() AND table = ? AND active",
-            )
-            .bind(table)
-            .fetch_all()
-            .await?;
+        let ids = partition_ids(
+            db,
+            &layout.database,
+            &layout.system("parts"),
+            &layout.local(table),
+        )
+        .await?;
         for id in ids {
             let last_day = month_last_day(&id).ok_or_else(|| StoreError::Unexpected {
                 table,
                 detail: format!("partition id {id:?}"),
             })?;
             if u32::from(last_day) + aggregates_days <= today {
-                db.query(&format!("ALTER TABLE {table} DROP PARTITION {id}"))
-                    .execute()
-                    .await?;
+                db.query(&format!(
+                    "ALTER TABLE {} DROP PARTITION {id}",
+                    layout.alter_target(table)
+                ))
+                .execute()
+                .await?;
                 dropped.push((table, id));
             }
         }
@@ -248,23 +288,40 @@ fn month_last_day(id: &str) -> Option<u16> {
 }
 
 /// Days of the active partitions of a table partitioned by a `Date`.
-pub(crate) async fn partition_days(
+/// `parts` is `system.parts`, or on a cluster its view over every node (a node that does not
+/// answer is skipped: the replicas of its shard hold the same parts, and a partition it alone
+/// still holds goes at the next run).
+pub(crate) async fn partition_ids(
     db: &Client,
-    table: &'static str,
-) -> Result<Vec<u16>, StoreError> {
-    let ids: Vec<String> = db
-        .query(
-            "SELECT DISTINCT partition_id FROM system.parts \
-             WHERE database = currentDatabase() AND table = ? AND active ORDER BY partition_id",
-        )
+    database: &str,
+    parts: &str,
+    table: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(db
+        .query(&format!(
+            "SELECT DISTINCT partition_id FROM {parts} \
+             WHERE database = ? AND table = ? AND active ORDER BY partition_id \
+             SETTINGS skip_unavailable_shards = 1"
+        ))
+        .bind(database)
         .bind(table)
         .fetch_all()
-        .await?;
-    ids.iter()
+        .await?)
+}
+
+pub(crate) async fn partition_days(
+    db: &Client,
+    database: &str,
+    parts: &str,
+    table: &str,
+) -> Result<Vec<u16>, StoreError> {
+    partition_ids(db, database, parts, table)
+        .await?
+        .iter()
         .map(|id| {
             parse_partition_id(id).ok_or_else(|| StoreError::Unexpected {
-                table,
-                detail: format!("partition id {id:?}"),
+                table: "system.parts",
+                detail: format!("partition id {id:?} of {table}"),
             })
         })
         .collect()
@@ -290,9 +347,10 @@ fn parse_partition_id(id: &str) -> Option<u16> {
     u16::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
+/// `table` as [`Layout::alter_target`] names it.
 pub(crate) async fn drop_day_partition(
     db: &Client,
-    table: &'static str,
+    table: &str,
     day: u16,
 ) -> Result<(), StoreError> {
     let sql = format!("ALTER TABLE {table} DROP PARTITION '{}'", date_string(day));

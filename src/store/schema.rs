@@ -4,6 +4,8 @@
 //! lack instead of giving it up everywhere: `LowCardinality(T)` becomes `T`, column `CODEC(...)`
 //! clauses are removed, and a line marked `-- requires: ttl` is left out.
 
+use super::cluster::{Layout, Renderer, Unsupported};
+
 /// Numbered migrations, applied in this order and recorded in `glimpse_migrations`.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -48,6 +50,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The log of applied migrations.
+pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS glimpse_migrations \
+     (name String, checksum String, applied_at DateTime DEFAULT now()) \
+     ENGINE = MergeTree ORDER BY name";
+
 /// The view that stores raw rows; present only when raw events are retained.
 pub const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
@@ -82,6 +89,9 @@ impl ServerVersion {
             add_column_if_not_exists: at_least(20, 1),
             // CREATE ROLE / GRANT arrived in 20.4 (deploy/clickhouse/grants.sql needs them).
             access_control: at_least(20, 4),
+            // Atomic databases (default from 20.10) give each table a UUID for `{uuid}` in
+            // replication paths; settled by 21.3.
+            uuid_paths: at_least(21, 3),
         }
     }
 }
@@ -102,6 +112,8 @@ pub struct Features {
     pub add_column_if_not_exists: bool,
     /// SQL access control: per-table grants, so dashboard users can be kept from the salts.
     pub access_control: bool,
+    /// Replicated tables take `{uuid}` in their paths; `DROP ... SYNC`.
+    pub uuid_paths: bool,
 }
 
 /// The statements of one SQL file, rendered for a server with `features`.
@@ -269,14 +281,23 @@ pub fn salt_ttl_statements(features: Features) -> Vec<String> {
 
 /// What is applied at every start rather than as a migration, so that it takes effect after a
 /// server upgrade too.
-pub fn every_start_statements(features: Features) -> Vec<String> {
-    let mut out = dedup_statements(features);
+pub fn every_start_statements(features: Features, cluster: bool) -> Vec<String> {
+    // Replicated tables deduplicate by token without a setting.
+    let mut out = if cluster {
+        Vec::new()
+    } else {
+        dedup_statements(features)
+    };
     out.extend(salt_ttl_statements(features));
     out
 }
 
 /// Everything `glimpse migrate` would run, as one SQL script, for `glimpse schema`.
-pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
+pub fn script(
+    version: ServerVersion,
+    keep_raw_events: bool,
+    layout: &Layout,
+) -> Result<String, Unsupported> {
     let f = version.features();
     let mut out = format!(
         "-- Glimpse schema rendered for ClickHouse {version} (features: low_cardinality={}, codecs={}, ttl={})\n",
@@ -286,14 +307,36 @@ pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
     if keep_raw_events {
         files.push(("events_raw_mv.sql", EVENTS_RAW_MV));
     }
+    let all: Vec<String> = files.iter().flat_map(|(_, sql)| render(sql, f)).collect();
+    let mut cluster = match &layout.cluster {
+        Some(c) => {
+            let mut r = Renderer::new(c, &layout.database, f.uuid_paths, &all);
+            out.push_str(&format!(
+                "\n-- cluster {} (nodes: {}): the database, the migrations log, system views\n",
+                c.name, c.nodes
+            ));
+            for stmt in r.setup()? {
+                out.push_str(&stmt);
+                out.push_str(";\n\n");
+            }
+            Some(r)
+        }
+        None => None,
+    };
     for (name, sql) in files {
         out.push_str(&format!("\n-- {name}\n"));
         for stmt in render(sql, f) {
-            out.push_str(&stmt);
-            out.push_str(";\n\n");
+            let stmts = match cluster.as_mut() {
+                Some(r) => r.statement(&stmt)?,
+                None => vec![stmt],
+            };
+            for stmt in stmts {
+                out.push_str(&stmt);
+                out.push_str(";\n\n");
+            }
         }
     }
-    let every_start = every_start_statements(f);
+    let every_start = every_start_statements(f, layout.cluster.is_some());
     if !every_start.is_empty() {
         out.push_str("\n-- insert deduplication and the salts' TTL (applied at every start)\n");
         for stmt in every_start {
@@ -301,7 +344,7 @@ pub fn script(version: ServerVersion, keep_raw_events: bool) -> String {
             out.push_str(";\n\n");
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -336,7 +379,7 @@ mod tests {
 
     #[test]
     fn old_server_rendering_drops_modern_features() {
-        let all = script(OLD, true);
+        let all = script(OLD, true, &Layout::single("g")).unwrap();
         assert!(!all.contains("LowCardinality"), "{all}");
         assert!(!all.contains("CODEC"));
         assert!(!all.contains("TTL"));
@@ -346,13 +389,17 @@ mod tests {
 
     #[test]
     fn new_server_rendering_keeps_them() {
-        let all = script(NEW, true);
+        let all = script(NEW, true, &Layout::single("g")).unwrap();
         assert!(all.contains("site LowCardinality(String)"));
         assert!(all.contains("timestamp DateTime CODEC(Delta, ZSTD(1))"));
         assert!(all.contains("TTL day + INTERVAL 2 DAY"));
         assert!(!all.contains("requires:"));
         assert!(all.contains("non_replicated_deduplication_window"));
-        assert!(!script(OLD, true).contains("deduplication"));
+        assert!(
+            !script(OLD, true, &Layout::single("g"))
+                .unwrap()
+                .contains("deduplication")
+        );
     }
 
     #[test]
@@ -447,7 +494,8 @@ mod tests {
             stmts[1].contains("merge_with_ttl_timeout = 3600"),
             "{stmts:?}"
         );
-        assert!(every_start_statements(modern).ends_with(&stmts));
+        assert!(every_start_statements(modern, false).ends_with(&stmts));
+        assert_eq!(every_start_statements(modern, true), stmts);
         // Expired by TTL after its day is over and well before the 48 h promise.
         assert!((24..47).contains(&SALT_TTL_HOURS));
         assert!(u64::from(SALT_TTL_HOURS) * 3600 + u64::from(SALT_TTL_MERGE_SECS) < 47 * 3600);
