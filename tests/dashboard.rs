@@ -2,31 +2,14 @@
 //! and the page in headless Chromium showing what ClickHouse holds (with a screenshot in
 //! `target/artifacts/dashboard.png`).
 
-use std::sync::Arc;
-
-use glimpse::clock::Clock;
-use glimpse::dashboard::{self, Dashboard};
 use glimpse::model::{Goal, GoalKind};
 use serde_json::Value;
-use support::{Chromium, ClickHouse, seed_known_traffic};
+use support::{Chromium, ClickHouse, StatsApi, seed_known_traffic};
 
 const DB: &str = "glimpse";
 const TOKEN: &str = "test-token-0123456789";
 
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
+async fn start(ch: &ClickHouse, min_visitors: u32) -> StatsApi {
     let mut cfg = support::test_config(ch, DB);
     // Goals of the shapes the configuration takes (seeded visitors sign up, read the blog, and
     // one scrolls a blog post 80 % down).
@@ -49,31 +32,8 @@ async fn start(ch: &ClickHouse, min_visitors: u32) -> Running {
     let (user, password) = support::DASHBOARDS_USER;
     cfg.clickhouse.user = user.into();
     cfg.clickhouse.password = password.into();
-    let (_, db) = glimpse::store::clients(&cfg.clickhouse);
-    let app = Arc::new(Dashboard {
-        db,
-        token: TOKEN.into(),
-        sites: cfg.sites.iter().map(|s| s.domain.clone()).collect(),
-        min_visitors,
-        clock: Clock::default(),
-        goals: cfg.goals(),
-        events_days: cfg.retention.events_days,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dashboard::run(
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-        app,
-        cfg.server,
-    ));
-    Running {
-        url,
-        stop: Some(tx),
-    }
+    cfg.dashboard.min_visitors = min_visitors;
+    StatsApi::start(cfg, TOKEN).await
 }
 
 async fn get(url: &str, token: Option<&str>) -> (u16, Value) {

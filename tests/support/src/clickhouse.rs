@@ -21,10 +21,20 @@ pub struct ClickHouse {
 
 impl ClickHouse {
     pub fn start() -> ClickHouse {
+        ClickHouse::start_node(free_port(), free_port(), None)
+    }
+
+    /// A server on the given ports, with `config_d` (XML) added as `config.d/node.xml`: a
+    /// cluster node.
+    pub fn start_node(http_port: u16, tcp_port: u16, config_d: Option<String>) -> ClickHouse {
+        let mut ch = ClickHouse::prepare(http_port, tcp_port, config_d);
+        ch.spawn();
+        ch
+    }
+
+    fn prepare(http_port: u16, tcp_port: u16, config_d: Option<String>) -> ClickHouse {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_owned();
-        let http_port = free_port();
-        let tcp_port = free_port();
         let fill = |t: &str| {
             t.replace("{{DIR}}", &d)
                 .replace("{{HTTP_PORT}}", &http_port.to_string())
@@ -35,13 +45,15 @@ impl ClickHouse {
         std::fs::write(dir.path().join("config.xml"), fill(&config)).unwrap();
         std::fs::write(dir.path().join("users.xml"), users).unwrap();
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        let mut ch = ClickHouse {
+        if let Some(xml) = config_d {
+            std::fs::create_dir_all(dir.path().join("config.d")).unwrap();
+            std::fs::write(dir.path().join("config.d/node.xml"), xml).unwrap();
+        }
+        ClickHouse {
             http_port,
             dir,
             child: None,
-        };
-        ch.spawn();
-        ch
+        }
     }
 
     fn spawn(&mut self) {
@@ -72,7 +84,7 @@ impl ClickHouse {
         }
     }
 
-    /// Starts the server again on the same data and ports after `stop`.
+    /// Starts the server again on the same data and ports after `stop` or `kill`.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();

@@ -245,3 +245,64 @@ impl Front {
         rows
     }
 }
+
+/// The stats API and dashboard page in this process, reading what `config` points at; stopped
+/// on drop.
+pub struct StatsApi {
+    pub url: String,
+    pub token: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl StatsApi {
+    pub async fn start(config: Config, token: &str) -> StatsApi {
+        let (_, db) = glimpse::store::clients(&config.clickhouse);
+        let app = Arc::new(glimpse::dashboard::Dashboard {
+            db,
+            token: token.into(),
+            sites: config.sites.iter().map(|s| s.domain.clone()).collect(),
+            min_visitors: config.dashboard.min_visitors,
+            clock: Clock::default(),
+            goals: config.goals(),
+            events_days: config.retention.events_days,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(glimpse::dashboard::run(
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            app,
+            config.server,
+        ));
+        StatsApi {
+            url,
+            token: token.into(),
+            stop: Some(tx),
+        }
+    }
+
+    /// GET `path` (from `/api/...`) with the token: the status and the JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {}", self.token))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
+}
+
+impl Drop for StatsApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The shared harness of Glimpse's integration tests and benches, split by concern:
 //!
 //! - [`clickhouse`]: a real, throwaway ClickHouse server per test;
+//! - [`cluster`]: ZooKeeper, a sharded and replicated ClickHouse cluster, and nginx;
 //! - [`inprocess`]: Glimpse in this process, whole ([`Glimpse`]) or only its HTTP front with no
-//!   ClickHouse ([`Front`]);
+//!   ClickHouse ([`Front`]), and the stats API ([`StatsApi`]);
 //! - [`process`]: the `glimpse` binary as a child process;
 //! - [`client`]: HTTP clients, and [`Send`], the one way tests send events;
 //! - [`disk`]: a small tmpfs to fill up;
@@ -15,6 +16,7 @@
 pub mod browser;
 pub mod clickhouse;
 pub mod client;
+pub mod cluster;
 pub mod disk;
 pub mod inprocess;
 pub mod load;
@@ -27,8 +29,9 @@ use std::path::{Path, PathBuf};
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
 pub use client::{Endpoint, Reply, Send, browser_client, browser_client_builder, http};
+pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
 pub use disk::Tmpfs;
-pub use inprocess::{Front, Glimpse, front_config, seed_known_traffic, test_config};
+pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use process::{GlimpseProcess, binary_env};
 pub use proxy::EventProxy;

@@ -28,6 +28,12 @@ pub struct Tally {
 
 impl Load {
     pub fn start(addr: SocketAddr, workers: usize, pause: Duration) -> Load {
+        Load::visits(addr, workers, pause, 1)
+    }
+
+    /// Like [`Load::start`], but `pages` consecutive events come from one visitor (one client
+    /// address), so each visitor's page views make one visit.
+    pub fn visits(addr: SocketAddr, workers: usize, pause: Duration, pages: u64) -> Load {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(1));
@@ -42,7 +48,7 @@ impl Load {
                     let mut tally = Tally::default();
                     while !stop.load(Ordering::Relaxed) {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        let ip = load_client_ip(n);
+                        let ip = load_client_ip(n / pages);
                         let res = client
                             .post(format!("http://{addr}/api/event"))
                             .header("content-type", "text/plain")
@@ -88,7 +94,8 @@ impl Load {
     }
 }
 
-/// The client address (sent through the trusted proxy header) of a [`Load`]'s event `n`.
+/// The client address (sent through the trusted proxy header) of a [`Load`]'s visitor `n` (its
+/// event `n` when each visitor sends one).
 pub fn load_client_ip(n: u64) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from((n as u32).wrapping_mul(2_654_435_761))
 }
@@ -105,6 +112,11 @@ pub struct Landed {
 impl Landed {
     /// Waits until at least `want` distinct events are stored (or 30 s pass), then reads.
     pub fn wait(ch: &ClickHouse, database: &str, want: usize) -> Landed {
+        Landed::wait_up_to(ch, database, want, Duration::from_secs(30))
+    }
+
+    /// [`Landed::wait`] with a limit other than 30 s.
+    pub fn wait_up_to(ch: &ClickHouse, database: &str, want: usize, limit: Duration) -> Landed {
         let start = Instant::now();
         loop {
             let n = ch.count(
@@ -118,7 +130,7 @@ impl Landed {
                  WHERE dimension = 'device' AND site = 'a.com'",
             );
             let done = n as usize >= want && aggregated >= n;
-            if done || start.elapsed() > Duration::from_secs(30) {
+            if done || start.elapsed() > limit {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -61,7 +61,11 @@ pub struct GlimpseProcess {
 
 impl GlimpseProcess {
     pub fn start(env: &[(&str, String)], log: PathBuf) -> GlimpseProcess {
-        let port = free_port();
+        GlimpseProcess::start_on(free_port(), env, log)
+    }
+
+    /// On a given port: a collector restarted where a load balancer expects it.
+    pub fn start_on(port: u16, env: &[(&str, String)], log: PathBuf) -> GlimpseProcess {
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .env_clear()
@@ -84,7 +88,7 @@ impl GlimpseProcess {
         let start = Instant::now();
         while http("GET", port, "/healthz", "").is_err() {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_secs(60),
                 "glimpse did not start: {}",
                 p.log_text()
             );
