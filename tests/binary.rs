@@ -13,6 +13,7 @@ fn help_on_every_command() {
         &["schema", "--help"],
         &["dashboard", "--help"],
         &["privacy-statement", "--help"],
+        &["check-config", "--help"],
     ] {
         let out = glimpse(args, &[]);
         assert!(out.status.success(), "{args:?}");
@@ -183,4 +184,78 @@ async fn logs_never_contain_ip_or_user_agent() {
         "log names a peer address:\n{}",
         peers.join("\n")
     );
+}
+
+/// Every Glimpse service of the compose files in `deploy/compose/` has a valid configuration
+/// (they cannot be run here: there is no container engine), and the cluster names they give
+/// are the ones the ClickHouse configuration beside them defines.
+#[test]
+fn compose_files_configure_glimpse_validly() {
+    let dir = repo_path("deploy/compose");
+    let mut checked = 0;
+    for file in ["single.yml", "cluster.yml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        doc.apply_merge().unwrap();
+        let services = doc["services"].as_mapping().unwrap().clone();
+        for (name, service) in services {
+            let mut service = service;
+            service.apply_merge().unwrap();
+            if service.get("build").is_none() {
+                continue;
+            }
+            let command = service["command"][0].as_str().unwrap().to_owned();
+            let env: Vec<(String, String)> = service["environment"]
+                .as_mapping()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_owned(),
+                        v.as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let env_refs: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = glimpse(&["check-config", "--command", &command], &env_refs);
+            assert!(
+                out.status.success(),
+                "{file} {name:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("configuration valid"), "{said}");
+            for (key, value) in &env {
+                if key.starts_with("GLIMPSE_CLICKHOUSE_") && key.ends_with("CLUSTER") {
+                    let xml = std::fs::read_to_string(dir.join("cluster/cluster.xml")).unwrap();
+                    assert!(
+                        xml.contains(&format!("<{value}>")),
+                        "{file} {name:?}: {value}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked, 5,
+        "collector and dashboard of single.yml, two collectors and the dashboard of cluster.yml"
+    );
+    // An invalid configuration is reported, every problem at once, and nothing starts.
+    let out = glimpse(
+        &["check-config"],
+        &[
+            ("GLIMPSE_CLICKHOUSE_CLUSTER", "bad name"),
+            ("GLIMPSE_RETENTION_EVENTS_DAYS", "many"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clickhouse.cluster") && err.contains("retention.events_days"),
+        "{err}"
+    );
+    let out = glimpse(&["check-config", "--command", "dashboard"], &[]);
+    assert!(!out.status.success(), "the dashboard needs a token");
 }
