@@ -538,6 +538,10 @@ fn main() {
 
     // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop.
     let exit = g.terminate();
+    if let Backend::Cluster(c) = &backend {
+        // Reads go to any replica: let each catch up with its shard first.
+        c.sync_replicas("glimpse");
+    }
     let stored = ch.count("glimpse", "SELECT count() FROM events");
     let bytes_per_event = backend.bytes_per_event(stored);
     let bare_per_s = median(bare_rps.clone());

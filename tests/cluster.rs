@@ -227,10 +227,11 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
         visitors.len()
     );
     assert!(visits >= visitors.len() as u64);
-    // Collector 2 held about a third of the visitors; at most those can restart, twice (when it
-    // died, and when it came back empty).
+    // Only visitors in the middle of a visit on collector 2 when it died (moved to another
+    // collector) or when it came back (moved back to an empty visit table) start a visit again:
+    // the stated tolerance is 5 % of visitors (runs here restart 0.4-1.1 %).
     assert!(
-        restarted <= visitors.len() as u64 * 2 / 3,
+        restarted * 20 <= visitors.len() as u64,
         "{restarted} visits restarted of {}",
         visitors.len()
     );

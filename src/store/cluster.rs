@@ -9,8 +9,8 @@
 //! visitor subqueries run shard-locally (`distributed_product_mode = 'local'`).
 //!
 //! The salts, the migrations log and the record of closed days are replicated to every node
-//! instead (one replica set over all nodes): every collector reads the same salts from whichever
-//! node it talks to, and every shard finds every closed day in its own copy.
+//! instead (one replica set over all nodes): every collector reads the same salts, and every
+//! closed day, from whichever node it talks to.
 //!
 //! Two clusters from the server's `remote_servers` are used. `cluster` has the shards and
 //! their replicas (`internal_replication` on): replicated tables are created and altered on it.
@@ -43,8 +43,7 @@ pub struct Layout {
 }
 
 /// Tables replicated to every node rather than sharded: the salts, the migrations log, and the
-/// record of closed days, which queries read in `IN` subqueries (each node answers those from
-/// its own tables, and needs every row).
+/// small record of closed days, which every collector reads whole from its own node.
 pub const EVERYWHERE: &[&str] = &["glimpse_salts", "glimpse_migrations", "closed_days"];
 /// Cluster-wide views of system tables, read through the nodes cluster.
 pub const SYSTEM_VIEWS: &[(&str, &str)] = &[
