@@ -313,8 +313,37 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
             );
         }
     });
-    println!("cluster test took {:?}", started.elapsed());
+    // Aggregate retention drops the month on every node, and expired salts go from every node
+    // (with the collectors stopped: they would make today's salt again).
     drop(collectors);
+    let later = tomorrow / 1000 + 400 * 86_400;
+    let months = glimpse::store::apply_aggregate_retention(&cluster_db, &layout, 1, later)
+        .await
+        .unwrap();
+    assert!(
+        months.iter().any(|(t, _)| *t == "stats_daily_closed"),
+        "{months:?}"
+    );
+    let purged = glimpse::store::salts::purge_expired(&cluster_db, later)
+        .await
+        .unwrap();
+    assert!(!purged.is_empty());
+    blocking(|| {
+        for node in &cluster.nodes {
+            for table in [
+                "stats_daily_closed_local",
+                "visits_hourly_local",
+                "glimpse_salts",
+            ] {
+                assert_eq!(
+                    node.wait_count(DB, &format!("SELECT count() = 0 FROM {table}"), 1),
+                    1,
+                    "{table} emptied on every node"
+                );
+            }
+        }
+    });
+    println!("cluster test took {:?}", started.elapsed());
 }
 
 /// The stats API on the cluster answers as on the single server: visitors exactly, page views
