@@ -92,7 +92,7 @@ impl Collector {
         // anything else.
         let (spool, backlog) = Spool::open(&config.spool.dir, config.spool.max_bytes)?;
         let spool = Arc::new(spool);
-        let store = open_store(&config, &clock).await?;
+        let store = open_store_patiently(&config, &clock).await?;
         let metrics = Arc::new(Metrics::default());
         let drops = Arc::new(DropCounts::new(config.domains()));
         let ingest = ingest(
@@ -192,6 +192,28 @@ impl Collector {
             job.abort();
         }
         tracing::info!("shut down");
+    }
+}
+
+/// Attempts of [`open_store`] when the connection to ClickHouse fails, with 1, 2, 4, 8 s between.
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// [`open_store`], again after a network failure (a server restarting, or one that closed a
+/// pooled connection): every step is idempotent. Other errors are final.
+async fn open_store_patiently(config: &Config, clock: &Clock) -> Result<Store, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match open_store(config, clock).await {
+            Err(StoreError::ClickHouse(clickhouse::error::Error::Network(e)))
+                if attempt < OPEN_ATTEMPTS =>
+            {
+                let wait = Duration::from_secs(1 << (attempt - 1));
+                tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot reach ClickHouse at start-up");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use super::cluster::{Cluster, Layout, Renderer, SYSTEM_VIEWS};
 use super::schema::{self, MIGRATIONS_TABLE, ServerVersion, render};
 use crate::deliver::insert::server_code;
 
-/// How long a collector waits for another one's migrations before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(600);
+/// How long a collector waits for another one's migrations before giving up: longer than a
+/// lock takes to be stale, so a lock left by a crash is broken first.
+const LOCK_WAIT: Duration = Duration::from_secs(900);
 /// A lock older than this was left by a collector that died while migrating.
-const LOCK_STALE_SECS: u64 = 900;
+const LOCK_STALE_SECS: u64 = 600;
 /// 44 ILLEGAL_COLUMN: "column with this name already exists" on servers without
 /// `ADD COLUMN IF NOT EXISTS`, when a migration that added it is run again.
 const COLUMN_EXISTS: u32 = 44;
@@ -183,9 +184,7 @@ async fn migrate_locked(
         execute(db, &stmt).await?;
     }
     // Another collector may have just recorded a migration on another replica.
-    db.query("SYSTEM SYNC REPLICA glimpse_migrations")
-        .execute()
-        .await?;
+    execute(db, "SYSTEM SYNC REPLICA glimpse_migrations").await?;
     let pending = pending(db, migrations).await?;
     let mut ran = Vec::new();
     for ((name, _), stmts) in migrations.iter().zip(&rendered) {
@@ -335,10 +334,10 @@ impl Lock {
 
     async fn release(self, db: &Client) -> Result<(), StoreError> {
         let sync = if self.sync { " SYNC" } else { "" };
-        db.query(&format!(
-            "DROP TABLE IF EXISTS glimpse_migration_lock{sync}"
-        ))
-        .execute()
+        execute(
+            db,
+            &format!("DROP TABLE IF EXISTS glimpse_migration_lock{sync}"),
+        )
         .await?;
         Ok(())
     }

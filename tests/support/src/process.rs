@@ -88,7 +88,7 @@ impl GlimpseProcess {
         let start = Instant::now();
         while http("GET", port, "/healthz", "").is_err() {
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < Duration::from_secs(120),
                 "glimpse did not start: {}",
                 p.log_text()
             );
