@@ -2,6 +2,10 @@
 //! keep-alive connections with a realistic event mix, next to the same server's bare `/healthz`
 //! measured with the same client.
 //!
+//! Each round also sends the same event requests to a bare POST server (this binary started again
+//! as one: the collector's hyper and tokio setup, reading the body and answering 202), the anchor
+//! the collector's throughput, CPU and latency are compared with.
+//!
 //! `cargo bench --bench load` (needs clickhouse-server and the npm user-agent corpora that
 //! `scripts/test.sh` unpacks; uses the DB-IP Lite database in `data/` when present). Settings:
 //! `GLIMPSE_LOAD_SECONDS` per phase (default 5), `GLIMPSE_LOAD_ROUNDS` (3), `GLIMPSE_LOAD_CONNECTIONS`
@@ -383,6 +387,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // The anchor server, when this binary is started as one (see `BareServer`).
+    if let Ok(addr) = std::env::var(BARE_POST_ENV) {
+        serve_bare_post(&addr);
+        return;
+    }
     let Some(full) = support::bench_mode("load_smoke") else {
         return;
     };
@@ -460,6 +469,10 @@ fn main() {
     let warm = Duration::from_secs(if full { 2 } else { 1 });
     let (mut all, _) = drive(g.addr, events.clone(), connections, warm, None, fresh());
 
+    let anchor = BareServer::start();
+    let mut post_rps = Vec::new();
+    let mut cpu_per_post = Vec::new();
+    let mut post_tally = Tally::default();
     let mut bare_rps = Vec::new();
     let mut event_rps = Vec::new();
     let mut cpu_per_event = Vec::new();
@@ -480,6 +493,22 @@ fn main() {
         cpu_per_bare.push((cpu1 - cpu0) / b.responses() as f64);
         bare_tally.merge(b);
 
+        // The same requests to the bare POST server: what hyper, tokio, the kernel and the
+        // client cost without Glimpse.
+        let cpu0 = cpu_seconds(anchor.pid());
+        let (p, took) = drive(
+            anchor.addr,
+            events.clone(),
+            connections,
+            phase,
+            None,
+            fresh(),
+        );
+        let cpu1 = cpu_seconds(anchor.pid());
+        post_rps.push(p.responses() as f64 / took.as_secs_f64());
+        cpu_per_post.push((cpu1 - cpu0) / p.responses().max(1) as f64);
+        post_tally.merge(p);
+
         let batches0 = metric(g.addr, "glimpse_insert_batches_total");
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         let cpu0 = cpu_seconds(pid);
@@ -494,9 +523,10 @@ fn main() {
         inserts_per_s.push(batches / took.as_secs_f64());
         rows_per_insert.push(if batches > 0.0 { rows / batches } else { 0.0 });
         eprintln!(
-            "round {}: bare {:.0}/s, events {:.0}/s",
+            "round {}: bare GET {:.0}/s, bare POST {:.0}/s, events {:.0}/s",
             round + 1,
             bare_rps[round],
+            post_rps[round],
             event_rps[round]
         );
         all.merge(Tally {
@@ -527,6 +557,15 @@ fn main() {
         Some(events_per_s / 2.0),
         0,
     );
+    let (mut half_post, _) = drive(
+        anchor.addr,
+        events.clone(),
+        connections,
+        phase * 2,
+        Some(events_per_s / 2.0),
+        fresh(),
+    );
+    drop(anchor);
     let peak_rss = status_mib(pid, "VmHWM:");
     let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
     all.merge(Tally {
@@ -545,7 +584,23 @@ fn main() {
     let stored = ch.count("glimpse", "SELECT count() FROM events");
     let bytes_per_event = backend.bytes_per_event(stored);
     let bare_per_s = median(bare_rps.clone());
+    let post_per_s = median(post_rps.clone());
+    let cpu_event = median(cpu_per_event.clone());
+    let cpu_post = median(cpu_per_post.clone());
     let report = json!({
+        "bare_post_per_second": post_per_s,
+        "bare_post_per_second_rounds": post_rps,
+        "ratio_events_to_bare_post": events_per_s / post_per_s,
+        "cpu_us_per_bare_post_request": cpu_post * 1e6,
+        "ratio_cpu_event_to_bare_post": cpu_event / cpu_post,
+        "latency_ms_bare_post": {
+            "p50": post_tally.percentile(0.5), "p99": post_tally.percentile(0.99),
+            "p999": post_tally.percentile(0.999),
+        },
+        "half_load_bare_post_latency_ms": {
+            "p50": half_post.percentile(0.5), "p99": half_post.percentile(0.99),
+            "p999": half_post.percentile(0.999),
+        },
         "connections": connections,
         "rounds": rounds,
         "phase_seconds": seconds,
@@ -611,6 +666,31 @@ fn main() {
     row(
         "ratio events/bare",
         format!("{:.3}", f(&r["ratio_events_to_bare"])),
+    );
+    row(
+        "bare POST server/s, same requests (median)",
+        format!("{:.0}", f(&r["bare_post_per_second"])),
+    );
+    row(
+        "ratio events/bare POST",
+        format!("{:.3}", f(&r["ratio_events_to_bare_post"])),
+    );
+    row(
+        "CPU per bare POST request",
+        format!("{:.2} µs", f(&r["cpu_us_per_bare_post_request"])),
+    );
+    row(
+        "collector CPU per event / bare POST CPU",
+        format!("{:.2}", f(&r["ratio_cpu_event_to_bare_post"])),
+    );
+    row(
+        "latency p50/p99/p99.9, bare POST half load",
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            f(&r["half_load_bare_post_latency_ms"]["p50"]),
+            f(&r["half_load_bare_post_latency_ms"]["p99"]),
+            f(&r["half_load_bare_post_latency_ms"]["p999"])
+        ),
     );
     let lat = |k: &str| {
         format!(
@@ -786,4 +866,81 @@ impl Backend {
         }
         out
     }
+}
+
+/// Set in the environment of this binary's child to make it the anchor server on that address.
+const BARE_POST_ENV: &str = "GLIMPSE_LOAD_BARE_POST";
+
+/// The anchor: this bench binary started again as a bare HTTP server with the collector's setup
+/// (hyper 1 HTTP/1.1 with keep-alive on a multi-thread tokio runtime, one task per connection)
+/// that reads each request's body and answers 202 with no body. A process of its own, so that
+/// its CPU is measured as the collector's is. Killed on drop.
+struct BareServer {
+    addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl BareServer {
+    fn start() -> BareServer {
+        let port = support::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(BARE_POST_ENV, addr.to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start the bare POST server");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "bare POST server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        BareServer { addr, child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_bare_post(addr: &str) {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive(true);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    let reply = hyper::Response::builder()
+                        .status(202)
+                        .body(http_body_util::Empty::<bytes::Bytes>::new());
+                    Ok::<_, std::convert::Infallible>(reply.unwrap_or_default())
+                },
+            );
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
 }
