@@ -16,6 +16,9 @@
 //! Client addresses: each simulated visitor (address) sends four events and is not seen again,
 //! so neither the rate limiter nor any cache gets more repetition than real traffic gives.
 //!
+//! `GLIMPSE_LOAD_CLICKHOUSE_PAUSED=1` stops ClickHouse (SIGSTOP) while events are sent and lets it
+//! continue after each phase: the collector alone, its rows waiting in the spool.
+//!
 //! `GLIMPSE_LOAD_CLUSTER=2x2` runs the same against a cluster of 2 shards × 2 replicas (with
 //! ZooKeeper) instead of one server: the collector inserts through the `Distributed` table, and
 //! ClickHouse's CPU is summed over every node. Either way the report ends with the bytes each
@@ -447,6 +450,9 @@ fn main() {
     let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
     let pid = g.pid();
     let ch_pids = backend.pids();
+    // The collector alone: ClickHouse stopped (SIGSTOP) while events are sent, so rows wait in
+    // the spool and are delivered once it continues.
+    let alone = std::env::var("GLIMPSE_LOAD_CLICKHOUSE_PAUSED").is_ok_and(|v| v == "1");
     let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     // Each phase gets visitors of its own.
     let mut visitors = 0u64;
@@ -513,8 +519,10 @@ fn main() {
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         let cpu0 = cpu_seconds(pid);
         let ch0 = ch_cpu();
+        pause(&ch_pids, alone);
         let (e, took) = drive(g.addr, events.clone(), connections, phase, None, fresh());
         let cpu1 = cpu_seconds(pid);
+        resume(&ch_pids, alone);
         ch_cpu_per_event.push((ch_cpu() - ch0) / e.accepted.max(1) as f64);
         let batches = metric(g.addr, "glimpse_insert_batches_total") - batches0;
         let rows = metric(g.addr, "glimpse_insert_rows_total") - rows0;
@@ -539,6 +547,7 @@ fn main() {
         peak_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
     }
     let events_per_s = median(event_rps.clone());
+    pause(&ch_pids, alone);
     let (mut half, half_took) = drive(
         g.addr,
         events.clone(),
@@ -547,6 +556,7 @@ fn main() {
         Some(events_per_s / 2.0),
         fresh(),
     );
+    resume(&ch_pids, alone);
     let half_rate = half.responses() as f64 / half_took.as_secs_f64();
     // The bare endpoint at the same rate, for what the client, kernel and machine add alone.
     let (mut half_bare, _) = drive(
@@ -575,7 +585,15 @@ fn main() {
         latencies_us: Vec::new(),
     });
 
-    // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop.
+    // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop. A
+    // backlog left by pauses is delivered first: a stop gives the spool only its grace period.
+    let start = Instant::now();
+    while alone
+        && metric(g.addr, "glimpse_spool_segments") > 1.0
+        && start.elapsed() < Duration::from_secs(300)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let exit = g.terminate();
     if let Backend::Cluster(c) = &backend {
         // Reads go to any replica: let each catch up with its shard first.
@@ -648,6 +666,7 @@ fn main() {
         "all_accepted_landed": stored == all.accepted,
         "collector_exit_code": exit,
         "clickhouse": backend.name(),
+        "clickhouse_paused_while_sending": alone,
         "bytes_per_event": bytes_per_event,
     });
 
@@ -761,7 +780,14 @@ fn main() {
         format!("{} / {}", all.accepted, stored),
     );
     row("dropped (bots)", all.dropped.to_string());
-    row("ClickHouse", backend.name());
+    row(
+        "ClickHouse",
+        format!(
+            "{}{}",
+            backend.name(),
+            if alone { ", paused while sending" } else { "" }
+        ),
+    );
     for (table, bytes) in &bytes_per_event {
         row(&format!("bytes per event: {table}"), format!("{bytes:.1}"));
     }
@@ -943,4 +969,27 @@ fn serve_bare_post(addr: &str) {
             });
         }
     });
+}
+
+/// SIGSTOP every ClickHouse process when `on`.
+fn pause(pids: &[u32], on: bool) {
+    if on {
+        signal(pids, "-STOP");
+    }
+}
+
+/// SIGCONT every ClickHouse process when `on`.
+fn resume(pids: &[u32], on: bool) {
+    if on {
+        signal(pids, "-CONT");
+    }
+}
+
+fn signal(pids: &[u32], sig: &str) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status();
+    }
 }
