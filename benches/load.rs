@@ -16,8 +16,9 @@
 //! Client addresses: each simulated visitor (address) sends four events and is not seen again,
 //! so neither the rate limiter nor any cache gets more repetition than real traffic gives.
 //!
-//! `GLIMPSE_LOAD_CLICKHOUSE_PAUSED=1` stops ClickHouse (SIGSTOP) while events are sent and lets it
-//! continue after each phase: the collector alone, its rows waiting in the spool.
+//! `GLIMPSE_LOAD_CLICKHOUSE_PAUSED=1` stops ClickHouse (SIGSTOP) during every measured phase (the
+//! collector's, the anchor's and the bare `GET`'s), and lets it continue after each phase: the collector
+//! alone, its rows waiting in the spool.
 //!
 //! `GLIMPSE_LOAD_CLUSTER=2x2` runs the same against a cluster of 2 shards × 2 replicas (with
 //! ZooKeeper) instead of one server: the collector inserts through the `Distributed` table, and
@@ -493,7 +494,9 @@ fn main() {
     let mut bare_tally = Tally::default();
     for round in 0..rounds {
         let cpu0 = cpu_seconds(pid);
+        pause(&ch_pids, alone);
         let (b, took) = drive(g.addr, bare.clone(), connections, phase, None, 0);
+        resume(&ch_pids, alone);
         let cpu1 = cpu_seconds(pid);
         bare_rps.push(b.responses() as f64 / took.as_secs_f64());
         cpu_per_bare.push((cpu1 - cpu0) / b.responses() as f64);
@@ -502,6 +505,7 @@ fn main() {
         // The same requests to the bare POST server: what hyper, tokio, the kernel and the
         // client cost without Glimpse.
         let cpu0 = cpu_seconds(anchor.pid());
+        pause(&ch_pids, alone);
         let (p, took) = drive(
             anchor.addr,
             events.clone(),
@@ -510,6 +514,7 @@ fn main() {
             None,
             fresh(),
         );
+        resume(&ch_pids, alone);
         let cpu1 = cpu_seconds(anchor.pid());
         post_rps.push(p.responses() as f64 / took.as_secs_f64());
         cpu_per_post.push((cpu1 - cpu0) / p.responses().max(1) as f64);
@@ -559,6 +564,7 @@ fn main() {
     resume(&ch_pids, alone);
     let half_rate = half.responses() as f64 / half_took.as_secs_f64();
     // The bare endpoint at the same rate, for what the client, kernel and machine add alone.
+    pause(&ch_pids, alone);
     let (mut half_bare, _) = drive(
         g.addr,
         bare.clone(),
@@ -567,6 +573,8 @@ fn main() {
         Some(events_per_s / 2.0),
         0,
     );
+    resume(&ch_pids, alone);
+    pause(&ch_pids, alone);
     let (mut half_post, _) = drive(
         anchor.addr,
         events.clone(),
@@ -575,6 +583,7 @@ fn main() {
         Some(events_per_s / 2.0),
         fresh(),
     );
+    resume(&ch_pids, alone);
     drop(anchor);
     let peak_rss = status_mib(pid, "VmHWM:");
     let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));

@@ -23,9 +23,10 @@ pub use insert::Failure;
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// An attempt that has not finished by then is abandoned and retried: a server that accepted
-/// the connection and then hung (a node frozen mid-insert) must not stall delivery forever.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The shard check gives up after this. An insert itself has no deadline: abandoning one that a
+/// slow or frozen server still runs would store it twice where the server has no tokens, and a
+/// server that is gone resets or times out the connection (TCP) anyway.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Deliverer {
     pub client: clickhouse::Client,
@@ -142,24 +143,22 @@ impl Deliverer {
         sql: &str,
         data: bytes::Bytes,
     ) -> Result<(), Failure> {
-        let attempt = async {
-            if let Some(probe) = &self.shards_up {
-                client
-                    .query(probe)
-                    .fetch_one::<u64>()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("a shard is unreachable: {e}")))?;
+        if let Some(probe) = &self.shards_up {
+            let check = client.query(probe).fetch_one::<u64>();
+            match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Failure::Transient(format!("a shard is unreachable: {e}")));
+                }
+                Err(_) => {
+                    return Err(Failure::Transient(format!(
+                        "the shard check had no answer within {} s",
+                        PROBE_TIMEOUT.as_secs()
+                    )));
+                }
             }
-            insert::insert(client, sql, data).await
-        };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Failure::Transient(format!(
-                    "no answer within {} s",
-                    ATTEMPT_TIMEOUT.as_secs()
-                )))
-            })
+        }
+        insert::insert(client, sql, data).await
     }
 
     fn quarantine(&self, seq: u64, reason: &str) {
