@@ -95,6 +95,16 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
     let rerun = support::process::run(&["migrate"], &env_refs);
     let said = String::from_utf8_lossy(&rerun.stdout);
     assert!(said.contains(": 0 migration(s) applied"), "{said}");
+    // A node cluster that the servers do not define is named in the error, before any DDL.
+    let mut wrong = env_refs.clone();
+    wrong.push(("GLIMPSE_CLICKHOUSE_NODE_CLUSTER", "nodes_nobody_defined"));
+    let refused = support::process::run(&["migrate"], &wrong);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("clickhouse.node_cluster \"nodes_nobody_defined\" is not in this server's remote_servers"),
+        "{err}"
+    );
     // The salts are replicated: every node holds the same ones.
     let salts = |ch: &ClickHouse| {
         ch.sql(
