@@ -20,6 +20,10 @@
 //! collector's, the anchor's and the bare `GET`'s), and lets it continue after each phase: the collector
 //! alone, its rows waiting in the spool.
 //!
+//! `GLIMPSE_LOAD_OUTAGE_SECONDS=N` adds spool replay: ClickHouse stops for N seconds while events
+//! arrive at half load, then continues with the traffic still arriving; the report says when the
+//! backlog was delivered and at how many rows per second.
+//!
 //! `GLIMPSE_LOAD_CLUSTER=2x2` runs the same against a cluster of 2 shards × 2 replicas (with
 //! ZooKeeper) instead of one server: the collector inserts through the `Distributed` table, and
 //! ClickHouse's CPU is summed over every node. Either way the report ends with the bytes each
@@ -585,6 +589,66 @@ fn main() {
     );
     resume(&ch_pids, alone);
     drop(anchor);
+    // Spool replay: ClickHouse stops for an outage while events keep arriving at half load,
+    // then continues with the traffic still arriving; how fast the backlog drains.
+    let outage = Duration::from_secs(env_or("GLIMPSE_LOAD_OUTAGE_SECONDS", 0));
+    let replay = if outage.is_zero() || alone {
+        None
+    } else {
+        signal(&ch_pids, "-STOP");
+        let (during, _) = drive(
+            g.addr,
+            events.clone(),
+            connections,
+            outage,
+            Some(events_per_s / 2.0),
+            fresh(),
+        );
+        let backlog_segments = metric(g.addr, "glimpse_spool_segments");
+        let rows0 = metric(g.addr, "glimpse_insert_rows_total");
+        signal(&ch_pids, "-CONT");
+        let resumed = Instant::now();
+        let window = outage * 2;
+        let (addr, requests, salt) = (g.addr, events.clone(), fresh());
+        let traffic = std::thread::spawn(move || {
+            drive(
+                addr,
+                requests,
+                connections,
+                window,
+                Some(events_per_s / 2.0),
+                salt,
+            )
+        });
+        let mut drained = None;
+        while resumed.elapsed() < window {
+            if drained.is_none() && metric(g.addr, "glimpse_spool_segments") <= 1.0 {
+                drained = Some((
+                    resumed.elapsed(),
+                    metric(g.addr, "glimpse_insert_rows_total"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (after, _) = traffic.join().unwrap();
+        for t in [&during, &after] {
+            all.merge(Tally {
+                accepted: t.accepted,
+                dropped: t.dropped,
+                other: t.other.clone(),
+                latencies_us: Vec::new(),
+            });
+        }
+        Some(json!({
+            "outage_seconds": outage.as_secs(),
+            "arrival_per_second": events_per_s / 2.0,
+            "accepted_during_outage": during.accepted,
+            "backlog_segments": backlog_segments,
+            "drained_after_seconds": drained.map(|(t, _)| t.as_secs_f64()),
+            "delivered_rows_per_second_while_draining":
+                drained.map(|(t, rows)| (rows - rows0) / t.as_secs_f64()),
+        }))
+    };
     let peak_rss = status_mib(pid, "VmHWM:");
     let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
     all.merge(Tally {
@@ -676,6 +740,7 @@ fn main() {
         "collector_exit_code": exit,
         "clickhouse": backend.name(),
         "clickhouse_paused_while_sending": alone,
+        "spool_replay": replay,
         "bytes_per_event": bytes_per_event,
     });
 
@@ -789,6 +854,20 @@ fn main() {
         format!("{} / {}", all.accepted, stored),
     );
     row("dropped (bots)", all.dropped.to_string());
+    if let Some(r) = &r["spool_replay"].as_object() {
+        row(
+            "outage: seconds / events accepted meanwhile",
+            format!("{} / {}", r["outage_seconds"], r["accepted_during_outage"]),
+        );
+        row(
+            "backlog drained after (traffic still arriving)",
+            format!("{:.1} s", f(&r["drained_after_seconds"])),
+        );
+        row(
+            "rows delivered per second while draining",
+            format!("{:.0}", f(&r["delivered_rows_per_second_while_draining"])),
+        );
+    }
     row(
         "ClickHouse",
         format!(
