@@ -218,6 +218,15 @@ impl Tally {
             *self.other.entry(k).or_default() += v;
         }
     }
+    /// The answers counted, without the latencies (a phase timed apart).
+    fn counts(&self) -> Tally {
+        Tally {
+            latencies_us: Vec::new(),
+            accepted: self.accepted,
+            dropped: self.dropped,
+            other: self.other.clone(),
+        }
+    }
     fn responses(&self) -> u64 {
         self.latencies_us.len() as u64
     }
@@ -498,9 +507,9 @@ fn main() {
     let mut bare_tally = Tally::default();
     for round in 0..rounds {
         let cpu0 = cpu_seconds(pid);
-        pause(&ch_pids, alone);
-        let (b, took) = drive(g.addr, bare.clone(), connections, phase, None, 0);
-        resume(&ch_pids, alone);
+        let (b, took) = paused(&ch_pids, alone, || {
+            drive(g.addr, bare.clone(), connections, phase, None, 0)
+        });
         let cpu1 = cpu_seconds(pid);
         bare_rps.push(b.responses() as f64 / took.as_secs_f64());
         cpu_per_bare.push((cpu1 - cpu0) / b.responses() as f64);
@@ -509,16 +518,16 @@ fn main() {
         // The same requests to the bare POST server: what hyper, tokio, the kernel and the
         // client cost without Glimpse.
         let cpu0 = cpu_seconds(anchor.pid());
-        pause(&ch_pids, alone);
-        let (p, took) = drive(
-            anchor.addr,
-            events.clone(),
-            connections,
-            phase,
-            None,
-            fresh(),
-        );
-        resume(&ch_pids, alone);
+        let (p, took) = paused(&ch_pids, alone, || {
+            drive(
+                anchor.addr,
+                events.clone(),
+                connections,
+                phase,
+                None,
+                fresh(),
+            )
+        });
         let cpu1 = cpu_seconds(anchor.pid());
         post_rps.push(p.responses() as f64 / took.as_secs_f64());
         cpu_per_post.push((cpu1 - cpu0) / p.responses().max(1) as f64);
@@ -528,10 +537,10 @@ fn main() {
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         let cpu0 = cpu_seconds(pid);
         let ch0 = ch_cpu();
-        pause(&ch_pids, alone);
-        let (e, took) = drive(g.addr, events.clone(), connections, phase, None, fresh());
+        let (e, took) = paused(&ch_pids, alone, || {
+            drive(g.addr, events.clone(), connections, phase, None, fresh())
+        });
         let cpu1 = cpu_seconds(pid);
-        resume(&ch_pids, alone);
         ch_cpu_per_event.push((ch_cpu() - ch0) / e.accepted.max(1) as f64);
         let batches = metric(g.addr, "glimpse_insert_batches_total") - batches0;
         let rows = metric(g.addr, "glimpse_insert_rows_total") - rows0;
@@ -546,48 +555,43 @@ fn main() {
             post_rps[round],
             event_rps[round]
         );
-        all.merge(Tally {
-            accepted: e.accepted,
-            dropped: e.dropped,
-            other: e.other.clone(),
-            latencies_us: Vec::new(),
-        });
+        all.merge(e.counts());
         saturated.merge(e);
         peak_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
     }
     let events_per_s = median(event_rps.clone());
-    pause(&ch_pids, alone);
-    let (mut half, half_took) = drive(
-        g.addr,
-        events.clone(),
-        connections,
-        phase * 2,
-        Some(events_per_s / 2.0),
-        fresh(),
-    );
-    resume(&ch_pids, alone);
+    let (mut half, half_took) = paused(&ch_pids, alone, || {
+        drive(
+            g.addr,
+            events.clone(),
+            connections,
+            phase * 2,
+            Some(events_per_s / 2.0),
+            fresh(),
+        )
+    });
     let half_rate = half.responses() as f64 / half_took.as_secs_f64();
     // The bare endpoint at the same rate, for what the client, kernel and machine add alone.
-    pause(&ch_pids, alone);
-    let (mut half_bare, _) = drive(
-        g.addr,
-        bare.clone(),
-        connections,
-        phase * 2,
-        Some(events_per_s / 2.0),
-        0,
-    );
-    resume(&ch_pids, alone);
-    pause(&ch_pids, alone);
-    let (mut half_post, _) = drive(
-        anchor.addr,
-        events.clone(),
-        connections,
-        phase * 2,
-        Some(events_per_s / 2.0),
-        fresh(),
-    );
-    resume(&ch_pids, alone);
+    let (mut half_bare, _) = paused(&ch_pids, alone, || {
+        drive(
+            g.addr,
+            bare.clone(),
+            connections,
+            phase * 2,
+            Some(events_per_s / 2.0),
+            0,
+        )
+    });
+    let (mut half_post, _) = paused(&ch_pids, alone, || {
+        drive(
+            anchor.addr,
+            events.clone(),
+            connections,
+            phase * 2,
+            Some(events_per_s / 2.0),
+            fresh(),
+        )
+    });
     drop(anchor);
     // Spool replay: ClickHouse stops for an outage while events keep arriving at half load,
     // then continues with the traffic still arriving; how fast the backlog drains.
@@ -632,12 +636,7 @@ fn main() {
         }
         let (after, _) = traffic.join().unwrap();
         for t in [&during, &after] {
-            all.merge(Tally {
-                accepted: t.accepted,
-                dropped: t.dropped,
-                other: t.other.clone(),
-                latencies_us: Vec::new(),
-            });
+            all.merge(t.counts());
         }
         Some(json!({
             "outage_seconds": outage.as_secs(),
@@ -651,12 +650,7 @@ fn main() {
     };
     let peak_rss = status_mib(pid, "VmHWM:");
     let rss_anon = peak_anon.max(status_mib(pid, "RssAnon:"));
-    all.merge(Tally {
-        accepted: half.accepted,
-        dropped: half.dropped,
-        other: half.other.clone(),
-        latencies_us: Vec::new(),
-    });
+    all.merge(half.counts());
 
     // Everything answered 202 (and not dropped) must be in ClickHouse after a clean stop. A
     // backlog left by pauses is delivered first: a stop gives the spool only its grace period.
@@ -1003,14 +997,12 @@ impl BareServer {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start the bare POST server");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "bare POST server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        support::wait_listening(
+            port,
+            Duration::from_secs(10),
+            "the bare POST server",
+            String::new,
+        );
         BareServer { addr, child }
     }
 
@@ -1059,18 +1051,16 @@ fn serve_bare_post(addr: &str) {
     });
 }
 
-/// SIGSTOP every ClickHouse process when `on`.
-fn pause(pids: &[u32], on: bool) {
+/// Runs `phase` with every ClickHouse process stopped (SIGSTOP) when `on`, continued after.
+fn paused<T>(pids: &[u32], on: bool, phase: impl FnOnce() -> T) -> T {
     if on {
         signal(pids, "-STOP");
     }
-}
-
-/// SIGCONT every ClickHouse process when `on`.
-fn resume(pids: &[u32], on: bool) {
+    let out = phase();
     if on {
         signal(pids, "-CONT");
     }
+    out
 }
 
 fn signal(pids: &[u32], sig: &str) {

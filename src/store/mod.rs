@@ -175,7 +175,7 @@ pub async fn apply_retention(
     let mut dropped = Vec::new();
     let parts = layout.system("parts");
     let table = layout.local("events");
-    for day in partition_days(db, &layout.database, &parts, &table).await? {
+    for day in partition_days(db, Some(&layout.database), &parts, &table).await? {
         if u32::from(day) + events_days <= u32::from(today) {
             drop_day_partition(db, &layout.alter_target("events"), day).await?;
             dropped.push(day);
@@ -250,7 +250,7 @@ pub async fn apply_aggregate_retention(
     for &table in schema::AGGREGATE_TABLES {
         let ids = partition_ids(
             db,
-            &layout.database,
+            Some(&layout.database),
             &layout.system("parts"),
             &layout.local(table),
         )
@@ -291,27 +291,33 @@ fn month_last_day(id: &str) -> Option<u16> {
 /// `parts` is `system.parts`, or on a cluster its view over every node (a node that does not
 /// answer is skipped: the replicas of its shard hold the same parts, and a partition it alone
 /// still holds goes at the next run).
+/// `database`: `None` for the client's own, which only a local `system.parts` can use (a
+/// cluster view's query runs on other nodes, in their default database).
 pub(crate) async fn partition_ids(
     db: &Client,
-    database: &str,
+    database: Option<&str>,
     parts: &str,
     table: &str,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(db
-        .query(&format!(
-            "SELECT DISTINCT partition_id FROM {parts} \
-             WHERE database = ? AND table = ? AND active ORDER BY partition_id \
-             SETTINGS skip_unavailable_shards = 1"
-        ))
-        .bind(database)
-        .bind(table)
-        .fetch_all()
-        .await?)
+    let which = if database.is_some() {
+        "?"
+    } else {
+        "currentDatabase()"
+    };
+    let mut query = db.query(&format!(
+        "SELECT DISTINCT partition_id FROM {parts} \
+         WHERE database = {which} AND table = ? AND active ORDER BY partition_id \
+         SETTINGS skip_unavailable_shards = 1"
+    ));
+    if let Some(name) = database {
+        query = query.bind(name);
+    }
+    Ok(query.bind(table).fetch_all().await?)
 }
 
 pub(crate) async fn partition_days(
     db: &Client,
-    database: &str,
+    database: Option<&str>,
     parts: &str,
     table: &str,
 ) -> Result<Vec<u16>, StoreError> {

@@ -101,8 +101,7 @@ pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError
 
 /// The salts are replicated to every node, so this node's parts are all of them.
 pub async fn stored_days(db: &Client) -> Result<Vec<u16>, StoreError> {
-    let database: String = db.query("SELECT currentDatabase()").fetch_one().await?;
-    super::partition_days(db, &database, "system.parts", TABLE).await
+    super::partition_days(db, None, "system.parts", TABLE).await
 }
 
 /// Drops the day's partition: the salt's data part is unlinked, not just hidden.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -40,15 +40,8 @@ impl Chromium {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let start = Instant::now();
         // chromedriver listens once it is ready for sessions.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(port, Duration::from_secs(20), "chromedriver", String::new);
         Chromium {
             port,
             child,

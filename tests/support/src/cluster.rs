@@ -65,15 +65,9 @@ impl ZooKeeper {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start java (apt-get install -y default-jre-headless zookeeper)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "ZooKeeper did not listen within 30 s: {}",
-                std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(port, Duration::from_secs(30), "ZooKeeper", || {
+            std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default()
+        });
         ZooKeeper {
             port,
             _dir: dir,
@@ -222,15 +216,9 @@ impl Nginx {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .spawn()
             .expect("cannot start nginx");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not listen: {}",
-                std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_listening(port, Duration::from_secs(10), "nginx", || {
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        });
         Nginx { port, dir, child }
     }
 

@@ -51,6 +51,25 @@ pub fn repo_path(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Waits until something listens on loopback `port`; after `limit`, panics with `what` and
+/// `detail()` (a log to show).
+pub fn wait_listening(
+    port: u16,
+    limit: std::time::Duration,
+    what: &str,
+    detail: impl Fn() -> String,
+) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not listen within {limit:?}: {}",
+            detail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
