@@ -1,4 +1,6 @@
-//! Cardinality: per site and UTC day, each free-text dimension of the stored row keeps at most
+//! Cardinality: the free-text values of an event as one site stores them ([`SiteValues`]):
+//! long opaque tokens replaced unless the site keeps them, then each value within the site's
+//! daily bound. Per site and UTC day, each free-text dimension of the stored row keeps at most
 //! `limits.values_per_day` distinct values; later new values are stored as [`OTHER`] and counted.
 //! Every distinct value becomes an aggregate row that is kept, so without this bound a client
 //! that sends unique paths (or property values, event names, host names ...) grows storage
@@ -15,7 +17,12 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::borrow::Cow;
+
+use crate::classify::redact;
+use crate::filter::Accepted;
 use crate::metrics::{Counter, Gauge};
+use crate::model::Site;
 use crate::settings::Reader;
 
 /// What a value past the bound is stored as.
@@ -158,6 +165,88 @@ impl Bounds {
             help: "Values stored as (other) because their site had too many distinct ones that day.",
             value: self.folded().map(|(_, n)| n).sum::<u64>() as f64,
         });
+    }
+}
+
+/// The free-text values of one event's row for one site, final before the row is encoded.
+#[derive(Debug)]
+pub struct SiteValues<'a> {
+    pub name: Cow<'a, str>,
+    pub hostname: Cow<'a, str>,
+    pub pathname: Cow<'a, str>,
+    pub referrer: Cow<'a, str>,
+    pub referrer_source: Cow<'a, str>,
+    /// Source, medium, campaign, content, term.
+    pub utm: [Cow<'a, str>; 5],
+    pub browser_version: Cow<'a, str>,
+    pub os_version: Cow<'a, str>,
+    pub region: Cow<'a, str>,
+    pub props: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> SiteValues<'a> {
+    /// `a`'s values as `site` stores them. An engagement report is no event: its name is not
+    /// counted against the bound, and it has no properties.
+    pub fn of(
+        a: &'a Accepted<'_, '_, '_>,
+        site: &Site,
+        bound: &mut RowBound<'_>,
+        engagement: bool,
+    ) -> SiteValues<'a> {
+        let e = &a.event;
+        let secret = |v: &'a str| -> Cow<'a, str> {
+            if site.redact_tokens {
+                redact::tokens(v)
+            } else {
+                Cow::Borrowed(v)
+            }
+        };
+        let mut kept = |dim: Dim, v: Cow<'a, str>| -> Cow<'a, str> {
+            if bound.keep(dim, &v) == OTHER {
+                Cow::Borrowed(OTHER)
+            } else {
+                v
+            }
+        };
+        let u = &e.page.utm;
+        let name = if engagement {
+            Cow::Borrowed(&*e.payload.name)
+        } else {
+            kept(Dim::Event, Cow::Borrowed(&e.payload.name))
+        };
+        let mut values = SiteValues {
+            name,
+            hostname: kept(Dim::Hostname, Cow::Borrowed(&e.page.hostname)),
+            pathname: kept(Dim::Page, secret(&e.page.pathname)),
+            referrer: kept(Dim::Referrer, secret(&e.referrer)),
+            referrer_source: kept(Dim::Source, secret(&e.referrer_source)),
+            utm: [&u.source, &u.medium, &u.campaign, &u.content, &u.term]
+                .map(|v| kept(Dim::Utm, secret(v))),
+            browser_version: kept(Dim::Version, Cow::Borrowed(&a.browser.browser_version)),
+            os_version: kept(Dim::Version, Cow::Borrowed(&a.browser.os_version)),
+            region: kept(Dim::Region, Cow::Borrowed(e.location.region)),
+            props: Vec::new(),
+        };
+        if !engagement {
+            values.props = e
+                .payload
+                .props
+                .iter()
+                .map(|(k, v)| {
+                    let (k, v) = (secret(k), secret(v));
+                    let (fold_key, fold_value) = {
+                        let (kk, vv) = bound.keep_prop(&k, &v);
+                        (kk == OTHER, vv == OTHER)
+                    };
+                    let other = || Cow::Borrowed(OTHER);
+                    (
+                        if fold_key { other() } else { k },
+                        if fold_value { other() } else { v },
+                    )
+                })
+                .collect();
+        }
+        values
     }
 }
 

@@ -4,11 +4,8 @@
 //! Rows are encoded straight to ClickHouse RowBinary, once, on the request's own thread; batches
 //! are then plain byte buffers that need no further work to insert (or to spool).
 
-use std::borrow::Cow;
-
-use crate::classify::redact;
+use crate::cardinality::SiteValues;
 use crate::filter::Accepted;
-use crate::model::Site;
 use crate::visits::{Engaged, Step};
 
 /// Column names and types of the insert table, in RowBinary order. `schema/` must agree; an
@@ -114,79 +111,57 @@ pub struct VisitStep<'a> {
     pub exit_prev: &'a str,
 }
 
-/// The page path and referrer as one site stores them: with long opaque tokens replaced
-/// unless the site keeps them.
-#[derive(Debug)]
-pub struct Paths<'a> {
-    pub pathname: Cow<'a, str>,
-    pub referrer: Cow<'a, str>,
-}
-
-impl<'a> Paths<'a> {
-    pub fn of(a: &'a Accepted<'_, '_, '_>, site: &Site) -> Paths<'a> {
-        let (pathname, referrer) = (&a.event.page.pathname, &a.event.referrer);
-        if site.redact_tokens {
-            Paths {
-                pathname: redact::tokens(pathname),
-                referrer: redact::tokens(referrer),
-            }
-        } else {
-            Paths {
-                pathname: Cow::Borrowed(pathname),
-                referrer: Cow::Borrowed(referrer),
-            }
-        }
-    }
-}
-
 impl<'a> Event<'a> {
-    /// The row of an accepted event for one of its sites.
+    /// The row of an accepted event for one of its sites, with that site's `values`; an
+    /// engagement report (`engaged`) carries no revenue.
     pub fn of(
         a: &'a Accepted<'_, '_, '_>,
         site: &'a str,
-        paths: &'a Paths<'_>,
+        values: &'a SiteValues<'_>,
         timestamp: u32,
         visitor_id: u64,
         step: &'a Step,
+        engaged: Option<Engaged>,
     ) -> Event<'a> {
         let e = &a.event;
         let p = &e.payload;
-        let (revenue_micros, revenue_currency) = match &p.revenue {
-            Some(r) => (r.micros, std::str::from_utf8(&r.currency).unwrap_or("")),
-            None => (0, ""),
+        let (revenue_micros, revenue_currency) = match (&p.revenue, &engaged) {
+            (Some(r), None) => (r.micros, std::str::from_utf8(&r.currency).unwrap_or("")),
+            _ => (0, ""),
         };
+        let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = &values.utm;
         Event {
             timestamp,
             site,
-            name: &p.name,
-            hostname: &e.page.hostname,
-            pathname: &paths.pathname,
-            referrer: &paths.referrer,
-            referrer_source: &e.referrer_source,
-            utm_source: &e.page.utm.source,
-            utm_medium: &e.page.utm.medium,
-            utm_campaign: &e.page.utm.campaign,
-            utm_content: &e.page.utm.content,
-            utm_term: &e.page.utm.term,
+            name: &values.name,
+            hostname: &values.hostname,
+            pathname: &values.pathname,
+            referrer: &values.referrer,
+            referrer_source: &values.referrer_source,
+            utm_source,
+            utm_medium,
+            utm_campaign,
+            utm_content,
+            utm_term,
             country_code: e.location.country_code,
-            region: e.location.region,
+            region: &values.region,
             browser: &a.browser.browser,
-            browser_version: &a.browser.browser_version,
+            browser_version: &values.browser_version,
             os: &a.browser.os,
-            os_version: &a.browser.os_version,
+            os_version: &values.os_version,
             device: a.browser.device.as_str(),
             visitor_id,
             interactive: p.interactive,
             revenue_micros,
             revenue_currency,
-            props: &p.props,
+            props: &values.props,
             visit: VisitStep {
                 entry: step.entry,
                 seconds: step.seconds,
                 bounce: step.bounce,
                 exit_prev: step.exit_prev.as_deref().unwrap_or(""),
             },
-            engaged: Engaged::default(),
+            engaged: engaged.unwrap_or_default(),
         }
     }
 

@@ -8,15 +8,13 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use std::borrow::Cow;
-
 use crate::anonymize::{self, Salts};
 use crate::batch::{Intake, Refused, Rows};
-use crate::cardinality::{Bounds, Dim, OTHER};
+use crate::cardinality::{Bounds, SiteValues};
 use crate::classify::Classifier;
 use crate::clock::{Clock, day_of};
 use crate::drops::DropCounts;
-use crate::encode::{Event, Paths};
+use crate::encode::Event;
 use crate::filter::{self, Dropped, Rules, Signals};
 use crate::metrics::{Gauge, Metrics};
 use crate::model::DropReason;
@@ -116,30 +114,23 @@ impl Pipeline {
         let timestamp = u32::try_from(now).unwrap_or(u32::MAX);
         let payload = &accepted.event.payload;
         let pageview = payload.name == "pageview";
+        let engagement = payload.engagement.is_some();
         let mut bytes = Vec::with_capacity(256);
         let mut count = 0;
         for &(index, site) in &accepted.sites {
             // Every value of the row against the site's bound for the day, under one lock.
             let mut bound = self.bounds.row(index, day);
-            let mut paths = Paths::of(&accepted, site);
-            for (dim, path) in [
-                (Dim::Page, &mut paths.pathname),
-                (Dim::Referrer, &mut paths.referrer),
-            ] {
-                let folded = bound.keep(dim, path) == OTHER;
-                if folded {
-                    *path = Cow::Borrowed(OTHER);
-                }
-            }
+            let values = SiteValues::of(&accepted, site, &mut bound, engagement);
+            drop(bound);
             let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
             // An engagement report adds to its visit's page and duration, and is neither a page
-            // view nor an event: no props, no revenue, no event name counted against the bound.
+            // view nor an event.
             let (step, engaged) = match payload.engagement {
                 Some(report) => {
                     let Some(engaged) = self.visits.engage(
                         visitor,
                         timestamp,
-                        &paths.pathname,
+                        &values.pathname,
                         report.scroll_depth,
                         report.engaged_ms,
                     ) else {
@@ -159,46 +150,20 @@ impl Pipeline {
                         timestamp,
                         pageview,
                         payload.interactive,
-                        &paths.pathname,
+                        &values.pathname,
                     );
                     (step, None)
                 }
             };
-            let props: Vec<(Cow<'_, str>, Cow<'_, str>)> = match engaged {
-                Some(_) => Vec::new(),
-                None => payload
-                    .props
-                    .iter()
-                    .map(|(k, v)| {
-                        let (k, v) = bound.keep_prop(k, v);
-                        (Cow::Borrowed(k), Cow::Borrowed(v))
-                    })
-                    .collect(),
-            };
-            let mut row = Event::of(&accepted, &site.domain, &paths, timestamp, visitor, &step);
-            row.hostname = bound.keep(Dim::Hostname, row.hostname);
-            row.referrer_source = bound.keep(Dim::Source, row.referrer_source);
-            for utm in [
-                &mut row.utm_source,
-                &mut row.utm_medium,
-                &mut row.utm_campaign,
-                &mut row.utm_content,
-                &mut row.utm_term,
-            ] {
-                *utm = bound.keep(Dim::Utm, utm);
-            }
-            if let Some(engaged) = engaged {
-                row.engaged = engaged;
-                row.revenue_micros = 0;
-                row.revenue_currency = "";
-            } else {
-                row.name = bound.keep(Dim::Event, row.name);
-            }
-            row.browser_version = bound.keep(Dim::Version, row.browser_version);
-            row.os_version = bound.keep(Dim::Version, row.os_version);
-            row.region = bound.keep(Dim::Region, row.region);
-            drop(bound);
-            row.props = &props;
+            let row = Event::of(
+                &accepted,
+                &site.domain,
+                &values,
+                timestamp,
+                visitor,
+                &step,
+                engaged,
+            );
             row.encode(&mut bytes);
             count += 1;
         }

@@ -202,6 +202,11 @@ fn decode_query_value(v: &str) -> Cow<'_, str> {
     } else {
         clean_path(v, &['?', '#', ';'])
     };
+    // A decoded `&` can still bring parameters along (`a%26token%3D…`).
+    let decoded = match parameters_start(&decoded) {
+        None => decoded,
+        Some(i) => Cow::Owned(decoded[..i].to_owned()),
+    };
     match decoded {
         Cow::Borrowed(s) => Cow::Borrowed(truncate(s.trim(), MAX_UTM_LEN)),
         Cow::Owned(s) => Cow::Owned(truncate(s.trim(), MAX_UTM_LEN).to_owned()),
@@ -226,22 +231,61 @@ fn clean_path<'a>(s: &'a str, stops: &[char]) -> Cow<'a, str> {
 /// Rounds of decoding at most: `%25253F` is `?` after three.
 const DECODE_ROUNDS: usize = 4;
 
-/// Percent-decodes repeatedly while escapes remain (a double-encoded `%253F` is a `?`).
+/// Percent-decodes repeatedly while escapes remain (a double-encoded `%253F` is a `?`). What
+/// is still encoded after [`DECODE_ROUNDS`] could hide anything (`%252525253F` is a `?` after
+/// five), so the string ends before it.
 fn decode_all(s: &str) -> Cow<'_, str> {
     let mut out = decode(s);
     for _ in 1..DECODE_ROUNDS {
-        if !has_escape(&out) {
+        if first_escape(&out).is_none() {
             break;
         }
         out = Cow::Owned(decode(&out).into_owned());
     }
-    out
+    match first_escape(&out) {
+        None => out,
+        Some(i) => match out {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[..i]),
+            Cow::Owned(mut o) => {
+                o.truncate(i);
+                Cow::Owned(o)
+            }
+        },
+    }
 }
 
-fn has_escape(s: &str) -> bool {
+/// Byte offset of the first `%XX` escape.
+fn first_escape(s: &str) -> Option<usize> {
     s.as_bytes()
         .windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        .position(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// Where parameters begin in a decoded free-text value: the first `?`, `#`, `;` or `&` with
+/// an `=` after it (`/checkout?coupon=…`, `a&token=…`). A question mark in prose is kept.
+fn parameters_start(s: &str) -> Option<usize> {
+    let eq = s.rfind('=')?;
+    s[..eq].find(['?', '#', ';', '&'])
+}
+
+/// A free-text value (a custom property, a UTM value) as it may be stored: decoded like a
+/// path, and ended before any parameters; a value that is a URL keeps only scheme, host and
+/// path (see [`strip_url`]).
+pub fn strip_value(value: &str) -> Cow<'_, str> {
+    if value.contains("://") {
+        return strip_url(value);
+    }
+    let decoded = decode_all(value);
+    match parameters_start(&decoded) {
+        None => decoded,
+        Some(i) => match decoded {
+            Cow::Borrowed(d) => Cow::Borrowed(&d[..i]),
+            Cow::Owned(mut d) => {
+                d.truncate(i);
+                Cow::Owned(d)
+            }
+        },
+    }
 }
 
 /// A value that is itself a URL (a link's address in a custom property) without userinfo,
@@ -250,11 +294,14 @@ pub fn strip_url(value: &str) -> Cow<'_, str> {
     let Some((scheme, _)) = value.trim().split_once("://") else {
         return Cow::Borrowed(value);
     };
+    // Without a host to keep, nothing after the scheme is known to be harmless.
     let Ok(parts) = split(value) else {
-        return Cow::Borrowed(value);
+        return Cow::Owned(format!("{}://", truncate(scheme, 32)));
     };
+    let authority = clean_path(parts.authority, &['?', '#', ';', '/']);
+    let authority = authority.rsplit_once('@').map_or(&*authority, |(_, h)| h);
     let path = clean_path(parts.path, &['?', '#', ';']);
-    Cow::Owned(format!("{scheme}://{}{path}", parts.authority))
+    Cow::Owned(format!("{scheme}://{authority}{path}"))
 }
 
 /// Percent-decodes, replacing invalid UTF-8; borrows when there is nothing to decode.
@@ -373,6 +420,42 @@ mod tests {
         let (host, _) =
             normalize_referrer(Some("android-app://com.google.android.gm/"), "a.com").unwrap();
         assert_eq!(host, "com.google.android.gm");
+    }
+
+    #[test]
+    fn escapes_left_after_the_last_round_end_the_path() {
+        let mut hidden = "?email=victim@example.com".to_string();
+        for _ in 0..5 {
+            hidden =
+                percent_encoding::utf8_percent_encode(&hidden, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+        }
+        let url = format!("https://a.com/reset{hidden}");
+        assert_eq!(parse_page(&url, false).unwrap().pathname, "/reset");
+        let p = parse_page("https://a.com/100%2525252525", false).unwrap();
+        assert_eq!(p.pathname, "/100");
+    }
+
+    #[test]
+    fn free_text_values_lose_their_parameters() {
+        for (value, want) in [
+            ("/checkout?coupon=SECRET", "/checkout"),
+            ("/checkout%3Fcoupon%3DSECRET", "/checkout"),
+            ("plan&token=abc", "plan"),
+            ("x;jsessionid=1", "x"),
+            ("Is this free?", "Is this free?"),
+            ("a = b", "a = b"),
+            ("https:///x?t=secret", "https://"),
+            (
+                "https://user:pw@shop.example/p?x=1",
+                "https://shop.example/p",
+            ),
+            ("https://shop.example%3Fa%3Db/p", "https://shop.example/p"),
+        ] {
+            assert_eq!(strip_value(value), want, "{value}");
+        }
+        let p = parse_page("https://a.com/?utm_campaign=spring%26token%3Dabc", false).unwrap();
+        assert_eq!(p.utm.campaign, "spring");
     }
 
     #[test]
