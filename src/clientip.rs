@@ -1,12 +1,13 @@
 //! Which address is the visitor's: the socket peer, unless the peer is a trusted proxy.
 //!
-//! Only when the peer lies inside a configured trusted CIDR are forwarding headers read:
-//! `X-Forwarded-For` when the request has one, else `Forwarded`, never a mix. The chain is read
-//! right to left, skipping trusted hops; the first untrusted address is the visitor. A chain that
-//! cannot be read that far (an element that is not an address, an empty element, bytes that are
-//! not text) gives no address at all: the client controls everything left of the proxy's own
-//! entry, so a malformed chain must never let it choose. Without trusted proxies, forwarding
-//! headers are ignored, because any client can send them.
+//! Only when the peer lies inside a configured trusted CIDR is a forwarding header read, and only
+//! the one the proxies write (`proxy.header`: `X-Forwarded-For` or `Forwarded`); the other could
+//! come from the client. The chain is read right to left, skipping trusted hops; the first
+//! untrusted address is the visitor. A chain that cannot be read that far (an element that is not
+//! an address, an empty element, bytes that are not text), a chain of trusted hops only, or no
+//! header at all gives no address: the client controls everything left of the proxy's own entry,
+//! so a malformed chain must never let it choose, and a proxy's own address is no visitor's.
+//! Without trusted proxies, forwarding headers are ignored, because any client can send them.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -15,67 +16,85 @@ use ipnet::IpNet;
 
 use crate::settings::Reader;
 
+/// The forwarding header the trusted proxies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Header {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+}
+
 /// The `[proxy]` section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Settings {
     /// Proxies (CIDRs) whose forwarding headers are believed.
     pub trusted: Vec<IpNet>,
+    pub header: Header,
 }
 
 impl Settings {
     pub(crate) fn read(r: &mut Reader) -> Settings {
         Settings {
             trusted: r.cidrs("proxy.trusted"),
+            header: r.choice(
+                "proxy.header",
+                "x-forwarded-for",
+                &[
+                    ("x-forwarded-for", Header::XForwardedFor),
+                    ("forwarded", Header::Forwarded),
+                ],
+            ),
         }
     }
 }
 
 /// Who sent a request, as far as its address tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Client {
+pub enum Peer {
     /// A visitor at this address.
     Visitor(IpAddr),
-    /// A trusted proxy's own request (no forwarding header, or only trusted hops): a backend
-    /// sending events server-side.
+    /// A trusted proxy's own request (no forwarding header, or only trusted hops), such as a
+    /// backend that sends events without saying for whom: the visitor's address is unknown.
     Proxy(IpAddr),
     /// Forwarded by the trusted proxy `peer` with a chain that cannot be read up to its first
     /// untrusted hop: the visitor's address is unknown.
     Unknown { peer: IpAddr },
 }
 
-impl Client {
+impl Peer {
     /// The address the pipeline may derive anything from: none (the unspecified address, which
-    /// locates nowhere and matches no range) when it is unknown.
+    /// locates nowhere and matches no range) unless it is a visitor's.
     pub fn address(self) -> IpAddr {
         match self {
-            Client::Visitor(ip) | Client::Proxy(ip) => ip,
-            Client::Unknown { .. } => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            Peer::Visitor(ip) => ip,
+            Peer::Proxy(_) | Peer::Unknown { .. } => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         }
     }
 
-    /// What the rate limiter counts this request against: unknown chains share their proxy's
-    /// bucket, so a flood of malformed headers is limited as one client.
+    /// What the rate limiter counts this request against: requests without a visitor address
+    /// share their proxy's bucket, so a flood of malformed or missing headers is limited as
+    /// one client.
     pub fn limit_key(self) -> IpAddr {
         match self {
-            Client::Visitor(ip) | Client::Proxy(ip) => ip,
-            Client::Unknown { peer } => peer,
+            Peer::Visitor(ip) | Peer::Proxy(ip) => ip,
+            Peer::Unknown { peer } => peer,
         }
     }
 }
 
-pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
+pub fn peer(peer: IpAddr, headers: &HeaderMap, proxy: &Settings) -> Peer {
     let peer = canonical(peer);
+    let trusted = &proxy.trusted;
     if !is_trusted(peer, trusted) {
-        return Client::Visitor(peer);
+        return Peer::Visitor(peer);
     }
-    let (name, item): (&str, fn(&str) -> Option<IpAddr>) =
-        if headers.contains_key("x-forwarded-for") {
-            ("x-forwarded-for", parse_host)
-        } else if headers.contains_key("forwarded") {
-            ("forwarded", parse_forwarded_item)
-        } else {
-            return Client::Proxy(peer);
-        };
+    let (name, item): (&str, fn(&str) -> Option<IpAddr>) = match proxy.header {
+        Header::XForwardedFor => ("x-forwarded-for", parse_host),
+        Header::Forwarded => ("forwarded", parse_forwarded_item),
+    };
+    if !headers.contains_key(name) {
+        return Peer::Proxy(peer);
+    }
     // Every element of every line of the header, in order; an element that is not text
     // parses as nothing.
     let elements: Vec<Option<&str>> = headers
@@ -87,14 +106,14 @@ pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
     let mut leftmost = peer;
     for element in elements.into_iter().rev() {
         let Some(ip) = element.and_then(item).map(canonical) else {
-            return Client::Unknown { peer };
+            return Peer::Unknown { peer };
         };
         if !is_trusted(ip, trusted) {
-            return Client::Visitor(ip);
+            return Peer::Visitor(ip);
         }
         leftmost = ip;
     }
-    Client::Proxy(leftmost)
+    Peer::Proxy(leftmost)
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -162,16 +181,27 @@ mod tests {
         h
     }
 
-    /// The address the old single-address interface gave: the visitor's, or the proxy's.
-    fn ip_of(peer: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-        match client(peer, h, trusted) {
-            Client::Visitor(ip) | Client::Proxy(ip) => ip,
-            Client::Unknown { .. } => panic!("unknown client"),
+    /// The visitor's address, or the trusted proxy's own.
+    fn ip_of(p: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+        let proxy = Settings {
+            trusted: trusted.to_vec(),
+            header: Header::XForwardedFor,
+        };
+        match peer(p, h, &proxy) {
+            Peer::Visitor(ip) | Peer::Proxy(ip) => ip,
+            Peer::Unknown { .. } => panic!("unknown client"),
         }
     }
 
     fn trusted() -> Vec<IpNet> {
         vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+    }
+
+    fn proxies(header: Header) -> Settings {
+        Settings {
+            trusted: trusted(),
+            header,
+        }
     }
 
     #[test]
@@ -211,8 +241,8 @@ mod tests {
             r#"for=192.0.2.43, for="[2001:db8:cafe::17]:4711";proto=https"#,
         )]);
         assert_eq!(
-            ip_of(ip("10.0.0.1"), &h, &trusted()),
-            ip("2001:db8:cafe::17")
+            peer(ip("10.0.0.1"), &h, &proxies(Header::Forwarded)),
+            Peer::Visitor(ip("2001:db8:cafe::17"))
         );
     }
 
@@ -228,29 +258,34 @@ mod tests {
     /// (203.0.113.7 unless said otherwise) to whatever the client sent.
     #[test]
     fn spoofing_attempts_never_choose_the_address() {
-        use Client::{Proxy, Unknown, Visitor};
-        let peer = ip("10.0.0.1");
-        let unknown = Unknown { peer };
+        use Header::{Forwarded, XForwardedFor};
+        use Peer::{Proxy, Unknown, Visitor};
+        let from = ip("10.0.0.1");
+        let unknown = Unknown { peer: from };
         let v = |s: &str| Visitor(ip(s));
         type Lines = Vec<(&'static str, &'static [u8])>;
-        let cases: Vec<(&str, Lines, Client)> = vec![
+        let cases: Vec<(&str, Header, Lines, Peer)> = vec![
             (
                 "forged left of the real hop",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"1.2.3.4, 203.0.113.7")],
                 v("203.0.113.7"),
             ),
             (
                 "forged trusted hop left of the real one",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"10.9.9.9, 203.0.113.7")],
                 v("203.0.113.7"),
             ),
             (
                 "bytes that are not text in a forged element",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"1.2.3.4\xc3, 203.0.113.7")],
                 v("203.0.113.7"),
             ),
             (
                 "non-text line, then the proxy's line",
+                XForwardedFor,
                 vec![
                     ("x-forwarded-for", b"\xff\xfe"),
                     ("x-forwarded-for", b"203.0.113.7"),
@@ -259,11 +294,13 @@ mod tests {
             ),
             (
                 "non-text bytes in the proxy's hop",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7\xff")],
                 unknown,
             ),
             (
                 "malformed chain with Forwarded as a fallback",
+                XForwardedFor,
                 vec![
                     ("x-forwarded-for", b"garbage"),
                     ("forwarded", b"for=1.2.3.4"),
@@ -272,6 +309,7 @@ mod tests {
             ),
             (
                 "Forwarded ignored when X-Forwarded-For is present",
+                XForwardedFor,
                 vec![
                     ("forwarded", b"for=1.2.3.4"),
                     ("x-forwarded-for", b"203.0.113.7"),
@@ -280,77 +318,97 @@ mod tests {
             ),
             (
                 "empty element as the last hop",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7, ")],
                 unknown,
             ),
             (
                 "empty element between trusted hops",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7, , 10.1.1.1")],
                 unknown,
             ),
             (
                 "empty element left of the real hop",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"1.2.3.4,,203.0.113.7")],
                 v("203.0.113.7"),
             ),
-            ("empty header", vec![("x-forwarded-for", b"")], unknown),
+            (
+                "empty header",
+                XForwardedFor,
+                vec![("x-forwarded-for", b"")],
+                unknown,
+            ),
             (
                 "obfuscated IPv4, short form",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"127.1")],
                 unknown,
             ),
             (
                 "obfuscated IPv4, hex",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"0x7f.0.0.1")],
                 unknown,
             ),
             (
                 "obfuscated IPv4, one number",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"2130706433")],
                 unknown,
             ),
             (
                 "obfuscated IPv4, octal",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"0177.0.0.01")],
                 unknown,
             ),
             (
                 "IPv4 with port",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7:8080")],
                 v("203.0.113.7"),
             ),
             (
                 "IPv4 with a port that is not one",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7:http")],
                 unknown,
             ),
             (
                 "bracketed IPv6 with port",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"[2001:db8::7]:443")],
                 v("2001:db8::7"),
             ),
             (
                 "bracketed IPv6 with trailing junk",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"[2001:db8::7]junk")],
                 unknown,
             ),
             (
                 "IPv4-mapped IPv6 of a trusted proxy",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"203.0.113.7, ::ffff:10.1.1.1")],
                 v("203.0.113.7"),
             ),
             (
                 "IPv4-mapped IPv6 visitor",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"::ffff:203.0.113.7")],
                 v("203.0.113.7"),
             ),
             (
                 "IPv6 zone id",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"fe80::1%eth0")],
                 unknown,
             ),
             (
                 "duplicate headers, the proxy's last",
+                XForwardedFor,
                 vec![
                     ("x-forwarded-for", b"1.2.3.4"),
                     ("x-forwarded-for", b"5.6.7.8, 203.0.113.7"),
@@ -359,45 +417,75 @@ mod tests {
             ),
             (
                 "only trusted hops: the proxy side itself",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"10.2.2.2, 10.3.3.3")],
                 Proxy(ip("10.2.2.2")),
             ),
             (
                 "Forwarded alone, obfuscated",
+                Forwarded,
                 vec![("forwarded", b"for=0x7f.1")],
                 unknown,
             ),
             (
                 "Forwarded alone, without for=",
+                Forwarded,
                 vec![("forwarded", b"proto=https")],
                 unknown,
             ),
             (
                 "Forwarded alone, quoted IPv6",
+                Forwarded,
                 vec![("forwarded", b"for=\"[2001:db8::9]:1\"")],
                 v("2001:db8::9"),
             ),
             (
                 "hostname instead of an address",
+                XForwardedFor,
                 vec![("x-forwarded-for", b"localhost")],
                 unknown,
             ),
             (
                 "no forwarding header: the proxy's own request",
+                XForwardedFor,
                 vec![],
-                Proxy(peer),
+                Proxy(from),
+            ),
+            (
+                "the proxy writes Forwarded; the client's X-Forwarded-For passed through",
+                Forwarded,
+                vec![
+                    ("x-forwarded-for", b"1.2.3.4"),
+                    ("forwarded", b"for=203.0.113.7"),
+                ],
+                v("203.0.113.7"),
+            ),
+            (
+                "the proxy writes Forwarded; only the client's X-Forwarded-For",
+                Forwarded,
+                vec![("x-forwarded-for", b"1.2.3.4")],
+                Proxy(from),
+            ),
+            (
+                "the proxy writes X-Forwarded-For; only a client's Forwarded",
+                XForwardedFor,
+                vec![("forwarded", b"for=1.2.3.4")],
+                Proxy(from),
             ),
         ];
         assert!(cases.len() >= 20);
-        for (what, pairs, want) in cases {
+        for (what, header, pairs, want) in cases {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {
                 h.append(k, HeaderValue::from_bytes(v).unwrap());
             }
-            assert_eq!(client(peer, &h, &trusted()), want, "{what}");
+            assert_eq!(peer(from, &h, &proxies(header)), want, "{what}");
         }
-        // What an unknown client may be used for: nothing derived from an address.
-        assert!(unknown.address().is_unspecified());
-        assert_eq!(unknown.limit_key(), peer);
+        // What a request without a visitor address may be used for: nothing derived from an
+        // address; it is limited as its proxy.
+        for nobody in [unknown, Proxy(from)] {
+            assert!(nobody.address().is_unspecified());
+            assert_eq!(nobody.limit_key(), from);
+        }
     }
 }

@@ -26,7 +26,8 @@ pub struct Settings {
     /// Sustained events per second per client; 0 disables the limiter.
     pub events_per_second: u32,
     pub burst: u32,
-    /// Whether requests whose client address is a trusted proxy's own are limited too.
+    /// Whether a trusted proxy's own requests (no visitor address) are limited too; `false`
+    /// exempts them, so anything that reaches the proxy without a forwarding header is unlimited.
     pub trusted_proxies: bool,
 }
 
@@ -38,7 +39,7 @@ impl Settings {
         Settings {
             events_per_second: r.bounded("rate_limit.events_per_second", 20, 0, 1_000_000) as u32,
             burst: r.bounded("rate_limit.burst", 200, 1, 1_000_000) as u32,
-            trusted_proxies: r.boolean("rate_limit.trusted_proxies", false),
+            trusted_proxies: r.boolean("rate_limit.trusted_proxies", true),
         }
     }
 
@@ -68,13 +69,21 @@ struct Bucket {
 }
 
 /// How often a full shard may be swept for clients whose bucket has refilled. Between sweeps a
-/// full shard admits newcomers untracked, so many distinct clients never cost a scan each.
+/// full shard's newcomers share its overflow bucket, so many distinct clients never cost a scan
+/// each.
 const SWEEP_EVERY_MS: u64 = 1000;
+
+/// The overflow bucket of a full shard refills this many times faster, and holds this many
+/// bursts, than one client's: newcomers that cannot be tracked (an attacker with many
+/// addresses, or a crowd) are limited together rather than not at all.
+const OVERFLOW_FACTOR: f32 = 10.0;
 
 #[derive(Default)]
 struct Shard {
     buckets: prehashed::HashMap<Bucket>,
     swept_at_ms: Option<u64>,
+    /// Shared by the newcomers that arrive while the shard is full.
+    overflow: Option<Bucket>,
 }
 
 pub struct RateLimiter {
@@ -137,13 +146,24 @@ impl RateLimiter {
             let due = shard
                 .swept_at_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= SWEEP_EVERY_MS);
-            if !due {
-                return true;
+            if due {
+                shard.swept_at_ms = Some(now_ms);
+                shard.buckets.retain(|_, b| refill(b) < burst);
             }
-            shard.swept_at_ms = Some(now_ms);
-            shard.buckets.retain(|_, b| refill(b) < burst);
             if shard.buckets.len() >= per_shard {
-                return true;
+                let (rate, burst) = (rate * OVERFLOW_FACTOR, burst * OVERFLOW_FACTOR);
+                let b = shard.overflow.get_or_insert(Bucket {
+                    tokens: burst,
+                    at_ms: now_ms,
+                });
+                let elapsed = now_ms.saturating_sub(b.at_ms) as f32 / 1000.0;
+                let tokens = (b.tokens + elapsed * rate).min(burst);
+                let allowed = tokens >= 1.0;
+                *b = Bucket {
+                    tokens: if allowed { tokens - 1.0 } else { tokens },
+                    at_ms: now_ms,
+                };
+                return allowed;
             }
         }
         shard.buckets.insert(
@@ -215,14 +235,29 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded_and_fails_open() {
+    fn memory_is_bounded_and_untracked_newcomers_share_a_bucket() {
         let l = limiter(1.0, 2.0, SHARDS * 4);
         let t0 = l.started;
-        for i in 0..10_000u32 {
-            let ip = IpAddr::from(i.to_be_bytes());
-            assert!(l.allow_at(ip, t0), "newcomers are admitted");
-        }
+        let admitted = (0..10_000u32)
+            .filter(|i| l.allow_at(IpAddr::from(i.to_be_bytes()), t0))
+            .count();
         assert!(l.tracked() <= SHARDS * 4);
+        // Each full shard admits one overflow burst (10 × 2) and no more until it refills.
+        let most = SHARDS * 4 + SHARDS * 20;
+        assert!(
+            admitted <= most,
+            "{admitted} of 10 000 distinct clients admitted"
+        );
+        assert!(
+            admitted >= SHARDS * 4,
+            "every tracked newcomer was admitted"
+        );
+        // Half a second later (no sweep is due yet), each overflow bucket has 5 tokens more.
+        let t1 = t0 + Duration::from_millis(500);
+        let later = (10_000..20_000u32)
+            .filter(|i| l.allow_at(IpAddr::from(i.to_be_bytes()), t1))
+            .count();
+        assert!(later <= SHARDS * 6, "{later}");
     }
 
     #[test]

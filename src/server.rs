@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use crate::beacon::{self, Script, Scripts};
-use crate::clientip::{self, Client};
+use crate::clientip::{self, Peer};
 use crate::filter::Signals;
 use crate::front::{self, Reply, error, method_not_allowed, retry_later, text, too_large};
 use crate::metrics::{Gauge, Metrics};
@@ -167,7 +167,7 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
     if declared.is_some_and(|n| n > max as u64) {
         return cors(too_large(max));
     }
-    let client = clientip::client(peer, req.headers(), &routes.proxy.trusted);
+    let client = clientip::peer(peer, req.headers(), &routes.proxy);
     if !admit(routes, client) {
         return cors(rate_limited());
     }
@@ -192,10 +192,10 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
     ))
 }
 
-/// The per-client rate limit. A trusted proxy's own request is exempt unless configured
-/// otherwise: it is a backend sending events server-side, not a visitor. Nothing else is.
-fn admit(routes: &Routes, client: Client) -> bool {
-    if !routes.rate_limit.trusted_proxies && matches!(client, Client::Proxy(_)) {
+/// The per-client rate limit. A trusted proxy's own request is limited as one client too,
+/// unless `rate_limit.trusted_proxies = false` exempts it. Nothing else can be.
+fn admit(routes: &Routes, client: Peer) -> bool {
+    if !routes.rate_limit.trusted_proxies && matches!(client, Peer::Proxy(_)) {
         return true;
     }
     if routes.rate_limiter.allow(client.limit_key()) {
@@ -216,7 +216,7 @@ fn rate_limited() -> Reply {
 /// and `u` to the `Referer` of the image request (the page that shows the image).
 async fn pixel(routes: &Routes, peer: IpAddr, req: &Request<Incoming>) -> Reply {
     let h = req.headers();
-    let client = clientip::client(peer, h, &routes.proxy.trusted);
+    let client = clientip::peer(peer, h, &routes.proxy);
     if !admit(routes, client) {
         return cors(rate_limited());
     }
