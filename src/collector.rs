@@ -33,6 +33,9 @@ use crate::visits::Visits;
 
 /// How often salts are refreshed (and expired ones destroyed), and retention applied.
 pub const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// How often salts past their lifetime are forgotten in memory: on its own timer, because a
+/// refresh can hang on a ClickHouse that stopped answering.
+pub const SALT_FORGET_EVERY: Duration = Duration::from_secs(1);
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often finished days are checked and copied into exact counts (`store::closing`).
 pub const CLOSE_DAYS_EVERY: Duration = Duration::from_secs(600);
@@ -232,12 +235,17 @@ pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreEr
         );
     }
     let layout = config.clickhouse.layout();
-    store::migrate(&server, &db, &layout, version).await?;
-    // Salts past their lifetime go before anything else happens.
-    let purged = store::salts::purge_expired(&db, clock.now()).await?;
+    // Salts past their lifetime go before anything else happens, migrations (and a cluster's
+    // wait for the migration lock) included; on a first start there are none.
+    let purged = if store::salts::stored(&server, &config.clickhouse.database).await? {
+        store::salts::purge_expired(&db, clock.now()).await?
+    } else {
+        Vec::new()
+    };
     if !purged.is_empty() {
         tracing::info!(days = purged.len(), "expired salts destroyed at start-up");
     }
+    store::migrate(&server, &db, &layout, version).await?;
     let days = config.retention.events_days;
     store::apply_retention(&db, &layout, version, days, clock.now()).await?;
     let aggregates_days = config.retention.aggregates_days;
@@ -337,7 +345,7 @@ fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliver
     }
 }
 
-/// Salt refresh, retention and closing days, each until `shutdown`.
+/// Salt refresh and forgetting, retention and closing days, each until `shutdown`.
 fn periodic_jobs(
     config: &Config,
     store: &Store,
@@ -361,6 +369,13 @@ fn periodic_jobs(
                 }
             },
         )
+    };
+    let forget = {
+        let (clock, salts) = (clock.clone(), store.salts.clone());
+        shutdown::every(SALT_FORGET_EVERY, First::Now, shutdown.clone(), move || {
+            salts.forget_expired(clock.now());
+            std::future::ready(())
+        })
     };
     let retention = {
         let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
@@ -420,6 +435,7 @@ fn periodic_jobs(
         }
     });
     vec![
+        tokio::spawn(forget),
         tokio::spawn(salts),
         tokio::spawn(retention),
         tokio::spawn(closing),

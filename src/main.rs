@@ -46,8 +46,12 @@ enum Command {
         command: String,
     },
     /// Print a plain-language privacy statement for this configuration, to paste into a
-    /// privacy policy.
-    PrivacyStatement,
+    /// privacy policy. What destroys salts depends on the ClickHouse version.
+    PrivacyStatement {
+        /// Word it for this server version (e.g. 18.16 or 26.3) instead of asking the server.
+        #[arg(long)]
+        server_version: Option<String>,
+    },
     /// Print the SQL the stats APIs' planner runs over the raw events for a question.
     ExplainQuery {
         /// A configured site (its goals are used).
@@ -150,27 +154,38 @@ async fn run(command: Command, config: Config) -> Result<()> {
             println!("{}", plan::raw_sql(&q).map_err(anyhow::Error::msg)?);
             Ok(())
         }
-        Command::PrivacyStatement => {
-            print!("{}", glimpse::privacy::statement(&config));
+        Command::PrivacyStatement { server_version } => {
+            let version = server_version_or_ask(server_version.as_deref(), &config).await?;
+            let backstop = if version.features().ttl {
+                glimpse::privacy::SaltBackstop::Database
+            } else {
+                glimpse::privacy::SaltBackstop::CollectorOnly
+            };
+            print!("{}", glimpse::privacy::statement(&config, backstop));
             Ok(())
         }
         Command::Schema { server_version } => {
-            let version = match server_version {
-                Some(v) => ServerVersion::parse(&v)
-                    .with_context(|| format!("--server-version {v:?} is not like 24.8"))?,
-                None => {
-                    let (server, _) = store::clients(&config.clickhouse);
-                    store::server_version(&server)
-                        .await
-                        .context("cannot reach ClickHouse (or pass --server-version)")?
-                }
-            };
+            let version = server_version_or_ask(server_version.as_deref(), &config).await?;
             let keep_raw = config.retention.events_days > 0;
             print!(
                 "{}",
                 schema::script(version, keep_raw, &config.clickhouse.layout())?
             );
             Ok(())
+        }
+    }
+}
+
+/// The version given with `--server-version`, else the configured server's.
+async fn server_version_or_ask(given: Option<&str>, config: &Config) -> Result<ServerVersion> {
+    match given {
+        Some(v) => ServerVersion::parse(v)
+            .with_context(|| format!("--server-version {v:?} is not like 24.8")),
+        None => {
+            let (server, _) = store::clients(&config.clickhouse);
+            store::server_version(&server)
+                .await
+                .context("cannot reach ClickHouse (or pass --server-version)")
         }
     }
 }

@@ -39,7 +39,8 @@ pub const STORED: &[Field] = &[
     },
     Field {
         columns: &["referrer", "referrer_source"],
-        what: "the site and path of the page that linked to ours, if any, and the traffic source",
+        what: "the site and path of the page that linked to ours, if any, and the traffic \
+               source (that site, or the utm_source, ref or source tag in our page's address)",
     },
     Field {
         columns: &[
@@ -113,8 +114,18 @@ pub fn stored_columns() -> Vec<&'static str> {
 /// Hours within which a day's salt is destroyed, as promised.
 pub const SALT_DESTROYED_WITHIN_HOURS: u64 = 48;
 
-/// The statement for this configuration.
-pub fn statement(config: &Config) -> String {
+/// What destroys a salt that the collector did not: on servers with TTL, the database itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaltBackstop {
+    /// The salts table expires rows itself (TTL, ClickHouse 19.6+).
+    Database,
+    /// Only the collector destroys salts (older servers): at their age while it runs, and at
+    /// start-up before anything else.
+    CollectorOnly,
+}
+
+/// The statement for this configuration, on a server with (or without) the salt `backstop`.
+pub fn statement(config: &Config, backstop: SaltBackstop) -> String {
     let mut out = String::with_capacity(3000);
     let sites: Vec<&str> = config.sites.iter().map(|s| s.domain.as_str()).collect();
     let on = if sites.is_empty() {
@@ -142,27 +153,42 @@ pub fn statement(config: &Config) -> String {
         join_fields(&described),
         tokens = tokens_clause(config)
     );
+    let who = match backstop {
+        SaltBackstop::Database => {
+            "by the analytics service, and by the database itself should the service not be \
+             running"
+        }
+        SaltBackstop::CollectorOnly => {
+            "by the analytics service, which also forgets it at that age when it cannot reach \
+             the database; should the service be stopped for longer, the secret is destroyed \
+             when it starts again, before it does anything else"
+        }
+    };
     let _ = write!(
         out,
         "To count unique visitors without cookies, Glimpse computes a one-way hash of the website, \
          your IP address and your user agent with a random secret that is created for each day \
-         (UTC) and destroyed within {SALT_DESTROYED_WITHIN_HOURS} hours. The resulting number \
-         changes every day and differs between websites, so it cannot be used to recognise you \
-         on another day or on another website, and once the secret is destroyed nobody, \
-         including us, can recompute it.\n\n"
+         (UTC) and destroyed within {SALT_DESTROYED_WITHIN_HOURS} hours, {who}. The resulting \
+         number changes every day and differs between websites, so it cannot be used to \
+         recognise you on another day or on another website, and once the secret is destroyed \
+         nobody, including us, can recompute it.\n\n"
     );
+    let sketches = "Once a day is over, its aggregated counts are made final and the daily \
+         visitor numbers they were counted from are deleted from them, within \
+         48 hours of the day's start.";
     let retention = if config.retention.events_days == 0 {
-        "Individual events are not stored at all: only aggregated counts per day and hour \
-         (page views, events and the number of distinct daily visitors per page, source, \
-         country, region, browser, operating system and device) are kept."
-            .to_string()
+        format!(
+            "Individual events are not stored: they wait on our server's disk only until they \
+             are counted, and only aggregated counts per day and hour (page views, events and \
+             the number of distinct daily visitors per page, source, country, region, browser, \
+             operating system and device) are kept. {sketches}"
+        )
     } else {
         format!(
             "Individual events are deleted after {} days. Aggregated counts per day and hour \
              (page views, events and the number of distinct daily visitors per page, source, \
-             country, region, browser, operating system and device) are kept longer; their \
-             visitor counts are built from the daily visitor numbers, which nobody can trace \
-             back once that day's secret is destroyed.",
+             country, region, browser, operating system and device) are kept longer. \
+             {sketches}",
             config.retention.events_days
         )
     };
@@ -180,13 +206,24 @@ pub fn statement(config: &Config) -> String {
     out
 }
 
-/// What the statement says about tokens: every site redacts them unless configured not to.
-fn tokens_clause(config: &Config) -> &'static str {
-    if config.sites.iter().all(|s| s.redact_tokens) {
-        ", or like a long random code (such as a password-reset or login link),"
-    } else {
-        ""
+/// What the statement says about tokens: every site redacts them unless configured not to, and
+/// the sites that do not are named.
+fn tokens_clause(config: &Config) -> String {
+    let kept: Vec<&str> = config
+        .sites
+        .iter()
+        .filter(|s| !s.redact_tokens)
+        .map(|s| s.domain.as_str())
+        .collect();
+    if !config.sites.is_empty() && kept.len() == config.sites.len() {
+        return String::new();
     }
+    let except = if kept.is_empty() {
+        String::new()
+    } else {
+        format!(" (except on {})", kept.join(", "))
+    };
+    format!(", or like a long random code (such as a password-reset or login link){except},")
 }
 
 /// "a; b; and c".
@@ -222,16 +259,39 @@ mod tests {
 
     #[test]
     fn every_field_is_described_and_retention_follows_config() {
-        let text = statement(&config("14", "example.com,shop.example.org"));
+        let text = statement(
+            &config("14", "example.com,shop.example.org"),
+            SaltBackstop::Database,
+        );
         assert!(text.contains("on example.com, shop.example.org to understand"));
         for f in STORED {
             assert!(text.contains(f.what), "{:?} not described", f.columns);
         }
         assert!(text.contains("deleted after 14 days"));
         assert!(text.contains("within 48 hours"));
-        let aggregates_only = statement(&config("0", "example.com"));
-        assert!(aggregates_only.contains("Individual events are not stored at all"));
+        assert!(text.contains("by the database itself"));
+        assert!(text.contains("daily visitor numbers they were counted from are deleted"));
+        assert!(text.contains("or like a long random code"));
+        let aggregates_only = statement(&config("0", "example.com"), SaltBackstop::CollectorOnly);
+        assert!(aggregates_only.contains("Individual events are not stored"));
         assert!(!aggregates_only.contains("deleted after"));
+        assert!(aggregates_only.contains("destroyed when it starts again"));
+        assert!(!aggregates_only.contains("by the database itself"));
+    }
+
+    #[test]
+    fn sites_that_keep_tokens_are_named() {
+        let mut c = config("14", "example.com,shop.example.org");
+        c.sites[1].redact_tokens = false;
+        let text = statement(&c, SaltBackstop::Database);
+        assert!(
+            text.contains("login link) (except on shop.example.org),"),
+            "{text}"
+        );
+        c.sites[0].redact_tokens = false;
+        let text = statement(&c, SaltBackstop::Database);
+        assert!(!text.contains("long random code"));
+        assert!(text.contains("looks like an e-mail address is replaced"));
     }
 
     #[test]

@@ -647,6 +647,41 @@ async fn expired_salts_go_at_start_up_and_from_memory_without_clickhouse() {
     drop(abort);
 }
 
+/// A ClickHouse that hangs (it keeps connections open and never answers) leaves the salt
+/// refresh waiting; salts still leave memory at the end of their lifetime, on their own timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salts_leave_memory_on_time_while_clickhouse_hangs() {
+    let ch = ClickHouse::start();
+    let clock = Clock::default();
+    let g = Glimpse::start_with_clock(test_config(&ch, DB), clock.clone()).await;
+    assert_eq!(g.salts.load().days().len(), 2, "today's and tomorrow's");
+    ch.pause();
+    let refresh = {
+        let (salts, db, now) = (g.salts.clone(), g.db.clone(), clock.now());
+        tokio::spawn(async move { salts::keep(&salts, &db, now).await })
+    };
+    clock.advance(3 * SECS_PER_DAY as i64);
+    let start = std::time::Instant::now();
+    while !g.salts.load().days().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = g.salts.load().days();
+    assert!(
+        !refresh.is_finished(),
+        "the refresh is still waiting for ClickHouse"
+    );
+    ch.resume();
+    assert!(
+        left.is_empty(),
+        "salts past their lifetime still in memory: {left:?}"
+    );
+    let r = g
+        .send(&pageview("https://a.com/"), UA_FIREFOX, "198.51.100.9")
+        .await;
+    assert_eq!(r.status, 503);
+    let _ = tokio::time::timeout(Duration::from_secs(5), g.stop()).await;
+}
+
 /// In aggregates-only mode, 48 hours after a day began no table holds a visitor hash: the day's
 /// sketches were deleted once its exact copy added up, its salt is destroyed, and no raw event
 /// was stored. The copies still answer the dashboards.

@@ -4,7 +4,8 @@
 //! - generated (from the OS's random source, never from the date or a secret) before D begins,
 //!   when a collector first refreshes on D-1, or at start-up if missing;
 //! - used for visitor ids of events received during D;
-//! - forgotten from memory when D ends (only today's and tomorrow's are held);
+//! - replaced in memory by the first refresh after D ends (only today's and tomorrow's are
+//!   held), and forgotten [`DESTROY_AFTER_SECS`] after D began even when no refresh succeeds;
 //! - destroyed in ClickHouse [`DESTROY_AFTER_SECS`] after D began (its partition is dropped),
 //!   so it is gone everywhere within 48 hours.
 //!

@@ -34,6 +34,17 @@ pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreEr
         .collect()
 }
 
+/// Whether `database` (a checked identifier) has the salts table yet, through the server
+/// client: the database itself may not exist before the first migration. `EXISTS` looks up one
+/// name instead of reading `system.tables`, which other collectors may be filling right then.
+pub async fn stored(server: &Client, database: &str) -> Result<bool, StoreError> {
+    let exists: u8 = server
+        .query(&format!("EXISTS TABLE `{database}`.{TABLE}"))
+        .fetch_one()
+        .await?;
+    Ok(exists == 1)
+}
+
 /// Destroys every stored salt past its lifetime. Run at start-up before anything else, and by
 /// every refresh.
 pub async fn purge_expired(db: &Client, now: u64) -> Result<Vec<u16>, StoreError> {

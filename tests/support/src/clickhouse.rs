@@ -174,6 +174,25 @@ impl ClickHouse {
         }
     }
 
+    /// SIGSTOP: the server keeps its connections open and stops answering, as a hung one does.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ClickHouse::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
