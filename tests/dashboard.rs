@@ -36,19 +36,6 @@ async fn start(ch: &ClickHouse, min_visitors: u32) -> StatsApi {
     StatsApi::start(cfg, TOKEN).await
 }
 
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().get(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-    )
-}
-
 fn raw(ch: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
     ch.rows(DB, sql)
 }
@@ -58,17 +45,22 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     let ch = ClickHouse::start();
     let today = seed_known_traffic(&ch).await;
     let d = start(&ch, 0).await;
-    let api = |path: &str| format!("{}/api/v1/{path}", d.url);
+    let api = |path: &str| format!("/api/v1/{path}");
 
-    let (status, body) = get(&api("stats/aggregate?site_id=a.com"), None).await;
+    let (status, body) = d
+        .get_json(&api("stats/aggregate?site_id=a.com"), None)
+        .await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = get(
-        &api("stats/aggregate?site_id=a.com"),
-        Some("wrong-token-0123456"),
-    )
-    .await;
+    let (status, _) = d
+        .get_json(
+            &api("stats/aggregate?site_id=a.com"),
+            Some("wrong-token-0123456"),
+        )
+        .await;
     assert_eq!(status, 401);
-    let (status, body) = get(&api("stats/aggregate?site_id=evil.com"), Some(TOKEN)).await;
+    let (status, body) = d
+        .get_json(&api("stats/aggregate?site_id=evil.com"), Some(TOKEN))
+        .await;
     assert_eq!(status, 400);
     assert!(
         body["error"]
@@ -76,7 +68,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             .unwrap()
             .contains("not a configured site")
     );
-    let msg = refused(&api("stats/aggregate?site_id=a.com&period=fortnight")).await;
+    let msg = refused(&d, &api("stats/aggregate?site_id=a.com&period=fortnight")).await;
     assert!(
         msg.starts_with("`period`: unknown period \"fortnight\""),
         "{msg}"
@@ -122,18 +114,19 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             "`limit` is given twice",
         ),
     ] {
-        let msg = refused(&api(path)).await;
+        let msg = refused(&d, &api(path)).await;
         assert!(msg.contains(names), "{path}: {msg}");
     }
 
     let all = "visitors,pageviews,events,visits,bounce_rate,visit_duration,views_per_visit";
-    let (status, body) = get(
-        &api(&format!(
-            "stats/aggregate?site_id=a.com&period=day&metrics={all}&compare=previous_period"
-        )),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = d
+        .get_json(
+            &api(&format!(
+                "stats/aggregate?site_id=a.com&period=day&metrics={all}&compare=previous_period"
+            )),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let want = raw(
         &ch,
@@ -166,11 +159,12 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         .to_vec(),
         sessions[0]
     );
-    let (_, body) = get(
-        &api("stats/aggregate?site_id=a.com&period=day"),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, body) = d
+        .get_json(
+            &api("stats/aggregate?site_id=a.com&period=day"),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(
         body["results"],
         serde_json::json!({"visitors": {"value": r["visitors"]["value"]}}),
@@ -178,14 +172,15 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     );
 
     // What a data-pipeline connector asks: every metric it names, for every day.
-    let (status, body) = get(
-        &api(&format!(
-            "stats/timeseries?site_id=a.com&period=custom&date={today},{today}\
+    let (status, body) = d
+        .get_json(
+            &api(&format!(
+                "stats/timeseries?site_id=a.com&period=custom&date={today},{today}\
              &metrics=visitors,pageviews,bounce_rate,visit_duration,visits"
-        )),
-        Some(TOKEN),
-    )
-    .await;
+            )),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let day = &body["results"][0];
     assert_eq!(day["date"], today.as_str());
@@ -195,22 +190,24 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     assert_eq!(day["visit_duration"], r["visit_duration"]["value"]);
     assert_eq!(day.as_object().unwrap().len(), 6, "{day}");
     // A day by hours: 24 rows that add up to the day's page views.
-    let (_, body) = get(
-        &api("stats/timeseries?site_id=a.com&period=day&metrics=pageviews"),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, body) = d
+        .get_json(
+            &api("stats/timeseries?site_id=a.com&period=day&metrics=pageviews"),
+            Some(TOKEN),
+        )
+        .await;
     let hours = body["results"].as_array().unwrap();
     assert_eq!(hours.len(), 24);
     assert!(hours[0]["date"].as_str().unwrap().ends_with(" 00:00:00"));
     let sum: u64 = hours.iter().map(|h| h["pageviews"].as_u64().unwrap()).sum();
     assert_eq!(sum.to_string(), want[0][1]);
 
-    let (_, body) = get(
-        &api("stats/breakdown?site_id=a.com&property=visit:country&limit=50"),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, body) = d
+        .get_json(
+            &api("stats/breakdown?site_id=a.com&property=visit:country&limit=50"),
+            Some(TOKEN),
+        )
+        .await;
     let got: Vec<Vec<String>> = body["results"]
         .as_array()
         .unwrap()
@@ -229,17 +226,18 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
     );
     assert_eq!(got, want);
 
-    let (_, body) = get(
-        &api("stats/breakdown?site_id=a.com&property=visit:entry_page"),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, body) = d
+        .get_json(
+            &api("stats/breakdown?site_id=a.com&property=visit:entry_page"),
+            Some(TOKEN),
+        )
+        .await;
     assert!(body["results"][0]["entry_page"].is_string(), "{body}");
 
     // Pages carry scroll depth (%) and time on page (s): the seeded visitors' last pages
     // reported (i+1)·20 % and (i+1)·3 s, one visit each. (/checkout saw custom events only, so
     // it is no page here.)
-    let (_, body) = get(
+    let (_, body) = d.get_json(
         &api("stats/breakdown?site_id=a.com&property=event:page&limit=50&metrics=visitors,scroll_depth,time_on_page"),
         Some(TOKEN),
     )
@@ -269,27 +267,30 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         .collect(),
         "{body}"
     );
-    let (_, body) = get(&api("stats/revenue?site_id=a.com"), Some(TOKEN)).await;
+    let (_, body) = d
+        .get_json(&api("stats/revenue?site_id=a.com"), Some(TOKEN))
+        .await;
     assert_eq!(body["results"][0]["revenue"], 37.5);
-    let (_, body) = get(&api("stats/dropped?site_id=a.com"), Some(TOKEN)).await;
+    let (_, body) = d
+        .get_json(&api("stats/dropped?site_id=a.com"), Some(TOKEN))
+        .await;
     assert_eq!(body["results"][0]["reason"], "http_client");
-    let (status, _) = get(
-        &api("stats/breakdown?site_id=a.com&property=visit:shoe_size"),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, _) = d
+        .get_json(
+            &api("stats/breakdown?site_id=a.com&property=visit:shoe_size"),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(status, 400);
 
     // k-anonymity: with min_visitors = 3, no page under 3 visitors is shown by name.
     let k = start(&ch, 3).await;
-    let (_, body) = get(
-        &format!(
-            "{}/api/v1/stats/breakdown?site_id=a.com&property=event:page",
-            k.url
-        ),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, body) = k
+        .get_json(
+            "/api/v1/stats/breakdown?site_id=a.com&property=event:page",
+            Some(TOKEN),
+        )
+        .await;
     for row in body["results"].as_array().unwrap() {
         assert!(
             row["page"] == "(other)" || row["visitors"].as_u64().unwrap() >= 3,
@@ -315,7 +316,7 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
         ),
         ("stats/revenue?site_id=a.com", "event", "events"),
     ] {
-        let (status, body) = get(&format!("{}/api/v1/{path}", k.url), Some(TOKEN)).await;
+        let (status, body) = k.get_json(&format!("/api/v1/{path}"), Some(TOKEN)).await;
         assert_eq!(status, 200, "{path}: {body}");
         let rows = body["results"].as_array().unwrap();
         assert!(!rows.is_empty(), "{path}");
@@ -326,6 +327,47 @@ async fn stats_api_answers_from_aggregates_behind_a_token() {
             );
         }
     }
+    // A filter cannot single out fewer than k visitors either: /docs had one visitor, so its
+    // filtered totals and series show nothing, while / (five visitors) is shown.
+    let total = |body: &serde_json::Value, m: &str| body["results"][m]["value"].as_f64();
+    let (_, few) = k
+        .get_json(
+            "/api/v1/stats/aggregate?site_id=a.com&filters=event:page==/docs&metrics=visitors,pageviews,visit_duration",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(total(&few, "visitors"), Some(0.0), "{few}");
+    assert_eq!(total(&few, "pageviews"), Some(0.0), "{few}");
+    let (_, many) = k
+        .get_json(
+            "/api/v1/stats/aggregate?site_id=a.com&filters=event:page==/&metrics=visitors",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(total(&many, "visitors"), Some(5.0), "{many}");
+    let (_, series) = k
+        .get_json(
+            "/api/v1/stats/timeseries?site_id=a.com&filters=event:page==/docs&metrics=visitors,pageviews",
+            Some(TOKEN),
+        )
+        .await;
+    for bucket in series["results"].as_array().unwrap() {
+        assert_eq!(bucket["visitors"], 0, "{series}");
+        assert_eq!(bucket["pageviews"], 0, "{series}");
+    }
+    let v2 = serde_json::json!({
+        "site_id": "a.com",
+        "metrics": ["visitors", "pageviews"],
+        "date_range": "day",
+        "filters": [["is", "event:page", ["/docs"]]],
+    });
+    let (status, body) = k.query_v2(&v2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["metrics"],
+        serde_json::json!([0, 0]),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,11 +523,12 @@ async fn filtered_questions_agree_with_raw_events() {
     let ch = ClickHouse::start();
     seed_known_traffic(&ch).await;
     let d = start(&ch, 0).await;
-    let api = |path: &str| format!("{}/api/v1/stats/{path}", d.url);
+    let api = |path: &str| format!("/api/v1/stats/{path}");
+    let stats = &d;
     let ask = |path: String| {
         let url = api(&path);
         async move {
-            let (status, body) = get(&url, Some(TOKEN)).await;
+            let (status, body) = stats.get_json(&url, Some(TOKEN)).await;
             assert_eq!(status, 200, "{path}: {body}");
             body["results"].clone()
         }
@@ -759,7 +802,7 @@ async fn filtered_questions_agree_with_raw_events() {
         r["visitors"]["value"].to_string(),
         want.iter().find(|w| w[0] == "Visit /blog/**").unwrap()[1]
     );
-    let msg = refused(&api("aggregate?site_id=a.com&filters=event:goal==Nope")).await;
+    let msg = refused(&d, &api("aggregate?site_id=a.com&filters=event:goal==Nope")).await;
     assert!(msg.contains("no goal named \"Nope\""), "{msg}");
 
     // Visit metrics by a visit dimension come from the raw events too.
@@ -796,22 +839,8 @@ async fn v2_queries_agree_with_raw_events() {
     let today = seed_known_traffic(&ch).await;
     let d = start(&ch, 0).await;
     let post = |body: Value| {
-        let url = format!("{}/api/v2/query", d.url);
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(TOKEN)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (
-                status,
-                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
-            )
-        }
+        let d = &d;
+        async move { d.query_v2(&body).await }
     };
     use serde_json::json;
     for (body, want) in [
@@ -899,11 +928,12 @@ async fn v2_queries_agree_with_raw_events() {
     );
 
     // One dimension the aggregates hold: the same rows as v1's breakdown, paged.
-    let (_, v1) = get(
-        &format!("{}/api/v1/stats/breakdown?site_id=a.com&period=day&property=visit:browser&metrics=visitors,pageviews", d.url),
-        Some(TOKEN),
-    )
-    .await;
+    let (_, v1) = d
+        .get_json(
+            "/api/v1/stats/breakdown?site_id=a.com&period=day&property=visit:browser&metrics=visitors,pageviews",
+            Some(TOKEN),
+        )
+        .await;
     let v1: Vec<Value> = v1["results"]
         .as_array()
         .unwrap()
@@ -1033,7 +1063,9 @@ async fn a_connector_gets_every_metric_it_asks_for() {
             true,
         ),
     ] {
-        let (status, body) = get(&format!("{}/api/v1/stats/{path}", d.url), Some(TOKEN)).await;
+        let (status, body) = d
+            .get_json(&format!("/api/v1/stats/{path}"), Some(TOKEN))
+            .await;
         assert_eq!(status, 200, "{path}: {body}");
         let metrics: Vec<&str> = path
             .split("metrics=")
@@ -1077,8 +1109,8 @@ async fn panel_rows(
 }
 
 /// The error of a request the API must refuse with a 400.
-async fn refused(url: &str) -> String {
-    let (status, body) = get(url, Some(TOKEN)).await;
-    assert_eq!(status, 400, "{url}: {body}");
+async fn refused(d: &StatsApi, path: &str) -> String {
+    let (status, body) = d.get_json(path, Some(TOKEN)).await;
+    assert_eq!(status, 400, "{path}: {body}");
     body["error"].as_str().unwrap().to_string()
 }

@@ -168,10 +168,43 @@ pub(super) fn source(app: &Dashboard, q: &Question) -> Result<Source, ApiError> 
     Ok(q.source(app.events_days, day_of(app.clock.now()))?)
 }
 
+/// [`raw_rows_exact`] with k-anonymity for filtered totals and time series: a filter can
+/// select a handful of visitors, so a total (or time bucket) of fewer than `min_visitors`
+/// visitors is shown as zero counts and null rates. Breakdowns fold their small rows instead
+/// ([`raw_breakdown`]).
+async fn raw_rows(app: &Dashboard, q: &Question) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let k = f64::from(app.min_visitors);
+    if k == 0.0 || q.filter.is_none() || !q.dims.is_empty() {
+        return raw_rows_exact(app, q).await;
+    }
+    let mut counted = q.clone();
+    if !counted.metrics.contains(&Metric::Visitors) {
+        counted.metrics.push(Metric::Visitors);
+    }
+    let mut rows = raw_rows_exact(app, &counted).await?;
+    for r in &mut rows {
+        if metric(r, Metric::Visitors, false) < k {
+            for m in &counted.metrics {
+                let hidden = match m {
+                    Metric::Visitors | Metric::Visits | Metric::Pageviews | Metric::Events => {
+                        json!(0)
+                    }
+                    _ => Value::Null,
+                };
+                r.insert(m.name().into(), hidden);
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// Rows of `q` answered from the raw events, each dimension's value as `d0`, `d1`, ..., and,
 /// when asked, each row's conversion rate (its visitors over those of the same dimension
 /// values without the goal conditions, in %).
-async fn raw_rows(app: &Dashboard, q: &Question) -> Result<Vec<Map<String, Value>>, ApiError> {
+async fn raw_rows_exact(
+    app: &Dashboard,
+    q: &Question,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
     let mut rows = query(app, &plan::raw_sql(q)?).await?;
     if q.metrics.contains(&Metric::ConversionRate) {
         let base_q = q.without_goals();

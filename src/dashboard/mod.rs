@@ -4,11 +4,11 @@
 //! `timeseries`, `breakdown`). Every API request needs `Authorization: Bearer <dashboard.token>`;
 //! the page itself holds no data and asks for the token.
 
-pub mod api;
+pub mod params;
 pub mod filters;
 pub mod plan;
+pub mod api;
 pub mod v2;
-pub mod params;
 
 use std::future::Future;
 use std::net::SocketAddr;
