@@ -10,7 +10,7 @@
 //! 5. [`visits`]: what the event changes about its visit
 //! 6. [`cardinality`]: per site and day, at most so many distinct values per dimension
 //! 7. [`encode`]: the stored row, in ClickHouse RowBinary
-//! 8. [`batch`]: rows gathered into batch-sized segments, written to the [`spool`]
+//! 8. [`batch`]: rows gathered into batch-sized segments, written (and fsynced) to the [`spool`]
 //! 9. [`spool`]: the on-disk segments, kept until ClickHouse acknowledges them
 //! 10. [`deliver`]: segments inserted into ClickHouse in order, transient failures retried
 //! 11. [`store`]: the ClickHouse schema, migrations, retention, salts and closed days

@@ -1,7 +1,7 @@
-//! The request path, stage by stage: parse → classify → filter → anonymize → visits → encode →
-//! hand to the batcher. Everything it needs is in [`Pipeline`], the ingest handle the HTTP front
-//! is given. The only wait is for the batcher to write the rows to the spool (and fsync them in
-//! fsync-before-ack mode).
+//! The request path, stages 1–8 of `lib.rs`: parse → classify → filter → anonymize → visits →
+//! cardinality → encode → hand to the batcher. Everything it needs is in [`Pipeline`], the
+//! ingest handle the HTTP front is given. The only wait is for the batcher to write (and, by
+//! default, fsync) the rows to the spool.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use crate::visits::{Step, Visits};
 /// What became of one request's event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Queued (and, in fsync-before-ack mode, on disk): one row per site.
+    /// Written to the spool (and, by default, fsynced): one row per site.
     Accepted { rows: usize },
     /// Deliberately not recorded.
     Dropped(DropReason),
@@ -73,8 +73,8 @@ impl Pipeline {
             Err(outcome) => return outcome,
         };
         let count = rows.count;
-        // 202 only once the rows are written to the spool (and fsynced, in fsync-before-ack
-        // mode); a batcher that could not write them drops the sender: 503.
+        // 202 only once the rows are written to the spool (and fsynced, unless a commit
+        // interval is set); a batcher that could not write them drops the sender: 503.
         let (tx, written) = oneshot::channel();
         rows.written = Some(tx);
         match self.intake.offer(rows) {

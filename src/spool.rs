@@ -44,7 +44,8 @@ pub fn dead_letter_lifetime(events_days: u32) -> Duration {
 pub struct Settings {
     pub dir: PathBuf,
     pub max_bytes: u64,
-    /// Zero: fsync before answering 202.
+    /// Zero (the default): each group is fsynced before any of it is answered 202. Above
+    /// zero: answered once written, fsynced within this interval.
     pub commit_interval: Duration,
 }
 
@@ -53,7 +54,7 @@ impl Settings {
         Settings {
             dir: PathBuf::from(r.string("spool.dir", "data/spool")),
             max_bytes: r.bounded("spool.max_bytes", 1 << 30, 1 << 16, u64::MAX >> 1),
-            commit_interval: r.millis("spool.commit_interval_ms", 200, 0, 10_000),
+            commit_interval: r.millis("spool.commit_interval_ms", 0, 0, 10_000),
         }
     }
 }
