@@ -8,12 +8,12 @@
 //! - [`net`]: CIDR parsing and sets of IP ranges;
 //! - [`text`]: cutting strings and normalising host names.
 
+pub mod text;
+pub mod net;
 pub mod browser;
 pub mod drop;
-pub mod net;
 pub mod payload;
 pub mod site;
-pub mod text;
 
 pub use browser::{BrowserClass, Device};
 pub use drop::DropReason;

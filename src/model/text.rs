@@ -35,14 +35,17 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 /// A configured host name (a site's domain, a host pattern's host): trimmed and normalised;
 /// `None` when it is not a bare host name (a scheme, path, port or other character).
 pub fn host_name(raw: &str) -> Option<String> {
-    let lower = raw.trim().to_ascii_lowercase();
-    let host = lower.strip_prefix("www.").unwrap_or(&lower);
+    let raw = raw.trim();
+    // normalize_host cuts what is too long; a configured name that long is refused instead.
+    if raw.len() > MAX_HOST_LEN {
+        return None;
+    }
+    let host = normalize_host(raw);
     let valid = !host.is_empty()
-        && host.len() <= MAX_HOST_LEN
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    valid.then(|| host.to_string())
+    valid.then(|| host.into_owned())
 }
 
 #[cfg(test)]

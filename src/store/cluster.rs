@@ -160,7 +160,7 @@ impl<'a> Renderer<'a> {
         let mut out = vec![format!(
             "CREATE DATABASE IF NOT EXISTS `{db}` ON CLUSTER `{nodes}`"
         )];
-        out.extend(self.statement(super::schema::MIGRATIONS_TABLE)?);
+        out.extend(self.statement(super::tables::MIGRATIONS_TABLE)?);
         for (view, table) in SYSTEM_VIEWS {
             out.push(format!(
                 "CREATE TABLE IF NOT EXISTS `{db}`.{view} ON CLUSTER `{nodes}` AS system.{table} \
@@ -318,7 +318,7 @@ impl<'a> Renderer<'a> {
     fn kind(&self, name: &str) -> Kind {
         match self.kinds.get(name) {
             Some(k) => *k,
-            None if name == super::schema::INSERT_TABLE => Kind::Null,
+            None if name == super::tables::INSERT_TABLE => Kind::Null,
             None if EVERYWHERE.contains(&name) => Kind::Everywhere,
             None => Kind::Sharded,
         }

@@ -2,12 +2,13 @@
 //! table and closed days. Inserting batches is `deliver`'s job; everything here is control
 //! traffic.
 
-pub mod closing;
+pub mod tables;
 pub mod cluster;
-mod migrate;
-pub mod queries;
-pub mod salts;
 pub mod schema;
+mod migrate;
+pub mod salts;
+pub mod queries;
+pub mod closing;
 
 use clickhouse::Client;
 

@@ -50,16 +50,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The log of applied migrations.
-pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS glimpse_migrations \
-     (name String, checksum String, applied_at DateTime DEFAULT now()) \
-     ENGINE = MergeTree ORDER BY name";
-
 /// The view that stores raw rows; present only when raw events are retained.
 pub const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
-/// Table the collector inserts into.
-pub const INSERT_TABLE: &str = "events_in";
+pub use super::tables::{INSERT_TABLE, MIGRATIONS_TABLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {

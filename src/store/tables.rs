@@ -1,0 +1,10 @@
+//! The tables Glimpse creates outside the migration files, which both the single-server schema
+//! and the cluster renderer name.
+
+/// The log of applied migrations.
+pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS glimpse_migrations \
+     (name String, checksum String, applied_at DateTime DEFAULT now()) \
+     ENGINE = MergeTree ORDER BY name";
+
+/// Table the collector inserts into.
+pub const INSERT_TABLE: &str = "events_in";
