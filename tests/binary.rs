@@ -2,7 +2,7 @@
 //! visitor's IP address or user agent, even at the most verbose level.
 
 use support::process::run as glimpse;
-use support::{ClickHouse, GlimpseProcess, UA_FIREFOX, binary_env, repo_path};
+use support::{ClickHouse, GlimpseProcess, Send, UA_FIREFOX, binary_env, repo_path};
 
 #[test]
 fn help_on_every_command() {
@@ -116,7 +116,6 @@ async fn logs_never_contain_ip_or_user_agent() {
         ("GLIMPSE_LOG_LEVEL", "trace".to_owned()),
     ]);
     let g = GlimpseProcess::start(&env, dir.path().join("glimpse.log"));
-    let client = support::browser_client();
     let ua = format!("{UA_FIREFOX} LogMarker/4242");
     let bodies = [
         r#"{"n":"pageview","u":"https://a.com/page?secret=tok123","r":"https://ref.example/x?q=secret2"}"#,
@@ -128,24 +127,11 @@ async fn logs_never_contain_ip_or_user_agent() {
         .enumerate()
     {
         for body in bodies {
-            client
-                .post(format!("http://{}/api/event", g.addr))
-                .header("user-agent", &ua)
-                .header("x-forwarded-for", *ip)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            Send::event(g.addr, body).ua(&ua).from(ip).send().await;
         }
         // A bot and a peer address that is not a trusted proxy, too.
         let bot = format!("curl/8.{i} LogMarker/4242");
-        client
-            .post(format!("http://{}/api/event", g.addr))
-            .header("user-agent", bot)
-            .body(bodies[0])
-            .send()
-            .await
-            .unwrap();
+        Send::event(g.addr, bodies[0]).ua(&bot).send().await;
     }
     assert_eq!(ch.wait_count("glimpse", "SELECT count() FROM events", 3), 3);
     let log = g.log_text();

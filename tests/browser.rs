@@ -25,19 +25,6 @@ glimpse('Signup',{{props:{{plan:'pro'}},revenue:{{amount:9.99,currency:'EUR'}}}}
     }
 }
 
-/// Waits until Glimpse has accepted `n` events (the browser sends asynchronously).
-async fn wait_accepted(g: &Glimpse, n: u64) {
-    let start = std::time::Instant::now();
-    while g.metrics.events_accepted.get() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "only {} events accepted",
-            g.metrics.events_accepted.get()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
     let ch = ClickHouse::start();
@@ -65,7 +52,7 @@ async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
         .click()
         .await
         .unwrap();
-    wait_accepted(&g, 2).await; // the landing page view and the queued Signup
+    g.wait_accepted(2).await; // the landing page view and the queued Signup
     let ua: String = browser
         .execute("return navigator.userAgent", vec![])
         .await
@@ -125,7 +112,7 @@ async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
     assert_eq!(storage, serde_json::json!(["", 0, 0]));
     assert!(browser.get_all_cookies().await.unwrap().is_empty());
 
-    wait_accepted(&g, 6).await;
+    g.wait_accepted(6).await;
     browser.goto(&g.url("/healthz")).await.unwrap();
     assert!(
         browser.get_all_cookies().await.unwrap().is_empty(),
@@ -322,12 +309,12 @@ track({event});
         .goto(&ours.url("/pricing?utm_source=newsletter&utm_campaign=fall"))
         .await
         .unwrap();
-    wait_accepted(&g, 2).await;
+    g.wait_accepted(2).await;
     browser
         .goto(&theirs.url("/pricing?utm_source=newsletter&utm_campaign=fall"))
         .await
         .unwrap();
-    wait_accepted(&g, 4).await;
+    g.wait_accepted(4).await;
     browser.close().await.unwrap();
     g.stop().await;
 
@@ -364,12 +351,12 @@ async fn hash_mode_exclusions_and_downloads() {
     let chromium = Chromium::start();
     let browser = chromium.session().await;
     browser.goto(&site.url("/app")).await.unwrap();
-    wait_accepted(&g, 1).await;
+    g.wait_accepted(1).await;
     browser
         .execute("location.hash = '#/settings'", vec![])
         .await
         .unwrap();
-    wait_accepted(&g, 2).await;
+    g.wait_accepted(2).await;
     browser
         .find(fantoccini::Locator::Id("dl"))
         .await
@@ -377,7 +364,7 @@ async fn hash_mode_exclusions_and_downloads() {
         .click()
         .await
         .unwrap();
-    wait_accepted(&g, 3).await;
+    g.wait_accepted(3).await;
     // Excluded: neither the page view nor anything after it on that page is sent.
     browser.goto(&site.url("/admin/users/1")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use glimpse::server::Probe;
-use support::{Front, UA_FIREFOX, front_config, pageview};
+use support::{Front, Send, StatsApi, UA_FIREFOX, front_config, pageview};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_surface() {
@@ -38,27 +38,16 @@ async fn http_surface() {
         r#"{{"n":"pageview","u":"https://a.com/","p":{{"k":"{}"}}}}"#,
         "x".repeat(70_000)
     );
-    // Its own connection: answering 413 before the body is read closes the connection, and
-    // a pooled client could race to reuse it.
-    let r = support::Reply::from(
-        support::browser_client()
-            .post(g.url("/api/event"))
-            .body(big)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // `Send` uses its own connection: answering 413 before the body is read closes the
+    // connection, and a pooled client could race to reuse it.
+    let r = Send::event(g.addr, big).send().await;
     assert_eq!(r.status, 413);
     assert!(r.body.contains("larger than 65536 bytes"));
-    let r = client
-        .post(g.url("/api/event"))
+    let r = Send::event(g.addr, "n=1")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("n=1")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
+        .await;
+    assert_eq!(r.status, 415);
     let r = client.get(g.url("/api/event")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(
@@ -74,15 +63,12 @@ async fn http_surface() {
         .await;
     assert_eq!(r.status, 202);
     // application/json works as well as text/plain.
-    let r = client
-        .post(g.url("/api/event"))
+    let r = Send::event(g.addr, pageview("https://a.com/json"))
         .header("content-type", "application/json")
-        .header("user-agent", UA_FIREFOX)
-        .body(pageview("https://a.com/json"))
+        .ua(UA_FIREFOX)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+        .await;
+    assert_eq!(r.status, 202);
     assert_eq!(g.stop().await, 2, "two rows recorded");
 }
 
@@ -155,27 +141,8 @@ async fn the_dashboard_has_the_front_limits() {
     cfg.server.header_timeout = std::time::Duration::from_secs(1);
     cfg.server.max_connections = 2;
     // The page needs no database; the API is not called here.
-    let (_, db) = glimpse::store::clients(&cfg.clickhouse);
-    let app = Arc::new(glimpse::dashboard::Dashboard {
-        db,
-        token: "dashboard-token-0123456789".into(),
-        sites: cfg.domains(),
-        min_visitors: 0,
-        clock: glimpse::clock::Clock::default(),
-        goals: Default::default(),
-        events_days: 0,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(glimpse::dashboard::run(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        app,
-        cfg.server.clone(),
-    ));
+    let server = StatsApi::start(cfg, "dashboard-token-0123456789").await;
+    let addr = server.addr;
     let silent = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -202,6 +169,5 @@ async fn the_dashboard_has_the_front_limits() {
         "a silent connection is closed after the header timeout, not {held:?}"
     );
     drop(hog);
-    let _ = stop.send(());
-    server.await.unwrap();
+    server.stop().await;
 }

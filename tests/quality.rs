@@ -5,30 +5,9 @@
 use std::collections::BTreeMap;
 
 use glimpse::model::{HostPattern, IpRanges, PathPattern, Shields, Site};
-use support::{ClickHouse, Glimpse, Send, UA_FIREFOX, test_config};
+use support::{ClickHouse, Glimpse, Reply, Send, UA_FIREFOX, test_config};
 
 const DB: &str = "glimpse";
-
-/// POSTs `body` from `ip` with `ua` and extra headers, as a browser or a bare client; the
-/// status and the drop reason.
-async fn post(
-    g: &Glimpse,
-    as_browser: bool,
-    body: &str,
-    ua: &str,
-    ip: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Option<String>) {
-    let mut send = Send::event(g.addr, body).ua(ua).from(ip);
-    if !as_browser {
-        send = send.bare();
-    }
-    for (k, v) in headers {
-        send = send.header(k, v);
-    }
-    let r = send.send().await;
-    (r.status, r.dropped)
-}
 
 fn event(url: &str, extra: &str) -> String {
     format!(r#"{{"n":"pageview","u":"{url}"{extra}}}"#)
@@ -63,101 +42,94 @@ async fn every_drop_is_named_counted_and_kept_out_of_the_data() {
         Site::new("b.org"),
     ];
     let g = Glimpse::start(cfg).await;
-    let browser = true;
-    let bare = false;
     let ip = "192.0.2.10";
     let page = event("https://a.com/pricing", "");
 
-    let cases: Vec<(&str, (u16, Option<String>))> = vec![
-        ("accepted", post(&g, browser, &page, UA_FIREFOX, ip, &[]).await),
+    let cases: Vec<(&str, Reply)> = vec![
+        ("accepted", g.send(&page, UA_FIREFOX, ip).await),
         (
             "http_client",
-            post(&g, browser, &page, "python-requests/2.32.3", ip, &[]).await,
+            g.send(&page, "python-requests/2.32.3", ip).await,
         ),
         (
             "crawler",
-            post(
-                &g,
-                browser,
+            g.send(
                 &page,
                 "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
                 ip,
-                &[],
             )
             .await,
         ),
         (
             "headless_browser",
-            post(
-                &g,
-                browser,
+            g.send(
                 &page,
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/125.0.0.0 Safari/537.36",
                 ip,
-                &[],
             )
             .await,
         ),
         (
             "header_mismatch",
-            post(&g, bare, &page, UA_FIREFOX, ip, &[("sec-fetch-mode", "cors")]).await,
+            Send::event(g.addr, page.as_str())
+                .ua(UA_FIREFOX)
+                .from(ip)
+                .bare()
+                .header("sec-fetch-mode", "cors")
+                .send()
+                .await,
         ),
         (
             "prefetch",
-            post(&g, browser, &page, UA_FIREFOX, ip, &[("sec-purpose", "prefetch")]).await,
+            Send::event(g.addr, page.as_str())
+                .ua(UA_FIREFOX)
+                .from(ip)
+                .header("sec-purpose", "prefetch")
+                .send()
+                .await,
         ),
         (
             "referrer_spam",
-            post(
-                &g,
-                browser,
+            g.send(
                 &event("https://a.com/", r#","r":"https://www.semalt.com/crawler""#),
                 UA_FIREFOX,
                 ip,
-                &[],
             )
             .await,
         ),
-        (
-            "datacenter",
-            post(&g, browser, &page, UA_FIREFOX, "203.0.113.5", &[]).await,
-        ),
+        ("datacenter", g.send(&page, UA_FIREFOX, "203.0.113.5").await),
         (
             "blocked_ip",
-            post(&g, browser, &page, UA_FIREFOX, "198.51.100.77", &[]).await,
+            g.send(&page, UA_FIREFOX, "198.51.100.77").await,
         ),
         (
             "blocked_country",
-            post(&g, browser, &page, UA_FIREFOX, "81.2.69.10", &[]).await,
+            g.send(&page, UA_FIREFOX, "81.2.69.10").await,
         ),
         (
             "excluded_path",
-            post(&g, browser, &event("https://a.com/admin/users", ""), UA_FIREFOX, ip, &[]).await,
+            g.send(&event("https://a.com/admin/users", ""), UA_FIREFOX, ip)
+                .await,
         ),
         (
             "hostname_not_allowed",
-            post(
-                &g,
-                browser,
+            g.send(
                 &event("https://a-com.preview.example.net/", r#","d":"a.com""#),
                 UA_FIREFOX,
                 ip,
-                &[],
             )
             .await,
         ),
     ];
-    for (want, (status, dropped)) in &cases {
-        assert_eq!(*status, 202, "{want}");
+    for (want, r) in &cases {
+        assert_eq!(r.status, 202, "{want}");
         let want = (*want != "accepted").then(|| want.to_string());
-        assert_eq!(*dropped, want);
+        assert_eq!(r.dropped, want);
     }
     // A shield is its site's alone: b.org counts the excluded-for-a.com page.
     let both = event("https://a.com/admin/users", r#","d":"a.com,b.org""#);
-    assert_eq!(
-        post(&g, browser, &both, UA_FIREFOX, ip, &[]).await,
-        (202, None)
-    );
+    let r = g.send(&both, UA_FIREFOX, ip).await;
+    assert_eq!((r.status, r.dropped), (202, None));
 
     let metrics = g.metrics().await;
     for (reason, _) in cases.iter().skip(1) {
@@ -260,25 +232,28 @@ async fn server_side_events_through_a_proxy_are_recorded() {
     cfg.filter.browser_only = true;
     let g = Glimpse::start(cfg).await;
     let page = event("https://a.com/", "");
-    let r = post(&g, false, &page, UA_FIREFOX, "192.0.2.10", &[]).await;
-    assert_eq!(r, (202, Some("header_mismatch".into())));
-    let r = post(&g, true, &page, UA_FIREFOX, "192.0.2.10", &[]).await;
-    assert_eq!(r, (202, None));
+    let r = Send::event(g.addr, page.as_str())
+        .ua(UA_FIREFOX)
+        .from("192.0.2.10")
+        .bare()
+        .send()
+        .await;
+    assert_eq!((r.status, r.dropped), (202, Some("header_mismatch".into())));
+    let r = g.send(&page, UA_FIREFOX, "192.0.2.10").await;
+    assert_eq!((r.status, r.dropped), (202, None));
     // With the checks off, even that is accepted.
     g.stop().await;
     let mut cfg = test_config(&ch2, DB);
     cfg.filter.header_checks = false;
     let g = Glimpse::start(cfg).await;
-    let r = post(
-        &g,
-        false,
-        &page,
-        UA_FIREFOX,
-        "192.0.2.10",
-        &[("sec-fetch-mode", "navigate")],
-    )
-    .await;
-    assert_eq!(r, (202, None));
+    let r = Send::event(g.addr, page.as_str())
+        .ua(UA_FIREFOX)
+        .from("192.0.2.10")
+        .bare()
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await;
+    assert_eq!((r.status, r.dropped), (202, None));
     g.stop().await;
     assert_eq!(ch2.count(DB, "SELECT count() FROM events"), 2);
 }

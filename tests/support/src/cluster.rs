@@ -65,15 +65,39 @@ impl ZooKeeper {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start java (apt-get install -y default-jre-headless zookeeper)");
-        crate::wait_listening(port, Duration::from_secs(30), "ZooKeeper", || {
-            std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default()
-        });
+        let log = || std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default();
+        crate::wait_listening(port, Duration::from_secs(30), "ZooKeeper", log);
+        // Listening is not serving: until it is, ZooKeeper closes new sessions during the
+        // handshake, and a clickhouse-server 18.16 that meets that then crashes. `srvr` (the one
+        // four-letter command allowed by default) names the server's mode once it serves.
+        let start = std::time::Instant::now();
+        while !serving(port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "ZooKeeper listens but does not serve; its log:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         ZooKeeper {
             port,
             _dir: dir,
             child,
         }
     }
+}
+
+/// Whether the ZooKeeper on `port` serves sessions: its `srvr` answer names a mode.
+fn serving(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = String::new();
+    conn.write_all(b"srvr").is_ok()
+        && conn.read_to_string(&mut answer).is_ok()
+        && answer.contains("Mode: ")
 }
 
 impl Drop for ZooKeeper {

@@ -1,6 +1,7 @@
 //! Glimpse in this process: the whole collector against a real ClickHouse ([`Glimpse`]), or
 //! only its HTTP front and request path, with no ClickHouse at all ([`Front`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +149,20 @@ impl Glimpse {
         }
     }
 
+    /// Waits until `n` events have been accepted, for senders that send when they choose (a
+    /// browser); panics after 20 s.
+    pub async fn wait_accepted(&self, n: u64) {
+        let start = std::time::Instant::now();
+        while self.metrics.events_accepted.get() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "only {} events accepted",
+                self.metrics.events_accepted.get()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Graceful stop: flushes everything accepted to ClickHouse.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
@@ -246,12 +261,15 @@ impl Front {
     }
 }
 
-/// The stats API and dashboard page in this process, reading what `config` points at; stopped
-/// on drop.
+/// The stats API and dashboard page in this process, reading what `config` points at, on the
+/// shared front with `config.server`'s limits; stopped on drop, or with [`StatsApi::stop`].
 pub struct StatsApi {
+    pub addr: SocketAddr,
+    /// `http://` and `addr`.
     pub url: String,
     pub token: String,
     stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
 }
 
 impl StatsApi {
@@ -267,9 +285,9 @@ impl StatsApi {
             events_days: config.retention.events_days,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(glimpse::dashboard::run(
+        let task = tokio::spawn(glimpse::dashboard::run(
             listener,
             async move {
                 let _ = rx.await;
@@ -278,24 +296,65 @@ impl StatsApi {
             config.server,
         ));
         StatsApi {
-            url,
+            addr,
+            url: format!("http://{addr}"),
             token: token.into(),
             stop: Some(tx),
+            task,
         }
     }
 
-    /// GET `path` (from `/api/...`) with the token: the status and the JSON answer.
+    /// GET `path` (from `/api/...`) with the token: the status and the JSON answer (an answer
+    /// that is not JSON comes back as a JSON string).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.fetch(path, Some(self.token.as_str())).await;
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
+
+    /// GET `path` (from `/api/...`) with `token` as the bearer token (`None`: no
+    /// `Authorization` header): the status and the answer, which must be JSON, refusals
+    /// included.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, text) = self.fetch(path, token).await;
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: answer is not JSON ({e}): {text}"));
+        (status, body)
+    }
+
+    /// POSTs a v2 query with the token: the status and the JSON answer.
+    pub async fn query_v2(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let r = reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .header("authorization", format!("Bearer {}", self.token))
+            .post(format!("{}/api/v2/query", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("v2 answer is not JSON ({e}): {text}"));
         (status, body)
+    }
+
+    async fn fetch(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// Stops serving and waits until the server has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap();
     }
 }
 
