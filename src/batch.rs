@@ -67,7 +67,7 @@ pub struct Limits {
 
 /// A segment never grows past this, whatever `batch.max_rows` says: it bounds the deliverer's
 /// memory (it reads one segment at a time).
-pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_SEGMENT_BYTES: u64 = 16 << 20;
 
 impl Limits {
     pub fn new(batch: &Settings, spool: &crate::spool::Settings) -> Limits {
@@ -87,7 +87,7 @@ enum Message {
 
 /// Why the intake refused rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Queue or spool full: retry later (429).
     Full,
     /// Shutting down, or the spool cannot be written (503).
@@ -107,7 +107,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn offer(&self, rows: Rows) -> Result<(), Refused> {
+    pub(crate) fn offer(&self, rows: Rows) -> Result<(), Refused> {
         // Announce the offer before checking `closed`; `close` sets `closed` before waiting for
         // announced offers to finish. SeqCst orders the two pairs of operations.
         self.offering.fetch_add(1, Ordering::SeqCst);
@@ -142,7 +142,7 @@ impl Intake {
     }
 
     /// Gauges for `/metrics`.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_queue_depth",
             help: "Requests waiting for the batcher.",
@@ -207,7 +207,7 @@ struct Batcher {
 }
 
 /// How often a failing spool is tried again.
-pub const PROBE_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 impl Batcher {
     fn run(mut self, rx: Receiver<Message>) {

@@ -26,7 +26,7 @@ use crate::model::Site;
 use crate::settings::Reader;
 
 /// What a value past the bound is stored as.
-pub const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 
 /// The dimensions whose values come from the request and are unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,12 +149,12 @@ impl Bounds {
     }
 
     /// Distinct values tracked now.
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.tracked.load(Ordering::Relaxed)
     }
 
     /// Gauges for `/metrics`: values tracked, and values stored as "(other)" since start.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_values_tracked",
             help: "Distinct values of today tracked for the per-site bound.",
@@ -270,7 +270,7 @@ impl RowBound<'_> {
 
     /// A custom property as the site may store it: itself; its value as [`OTHER`] when the key
     /// is known but the value past the bound; both as [`OTHER`] when the key is.
-    pub fn keep_prop<'v>(&mut self, key: &'v str, value: &'v str) -> (&'v str, &'v str) {
+    pub(crate) fn keep_prop<'v>(&mut self, key: &'v str, value: &'v str) -> (&'v str, &'v str) {
         let key_hash = self.bounds.key.hash_one((Dim::Prop as u8, 0u8, key));
         if !self.admit(Dim::Prop, key_hash) {
             self.bounds.folded[Dim::Prop as usize].inc();

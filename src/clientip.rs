@@ -50,7 +50,7 @@ impl Settings {
 
 /// Who sent a request, as far as its address tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     /// A visitor at this address.
     Visitor(IpAddr),
     /// A trusted proxy's own request (no forwarding header, or only trusted hops), such as a
@@ -74,7 +74,7 @@ impl Peer {
     /// What the rate limiter counts this request against: requests without a visitor address
     /// share their proxy's bucket, so a flood of malformed or missing headers is limited as
     /// one client.
-    pub fn limit_key(self) -> IpAddr {
+    pub(crate) fn limit_key(self) -> IpAddr {
         match self {
             Peer::Visitor(ip) | Peer::Proxy(ip) => ip,
             Peer::Unknown { peer } => peer,
@@ -121,7 +121,7 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes plain IPv4, so lookups and hashes agree.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -32,13 +32,13 @@ use crate::store::{self, ServerVersion, StoreError, schema};
 use crate::visits::Visits;
 
 /// How often salts are refreshed (and expired ones destroyed), and retention applied.
-pub const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const SALT_REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// How often salts past their lifetime are forgotten in memory: on its own timer, because a
 /// refresh can hang on a ClickHouse that stopped answering.
-pub const SALT_FORGET_EVERY: Duration = Duration::from_secs(1);
-pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+pub(crate) const SALT_FORGET_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often finished days are checked and copied into exact counts (`store::closing`).
-pub const CLOSE_DAYS_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const CLOSE_DAYS_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -53,7 +53,7 @@ pub enum StartError {
 }
 
 /// The ClickHouse side, ready: schema migrated, retention applied, salts loaded.
-pub struct Store {
+pub(crate) struct Store {
     pub db: clickhouse::Client,
     /// One server or a cluster.
     pub layout: store::Layout,
@@ -221,7 +221,7 @@ async fn open_store_patiently(config: &Config, clock: &Clock) -> Result<Store, S
 }
 
 /// Connects, migrates, applies retention and deduplication, and loads the salts.
-pub async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreError> {
+pub(crate) async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreError> {
     let (server, db) = store::clients(&config.clickhouse);
     let version = store::server_version(&server).await?;
     tracing::info!(%version, "connected to ClickHouse");

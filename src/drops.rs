@@ -19,7 +19,7 @@ use crate::model::DropReason;
 use crate::shutdown::{self, Shutdown};
 
 /// How often counts are written to ClickHouse.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 pub const TABLE: &str = "dropped_daily";
 
@@ -92,7 +92,7 @@ impl DropCounts {
     }
 
     /// Puts counts back after a failed insert, to be written with the next flush.
-    pub fn restore(&self, rows: &[Row]) {
+    pub(crate) fn restore(&self, rows: &[Row]) {
         for r in rows {
             self.add(r.day, r.site, r.reason, r.events);
         }
@@ -111,7 +111,7 @@ impl DropCounts {
     }
 }
 
-pub fn insert_sql() -> String {
+pub(crate) fn insert_sql() -> String {
     format!("INSERT INTO {TABLE} (site, day, reason, events) FORMAT RowBinary")
 }
 

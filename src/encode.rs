@@ -48,11 +48,11 @@ pub const COLUMNS: &[(&str, &str)] = &[
 
 /// The row format: which of [`COLUMNS`] a row holds. Spool segments record theirs, so segments
 /// written by an older version are still inserted with their own column list after an upgrade.
-pub const ROW_FORMAT: u32 = 3;
+pub(crate) const ROW_FORMAT: u32 = 3;
 
 /// How many of [`COLUMNS`] each row format holds (format 1: before visits; 2: before
 /// engagement).
-pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
+pub(crate) fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
     match format {
         1 => &COLUMNS[..25],
         2 => &COLUMNS[..29],
@@ -61,7 +61,7 @@ pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
 }
 
 /// The insert statement for rows of `format`.
-pub fn insert_sql(table: &str, format: u32) -> String {
+pub(crate) fn insert_sql(table: &str, format: u32) -> String {
     let cols: Vec<&str> = columns_of(format).iter().map(|(n, _)| *n).collect();
     format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
 }

@@ -116,7 +116,11 @@ pub async fn serve<H, F>(
 }
 
 /// The whole body, at most `max` bytes, received within `timeout`; otherwise the reply to send.
-pub async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, Reply> {
+pub(crate) async fn read_body(
+    body: Incoming,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Reply> {
     let body = Limited::new(body, max);
     match tokio::time::timeout(timeout, body.collect()).await {
         Err(_) => Err(error(
@@ -155,7 +159,7 @@ pub fn bearer(headers: &http::HeaderMap, token: &str) -> bool {
 }
 
 /// 401 with the challenge for a bearer token.
-pub fn unauthorized(msg: &str) -> Reply {
+pub(crate) fn unauthorized(msg: &str) -> Reply {
     let mut r = error(StatusCode::UNAUTHORIZED, msg);
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -188,7 +192,7 @@ pub fn error(status: StatusCode, msg: &str) -> Reply {
     json(status, serde_json::json!({ "error": msg }).to_string())
 }
 
-pub fn too_large(max: usize) -> Reply {
+pub(crate) fn too_large(max: usize) -> Reply {
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("request body larger than {max} bytes"),
@@ -196,14 +200,14 @@ pub fn too_large(max: usize) -> Reply {
 }
 
 /// An error the client should retry after a second.
-pub fn retry_later(status: StatusCode, msg: &str) -> Reply {
+pub(crate) fn retry_later(status: StatusCode, msg: &str) -> Reply {
     let mut r = error(status, msg);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
-pub fn method_not_allowed(allow: &'static str) -> Reply {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Reply {
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("method not allowed; use {allow}"),

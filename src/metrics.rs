@@ -20,7 +20,7 @@ pub struct Gauge {
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.add(1);
     }
     pub fn add(&self, n: u64) {
@@ -61,7 +61,7 @@ impl Metrics {
         &self.dropped[reason.index()]
     }
 
-    pub fn record_insert(&self, rows: usize, took: Duration) {
+    pub(crate) fn record_insert(&self, rows: usize, took: Duration) {
         self.insert_batches.inc();
         self.insert_rows.add(rows as u64);
         self.insert_micros_total.add(took.as_micros() as u64);
@@ -71,7 +71,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_status(&self, status: u16) {
+    pub(crate) fn record_status(&self, status: u16) {
         let i = STATUSES
             .iter()
             .position(|s| *s == status)

@@ -12,12 +12,12 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 pub use crate::model::payload::{PropList, Revenue};
 
 /// Limits that keep one event small; they mirror what Plausible accepts.
-pub const MAX_NAME_LEN: usize = 120;
+pub(crate) const MAX_NAME_LEN: usize = 120;
 pub const MAX_URL_LEN: usize = 2000;
 pub const MAX_PROPS: usize = 30;
-pub const MAX_PROP_KEY_LEN: usize = 300;
-pub const MAX_PROP_VALUE_LEN: usize = 2000;
-pub const MAX_DOMAINS: usize = 10;
+pub(crate) const MAX_PROP_KEY_LEN: usize = 300;
+pub(crate) const MAX_PROP_VALUE_LEN: usize = 2000;
+pub(crate) const MAX_DOMAINS: usize = 10;
 
 /// One event as sent by a browser, not yet trusted beyond its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,10 +47,10 @@ pub struct Engagement {
 
 /// One report covers at most this much engaged time; a tab left focused for hours would
 /// otherwise outweigh every real reader of the page.
-pub const MAX_ENGAGED_MS: u32 = 30 * 60 * 1000;
+pub(crate) const MAX_ENGAGED_MS: u32 = 30 * 60 * 1000;
 
 /// The event name of engagement reports.
-pub const ENGAGEMENT: &str = "engagement";
+pub(crate) const ENGAGEMENT: &str = "engagement";
 
 /// Why a payload was rejected; the text goes back to the client in a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

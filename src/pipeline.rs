@@ -190,7 +190,7 @@ impl Pipeline {
     }
 
     /// Gauges of the request path's own state, for `/metrics`.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         self.intake.gauges(out);
         self.salts.gauges(self.clock.now(), out);
         self.visits.gauges(out);

@@ -4,7 +4,7 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Default)]
-pub struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
@@ -21,4 +21,4 @@ impl Hasher for Prehashed {
 }
 
 /// A map keyed by such hashes.
-pub type HashMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+pub(crate) type HashMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<Prehashed>>;

@@ -112,7 +112,7 @@ pub fn stored_columns() -> Vec<&'static str> {
 }
 
 /// Hours within which a day's salt is destroyed, as promised.
-pub const SALT_DESTROYED_WITHIN_HOURS: u64 = 48;
+pub(crate) const SALT_DESTROYED_WITHIN_HOURS: u64 = 48;
 
 /// What destroys a salt that the collector did not: on servers with TTL, the database itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

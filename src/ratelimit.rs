@@ -32,7 +32,7 @@ pub struct Settings {
 }
 
 /// Clients tracked at most (about 40 bytes each).
-pub const MAX_CLIENTS: usize = 100_000;
+pub(crate) const MAX_CLIENTS: usize = 100_000;
 
 impl Settings {
     pub(crate) fn read(r: &mut Reader) -> Settings {
@@ -103,7 +103,7 @@ impl RateLimiter {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.settings.per_second > 0.0
     }
 
@@ -177,7 +177,7 @@ impl RateLimiter {
     }
 
     /// Clients currently tracked.
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map_or(0, |s| s.buckets.len()))
@@ -185,7 +185,7 @@ impl RateLimiter {
     }
 
     /// Gauges for `/metrics`.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_rate_limited_clients",
             help: "Clients the rate limiter currently tracks.",

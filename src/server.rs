@@ -58,7 +58,7 @@ pub type Probe =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// A component's gauges, sampled at each `/metrics` read.
-pub type Gauges = Box<dyn Fn(&mut Vec<Gauge>) + Send + Sync>;
+pub(crate) type Gauges = Box<dyn Fn(&mut Vec<Gauge>) + Send + Sync>;
 
 /// Everything the routes need.
 pub struct Routes {
@@ -288,7 +288,7 @@ fn script(script: &Script, headers: &http::HeaderMap) -> Reply {
     cors(r)
 }
 
-pub fn outcome_response(outcome: Outcome) -> Reply {
+pub(crate) fn outcome_response(outcome: Outcome) -> Reply {
     match outcome {
         Outcome::Accepted { .. } => text(StatusCode::ACCEPTED, "ok"),
         Outcome::Dropped(reason) => {

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use crate::model::net::parse_net;
 
 /// Prefix of every environment setting.
-pub const ENV_PREFIX: &str = "GLIMPSE_";
+pub(crate) const ENV_PREFIX: &str = "GLIMPSE_";
 
 /// All problems found while loading, each naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "GLIMPSE_";
 pub struct ConfigError(pub Vec<String>);
 
 /// The environment name of a TOML path: `batch.max_rows` → `GLIMPSE_BATCH_MAX_ROWS`.
-pub fn env_name(path: &str) -> String {
+pub(crate) fn env_name(path: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         path.replace('.', "_").to_ascii_uppercase()
@@ -32,7 +32,7 @@ pub fn env_name(path: &str) -> String {
 }
 
 /// Walks the TOML table and environment, collecting errors instead of returning early.
-pub struct Reader<'e> {
+pub(crate) struct Reader<'e> {
     table: toml::Table,
     env: &'e BTreeMap<String, String>,
     errors: Vec<String>,
@@ -66,7 +66,7 @@ impl<'e> Reader<'e> {
     }
 
     /// Records a problem inside a table of an array (`sites[0].domain: …`).
-    pub fn error_at(&mut self, place: String, msg: impl std::fmt::Display) {
+    pub(crate) fn error_at(&mut self, place: String, msg: impl std::fmt::Display) {
         self.errors.push(format!("{place}: {msg}"));
     }
 
@@ -102,7 +102,7 @@ impl<'e> Reader<'e> {
         }
     }
 
-    pub fn socket_addr(&mut self, key: &str, default: &str) -> SocketAddr {
+    pub(crate) fn socket_addr(&mut self, key: &str, default: &str) -> SocketAddr {
         let raw = self.string(key, default);
         raw.trim().parse().unwrap_or_else(|_| {
             self.error(
@@ -114,7 +114,7 @@ impl<'e> Reader<'e> {
     }
 
     /// A whole number from `min` to `max`.
-    pub fn bounded(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+    pub(crate) fn bounded(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
         let raw = self.string(key, &default.to_string());
         match raw.trim().replace('_', "").parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => v,
@@ -129,11 +129,11 @@ impl<'e> Reader<'e> {
     }
 
     /// A duration given in milliseconds (keys end in `_ms`), from `min` to `max` ms.
-    pub fn millis(&mut self, key: &str, default: u64, min: u64, max: u64) -> Duration {
+    pub(crate) fn millis(&mut self, key: &str, default: u64, min: u64, max: u64) -> Duration {
         Duration::from_millis(self.bounded(key, default, min, max))
     }
 
-    pub fn boolean(&mut self, key: &str, default: bool) -> bool {
+    pub(crate) fn boolean(&mut self, key: &str, default: bool) -> bool {
         let raw = self.string(key, &default.to_string());
         match raw.trim() {
             "true" | "1" => true,
@@ -161,7 +161,7 @@ impl<'e> Reader<'e> {
     }
 
     /// A name of letters, digits and `_` (a database name), safe to quote into SQL.
-    pub fn identifier(&mut self, key: &str, default: &str) -> String {
+    pub(crate) fn identifier(&mut self, key: &str, default: &str) -> String {
         let raw = self.string(key, default);
         if !is_identifier(&raw) {
             self.error(
@@ -173,7 +173,7 @@ impl<'e> Reader<'e> {
     }
 
     /// Like [`Reader::identifier`], but `None` when unset or empty.
-    pub fn optional_identifier(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn optional_identifier(&mut self, key: &str) -> Option<String> {
         let raw = self.string(key, "");
         if raw.is_empty() {
             return None;
@@ -195,7 +195,7 @@ impl<'e> Reader<'e> {
     }
 
     /// One of `choices`.
-    pub fn choice<T: Copy>(&mut self, key: &str, default: &str, choices: &[(&str, T)]) -> T {
+    pub(crate) fn choice<T: Copy>(&mut self, key: &str, default: &str, choices: &[(&str, T)]) -> T {
         let raw = self.string(key, default);
         let find = |v: &str| choices.iter().find(|(name, _)| *name == v).map(|c| c.1);
         find(&raw).unwrap_or_else(|| {
@@ -229,7 +229,7 @@ impl<'e> Reader<'e> {
     }
 
     /// A list of CIDRs or single addresses.
-    pub fn cidrs(&mut self, key: &str) -> Vec<IpNet> {
+    pub(crate) fn cidrs(&mut self, key: &str) -> Vec<IpNet> {
         let mut nets = Vec::new();
         for raw in self.list(key) {
             match parse_net(raw.trim()) {
@@ -280,7 +280,12 @@ impl<'e> Reader<'e> {
     }
 
     /// A list of strings inside an entry of [`Reader::tables`]; `place` names it in errors.
-    pub fn entry_list(&mut self, place: String, entry: &toml::Table, name: &str) -> Vec<String> {
+    pub(crate) fn entry_list(
+        &mut self,
+        place: String,
+        entry: &toml::Table,
+        name: &str,
+    ) -> Vec<String> {
         match entry.get(name).cloned() {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => {

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 /// Fires the shutdown. Dropping it fires it too, so a job never outlives its owner.
 #[derive(Debug)]
-pub struct Trigger(watch::Sender<bool>);
+pub(crate) struct Trigger(watch::Sender<bool>);
 
 /// Completes once the shutdown has fired; cheap to clone, one per job.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub fn channel() -> (Trigger, Shutdown) {
 }
 
 impl Trigger {
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         let _ = self.0.send(true);
     }
 }

@@ -31,7 +31,7 @@ use crate::settings::Reader;
 /// How long a dead letter is kept: as long as raw events are (`retention.events_days`), and in
 /// aggregates-only mode only until the visitor ids it holds could no longer be recomputed (the
 /// salt's lifetime), so that no per-visitor hash outlives the retention anywhere.
-pub fn dead_letter_lifetime(events_days: u32) -> Duration {
+pub(crate) fn dead_letter_lifetime(events_days: u32) -> Duration {
     if events_days == 0 {
         Duration::from_secs(crate::anonymize::DESTROY_AFTER_SECS)
     } else {
@@ -177,7 +177,7 @@ impl Spool {
     }
 
     /// The number for the first segment this run writes.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
@@ -185,7 +185,7 @@ impl Spool {
         &self.dir
     }
 
-    pub fn dead_letter_dir(&self) -> PathBuf {
+    pub(crate) fn dead_letter_dir(&self) -> PathBuf {
         self.dir.join(DEAD_LETTER_DIR)
     }
 
@@ -218,7 +218,7 @@ impl Spool {
     }
 
     /// Gauges for `/metrics`.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_spool_bytes",
             help: "Bytes of spool segments on disk, not yet in ClickHouse.",
@@ -289,7 +289,7 @@ impl Spool {
 
     /// Moves a segment that can never be inserted to the dead-letter directory, with the reason
     /// next to it, so that it stops blocking the ones behind it and an operator can inspect it.
-    pub fn quarantine(&self, seq: u64, reason: &str) -> io::Result<PathBuf> {
+    pub(crate) fn quarantine(&self, seq: u64, reason: &str) -> io::Result<PathBuf> {
         let from = self.path(seq);
         let len = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
         let dead = self.dead_letter_dir();
@@ -308,7 +308,7 @@ impl Spool {
 
     /// Deletes dead letters (and their reasons) quarantined more than `max_age` before `now`:
     /// they hold rows, which may not outlive the retention of rows. Returns how many went.
-    pub fn expire_dead_letters(
+    pub(crate) fn expire_dead_letters(
         &self,
         max_age: Duration,
         now: std::time::SystemTime,
@@ -362,7 +362,7 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    pub fn append(&mut self, rows: u32, data: &[u8]) {
+    pub(crate) fn append(&mut self, rows: u32, data: &[u8]) {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(&rows.to_le_bytes());
@@ -432,7 +432,7 @@ impl SegmentWriter {
 /// Concatenates the data of every intact record; stops at the first torn or corrupt one. A
 /// record cut short by the end of the file, or a damaged last record, is a torn write; a damaged
 /// record with data after it is corruption, reported in `corrupt_at`.
-pub fn decode_records(raw: &[u8]) -> Segment {
+pub(crate) fn decode_records(raw: &[u8]) -> Segment {
     let mut data = Vec::with_capacity(raw.len());
     let mut format = 1;
     let mut rows = 0u64;

@@ -116,7 +116,7 @@ impl Visits {
     }
 
     /// Events that started a visit only because the table was full.
-    pub fn untracked(&self) -> u64 {
+    pub(crate) fn untracked(&self) -> u64 {
         self.untracked.load(Ordering::Relaxed)
     }
 
@@ -129,7 +129,7 @@ impl Visits {
     }
 
     /// Gauges for `/metrics`.
-    pub fn gauges(&self, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_visits_open",
             help: "Visits in progress held in memory.",
@@ -143,7 +143,7 @@ impl Visits {
     }
 
     /// Records an event of `visitor` at `now` (Unix seconds) and says what it changes.
-    pub fn step(
+    pub(crate) fn step(
         &self,
         visitor: u64,
         now: u32,

@@ -88,7 +88,7 @@ impl Salts {
     }
 
     /// Seconds since the salts were last read from ClickHouse.
-    pub fn since_refresh(&self, now: u64) -> Option<u64> {
+    pub(crate) fn since_refresh(&self, now: u64) -> Option<u64> {
         match self.refreshed_at.load(std::sync::atomic::Ordering::Relaxed) {
             0 => None,
             at => Some(now.saturating_sub(at)),
@@ -104,7 +104,7 @@ impl Salts {
 
     /// Drops from memory every salt past its lifetime, whether or not ClickHouse can be reached
     /// to replace it. A dropped salt's bytes are zeroed once no request holds it.
-    pub fn forget_expired(&self, now: u64) {
+    pub(crate) fn forget_expired(&self, now: u64) {
         let current = self.load();
         if current.days.iter().all(|(d, _)| !expired(*d, now)) {
             return;
@@ -119,7 +119,7 @@ impl Salts {
     }
 
     /// Gauges for `/metrics`.
-    pub fn gauges(&self, now: u64, out: &mut Vec<Gauge>) {
+    pub(crate) fn gauges(&self, now: u64, out: &mut Vec<Gauge>) {
         out.push(Gauge {
             name: "glimpse_salt_age_seconds",
             help: "Age of the oldest visitor salt in memory (-1: none loaded).",

@@ -131,7 +131,7 @@ impl Scripts {
 /// The extensions a Plausible script name asks for, as a bit set over [`EXTENSIONS`]. The
 /// current per-site names (`pa-<id>.js`, `s-<id>.js`) configure the script through
 /// `plausible.init()` instead: no extension.
-pub fn plausible_variant(file: &str) -> Result<u16, NoScript> {
+pub(crate) fn plausible_variant(file: &str) -> Result<u16, NoScript> {
     let stem = file.strip_suffix(".js").ok_or(NoScript::Unknown)?;
     let per_site = ["pa-", "s-"].iter().any(|p| {
         stem.strip_prefix(p).is_some_and(|id| {

@@ -69,7 +69,7 @@ impl Geo {
 
     /// Opens what it can: a missing or unreadable file only costs locations, never events, so
     /// start-up goes on with the databases that did open and reports the others.
-    pub fn open_available(paths: &[PathBuf]) -> (Geo, Vec<GeoError>) {
+    pub(crate) fn open_available(paths: &[PathBuf]) -> (Geo, Vec<GeoError>) {
         let (mut readers, mut errors) = (Vec::new(), Vec::new());
         for p in paths {
             match open_one(p) {

@@ -6,11 +6,11 @@
 use std::borrow::Cow;
 
 /// What an e-mail address is stored as.
-pub const EMAIL: &str = "(email)";
+pub(crate) const EMAIL: &str = "(email)";
 /// What a long opaque token is stored as.
 pub const TOKEN: &str = "(token)";
 /// Shorter runs are ids and words, not secrets.
-pub const MIN_TOKEN_LEN: usize = 32;
+pub(crate) const MIN_TOKEN_LEN: usize = 32;
 
 fn is_local(b: u8) -> bool {
     // What a local part holds in practice, without the separators of paths and queries

@@ -14,9 +14,9 @@ use crate::model::text::truncate;
 use crate::model::{BrowserClass, Device, DropReason};
 
 /// Longer user agents are cut before parsing: real browsers stay far below this.
-pub const MAX_UA_LEN: usize = 512;
+pub(crate) const MAX_UA_LEN: usize = 512;
 /// Shorter ones are not browsers ("Mozilla/5.0" alone is 11 bytes).
-pub const MIN_UA_LEN: usize = 12;
+pub(crate) const MIN_UA_LEN: usize = 12;
 const MAX_VERSION_LEN: usize = 32;
 
 /// Substrings (lower case) of automation that presents itself as a browser. Electron is an app

@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 pub use crate::model::text::{MAX_HOST_LEN, normalize_host, truncate};
 
 /// Longest UTM value kept; longer ones are cut at a character boundary.
-pub const MAX_UTM_LEN: usize = 256;
+pub(crate) const MAX_UTM_LEN: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Utm<'a> {
@@ -133,7 +133,7 @@ pub fn parse_page(url: &str, hash_mode: bool) -> Result<Page<'_>, UrlError> {
 }
 
 /// The normalised host of a referrer URL, if it parses.
-pub fn referrer_host(referrer: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn referrer_host(referrer: &str) -> Option<Cow<'_, str>> {
     split(referrer).ok().map(|p| normalize_host(p.host))
 }
 
@@ -271,7 +271,7 @@ fn parameters_start(s: &str) -> Option<usize> {
 /// A free-text value (a custom property, a UTM value) as it may be stored: decoded like a
 /// path, and ended before any parameters; a value that is a URL keeps only scheme, host and
 /// path (see [`strip_url`]).
-pub fn strip_value(value: &str) -> Cow<'_, str> {
+pub(crate) fn strip_value(value: &str) -> Cow<'_, str> {
     if value.contains("://") {
         return strip_url(value);
     }
@@ -290,7 +290,7 @@ pub fn strip_value(value: &str) -> Cow<'_, str> {
 
 /// A value that is itself a URL (a link's address in a custom property) without userinfo,
 /// query or fragment; any other value as it is.
-pub fn strip_url(value: &str) -> Cow<'_, str> {
+pub(crate) fn strip_url(value: &str) -> Cow<'_, str> {
     let Some((scheme, _)) = value.trim().split_once("://") else {
         return Cow::Borrowed(value);
     };

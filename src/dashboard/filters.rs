@@ -96,7 +96,7 @@ impl Dim {
     }
 
     /// Whether the dimension belongs to events rather than to visits.
-    pub fn of_events(&self) -> bool {
+    pub(crate) fn of_events(&self) -> bool {
         matches!(self, Dim::Event(_) | Dim::Prop(_) | Dim::Goal)
     }
 
@@ -123,7 +123,7 @@ impl Dim {
 }
 
 /// The alias an entry dimension's column gets in the planner's entry join.
-pub fn entry_column(name: &str) -> &'static str {
+pub(crate) fn entry_column(name: &str) -> &'static str {
     match name {
         "visit:source" => "source",
         "visit:referrer" => "referrer",
@@ -137,7 +137,7 @@ pub fn entry_column(name: &str) -> &'static str {
 }
 
 /// Columns of the entry join: (alias, raw expression).
-pub fn entry_columns() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn entry_columns() -> Vec<(&'static str, &'static str)> {
     ENTRY_DIMS
         .iter()
         .map(|(n, e)| (entry_column(n), *e))
@@ -372,7 +372,7 @@ fn check_size(f: &Filter) -> Result<Filter, String> {
 
 /// A page pattern as an anchored regular expression: `**` anything, `*` one path segment,
 /// everything else literal.
-pub fn glob(pattern: &str) -> String {
+pub(crate) fn glob(pattern: &str) -> String {
     let mut out = String::from("^");
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
@@ -419,7 +419,7 @@ fn regex_syntax_ok(pattern: &str) -> Result<(), String> {
 }
 
 /// The SQL condition of one leaf over `expr` (values quoted).
-pub fn condition(op: Op, expr: &str, values: &[String], case_insensitive: bool) -> String {
+pub(crate) fn condition(op: Op, expr: &str, values: &[String], case_insensitive: bool) -> String {
     let (e, fold) = if case_insensitive {
         (format!("lower({expr})"), true)
     } else {

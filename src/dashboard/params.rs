@@ -120,7 +120,7 @@ impl Metric {
     }
 
     /// Whether the metric is a property of visits (sessions) rather than of events.
-    pub fn of_visits(self) -> bool {
+    pub(crate) fn of_visits(self) -> bool {
         matches!(
             self,
             Metric::Visits | Metric::ViewsPerVisit | Metric::BounceRate | Metric::VisitDuration
@@ -224,12 +224,12 @@ pub fn period(period: Option<&str>, date: Option<&str>, today: u16) -> Result<(u
 }
 
 /// The first day of `day`'s month.
-pub fn first_of_month(day: u16) -> u16 {
+pub(crate) fn first_of_month(day: u16) -> u16 {
     parse_date(&format!("{}-01", &date_string(day)[..7])).unwrap_or(day)
 }
 
 /// The first day of the month `n` months after the one starting on `first`.
-pub fn add_months(first: u16, n: i32) -> Result<u16, String> {
+pub(crate) fn add_months(first: u16, n: i32) -> Result<u16, String> {
     let s = date_string(first);
     let (y, m): (i32, i32) = (
         s[..4].parse().map_err(|_| "bad date")?,
@@ -296,7 +296,7 @@ pub fn pagination(limit: Option<&str>, page: Option<&str>) -> Result<(u32, u32),
 }
 
 /// Plausible's change between two periods: percent, rounded; 100 from nothing to something.
-pub fn percent_change(before: f64, now: f64) -> f64 {
+pub(crate) fn percent_change(before: f64, now: f64) -> f64 {
     if before == 0.0 {
         if now > 0.0 { 100.0 } else { 0.0 }
     } else {

@@ -17,7 +17,7 @@ use super::filters::{self, Dim, Filter, Op};
 use super::params::{Interval, Metric};
 
 /// Rows a raw answer may have before k-anonymity folding and pagination.
-pub const MAX_RAW_ROWS: u32 = 10_000;
+pub(crate) const MAX_RAW_ROWS: u32 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Question {
@@ -51,7 +51,7 @@ const TOTALS: &[Metric] = &[
 ];
 
 /// What the aggregates can give for a single dimension.
-pub fn aggregate_metrics(dim: &Dim) -> &'static [Metric] {
+pub(crate) fn aggregate_metrics(dim: &Dim) -> &'static [Metric] {
     match dim {
         Dim::Event("event:page") => &[
             Metric::Visitors,
@@ -69,7 +69,7 @@ pub fn aggregate_metrics(dim: &Dim) -> &'static [Metric] {
 
 impl Question {
     /// Whether the aggregates hold this question exactly.
-    pub fn aggregates_answer(&self) -> bool {
+    pub(crate) fn aggregates_answer(&self) -> bool {
         if self.filter.is_some() {
             return false;
         }
@@ -154,7 +154,7 @@ impl Question {
     }
 
     /// Whether event:goal is a dimension or appears in the filter.
-    pub fn about_goals(&self) -> bool {
+    pub(crate) fn about_goals(&self) -> bool {
         fn mentions(f: &Filter) -> bool {
             match f {
                 Filter::And(v) | Filter::Or(v) => v.iter().any(mentions),
@@ -166,7 +166,7 @@ impl Question {
     }
 
     /// The question without its goal conditions: the visitors a conversion rate divides by.
-    pub fn without_goals(&self) -> Question {
+    pub(crate) fn without_goals(&self) -> Question {
         fn strip(f: &Filter) -> Option<Filter> {
             match f {
                 Filter::And(v) => {

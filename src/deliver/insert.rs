@@ -17,7 +17,7 @@ pub enum Failure {
 /// 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
 /// 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE.
 /// Everything else (including 40 CHECKSUM_DOESNT_MATCH, damage in transit) is retried.
-pub const DETERMINISTIC_CODES: &[u32] =
+pub(crate) const DETERMINISTIC_CODES: &[u32] =
     &[6, 10, 16, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131];
 
 pub async fn insert(client: &clickhouse::Client, sql: &str, data: Bytes) -> Result<(), Failure> {
@@ -51,7 +51,7 @@ fn from_another_node(msg: &str) -> bool {
 }
 
 /// The `Code: N` of a ClickHouse error text (all versions start with it).
-pub fn server_code(msg: &str) -> Option<u32> {
+pub(crate) fn server_code(msg: &str) -> Option<u32> {
     let rest = &msg[msg.find("Code: ")? + 6..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

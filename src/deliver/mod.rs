@@ -21,14 +21,14 @@ use crate::spool::Spool;
 
 pub use insert::Failure;
 
-pub const BACKOFF_START: Duration = Duration::from_millis(100);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The shard check gives up after this. An insert itself has no deadline: abandoning one that a
 /// slow or frozen server still runs would store it twice where the server has no tokens, and a
 /// server that is gone resets or times out the connection (TCP) anyway.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct Deliverer {
+pub(crate) struct Deliverer {
     pub client: clickhouse::Client,
     /// The table rows go to; the column list follows each segment's row format.
     pub table: String,

@@ -23,7 +23,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn from_headers(h: &HeaderMap) -> Signals {
+    pub(crate) fn from_headers(h: &HeaderMap) -> Signals {
         let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let speculative = ["purpose", "sec-purpose", "x-moz", "x-purpose"]
             .iter()
@@ -61,7 +61,7 @@ impl Signals {
     /// Whether these headers contradict a browser's: a navigation (a beacon request never is
     /// one), fetch metadata without `Accept-Language` (browsers send both), or, when
     /// `browser_only`, no `Accept-Language` at all (server-side senders are then refused).
-    pub fn mismatch(&self, browser_only: bool) -> bool {
+    pub(crate) fn mismatch(&self, browser_only: bool) -> bool {
         self.navigation || (!self.accept_language && (self.fetch_metadata || browser_only))
     }
 }

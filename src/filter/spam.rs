@@ -18,7 +18,7 @@ impl ReferrerSpam {
     }
 
     /// One host per line, `#` comments; hosts are stored lower-case without `www.`.
-    pub fn from_text(text: &'static str) -> ReferrerSpam {
+    pub(crate) fn from_text(text: &'static str) -> ReferrerSpam {
         let hosts = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())

@@ -66,7 +66,7 @@ impl DropReason {
     }
 
     /// Position in [`DropReason::ALL`], for counter arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }

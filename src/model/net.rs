@@ -63,7 +63,7 @@ impl IpRanges {
 }
 
 /// A CIDR, or a single address as its /32 or /128.
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .map(|n| n.trunc())
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
@@ -91,7 +91,7 @@ fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
 
 mod num_like {
     /// `x + 1`, saturating: adjacent intervals merge.
-    pub trait Succ {
+    pub(crate) trait Succ {
         fn succ(self) -> Self;
     }
     impl Succ for u32 {

@@ -9,7 +9,7 @@ use super::net::IpRanges;
 use super::text;
 
 /// Longest accepted pattern; keeps matching cost bounded.
-pub const MAX_PATTERN_LEN: usize = 200;
+pub(crate) const MAX_PATTERN_LEN: usize = 200;
 
 /// A site events are recorded for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Shields {
     }
 
     /// Whether events located in this country are not counted.
-    pub fn blocks_country(&self, country_code: &str) -> bool {
+    pub(crate) fn blocks_country(&self, country_code: &str) -> bool {
         !country_code.is_empty()
             && self
                 .block_countries

@@ -34,7 +34,7 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 
 /// A configured host name (a site's domain, a host pattern's host): trimmed and normalised;
 /// `None` when it is not a bare host name (a scheme, path, port or other character).
-pub fn host_name(raw: &str) -> Option<String> {
+pub(crate) fn host_name(raw: &str) -> Option<String> {
     let raw = raw.trim();
     // normalize_host cuts what is too long; a configured name that long is refused instead.
     if raw.len() > MAX_HOST_LEN {

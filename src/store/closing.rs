@@ -21,7 +21,7 @@ use super::{Layout, StoreError};
 use crate::clock::{SECS_PER_DAY, date_string, day_of};
 
 /// The statements that copy one (site, day).
-pub const CLOSE_DAY_SQL: &str = include_str!("../../schema/close_day.sql");
+pub(crate) const CLOSE_DAY_SQL: &str = include_str!("../../schema/close_day.sql");
 /// A day is closed this long after its UTC midnight, once batches in flight have landed.
 pub const CLOSE_AFTER_SECS: u64 = 15 * 60;
 /// Generations per millisecond: room for the random part of [`generation_at`].
@@ -186,7 +186,7 @@ async fn latest_copies(
 /// was made this way; checks the copy adds up; records it; deletes older copies. The day's
 /// sketches are then due for deletion ([`delete_sketches`]). Returns the generation, or `None`
 /// when the sketches were already copied and only their deletion was due.
-pub async fn close_day(
+pub(crate) async fn close_day(
     db: &Client,
     layout: &Layout,
     day: &OpenDay,
@@ -269,7 +269,7 @@ async fn delete_copies(
 
 /// Deletes copied days' sketches (their uniq() states hold hashed visitor ids): one mutation
 /// per table for all the days, since each mutation rewrites the parts it touches.
-pub async fn delete_sketches(
+pub(crate) async fn delete_sketches(
     db: &Client,
     layout: &Layout,
     days: &[OpenDay],
@@ -303,7 +303,7 @@ pub async fn delete_sketches(
 /// a random number below a million, so two collectors first copying the same day in the same
 /// millisecond still write different generations (equal ones would both count), but for a
 /// one-in-a-million chance.
-pub fn generation_at(now_millis: u64) -> u64 {
+pub(crate) fn generation_at(now_millis: u64) -> u64 {
     let mut b = [0u8; 4];
     // Without randomness the copy is still correct unless another collector collides.
     let _ = getrandom::fill(&mut b);

@@ -44,9 +44,9 @@ pub struct Layout {
 
 /// Tables replicated to every node rather than sharded: the salts, the migrations log, and the
 /// small record of closed days, which every collector reads whole from its own node.
-pub const EVERYWHERE: &[&str] = &["glimpse_salts", "glimpse_migrations", "closed_days"];
+pub(crate) const EVERYWHERE: &[&str] = &["glimpse_salts", "glimpse_migrations", "closed_days"];
 /// Cluster-wide views of system tables, read through the nodes cluster.
-pub const SYSTEM_VIEWS: &[(&str, &str)] = &[
+pub(crate) const SYSTEM_VIEWS: &[(&str, &str)] = &[
     ("glimpse_cluster_parts", "parts"),
     ("glimpse_cluster_mutations", "mutations"),
     ("glimpse_cluster_tables", "tables"),
@@ -76,7 +76,7 @@ impl Layout {
     }
 
     /// ` ON CLUSTER <nodes>`, for what exists once per node (empty on one server).
-    pub fn on_nodes(&self) -> String {
+    pub(crate) fn on_nodes(&self) -> String {
         self.cluster
             .as_ref()
             .map_or_else(String::new, |c| format!(" ON CLUSTER `{}`", c.nodes))
@@ -84,7 +84,7 @@ impl Layout {
 
     /// The table to name in an `ALTER` of `table`'s rows: on a cluster, its local tables on
     /// every shard (a replicated ALTER reaches the other replicas).
-    pub fn alter_target(&self, table: &str) -> String {
+    pub(crate) fn alter_target(&self, table: &str) -> String {
         match &self.cluster {
             Some(c) if !EVERYWHERE.contains(&table) => {
                 format!("`{}`.{table}_local ON CLUSTER `{}`", self.database, c.name)
@@ -122,7 +122,7 @@ enum Kind {
 pub struct Unsupported(pub String);
 
 /// Renders migration statements (already rendered for the server's features) for a cluster.
-pub struct Renderer<'a> {
+pub(crate) struct Renderer<'a> {
     cluster: &'a Cluster,
     db: &'a str,
     uuid_paths: bool,

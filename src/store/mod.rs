@@ -151,7 +151,7 @@ pub async fn server_version(client: &Client) -> Result<ServerVersion, StoreError
 /// Lets the tables an insert reaches recognise a retried block by its deduplication token, and
 /// sets the salts' TTL backstop. Run at every start rather than as a migration, so it takes
 /// effect after a server upgrade.
-pub async fn apply_every_start(
+pub(crate) async fn apply_every_start(
     db: &Client,
     layout: &Layout,
     version: ServerVersion,

@@ -111,12 +111,12 @@ pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError
 }
 
 /// The salts are replicated to every node, so this node's parts are all of them.
-pub async fn stored_days(db: &Client) -> Result<Vec<u16>, StoreError> {
+pub(crate) async fn stored_days(db: &Client) -> Result<Vec<u16>, StoreError> {
     super::partition_days(db, None, "system.parts", TABLE).await
 }
 
 /// Drops the day's partition: the salt's data part is unlinked, not just hidden.
-pub async fn destroy(db: &Client, day: u16) -> Result<(), StoreError> {
+pub(crate) async fn destroy(db: &Client, day: u16) -> Result<(), StoreError> {
     super::drop_day_partition(db, TABLE, day).await?;
     tracing::info!(day = %crate::clock::date_string(day), "salt destroyed");
     Ok(())

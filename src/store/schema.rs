@@ -51,7 +51,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
-pub const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
+pub(crate) const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
 pub use super::tables::{INSERT_TABLE, MIGRATIONS_TABLE};
 
@@ -142,7 +142,7 @@ pub fn render(sql: &str, features: Features) -> Vec<String> {
 }
 
 /// The statements of a SQL text, without its whole-line `--` comments.
-pub fn statements(sql: &str) -> Vec<String> {
+pub(crate) fn statements(sql: &str) -> Vec<String> {
     sql.lines()
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
@@ -202,7 +202,7 @@ fn matching_paren(s: &str) -> Option<usize> {
 }
 
 /// Tables of aggregates, each partitioned by month (`retention.aggregates_days` drops months).
-pub const AGGREGATE_TABLES: &[&str] = &[
+pub(crate) const AGGREGATE_TABLES: &[&str] = &[
     "stats_hourly",
     "stats_daily",
     "revenue_daily",
@@ -218,7 +218,7 @@ pub const AGGREGATE_TABLES: &[&str] = &[
 ];
 
 /// Tables an insert reaches (through the views) whose blocks are deduplicated by token.
-pub const DEDUPLICATED_TABLES: &[&str] = &[
+pub(crate) const DEDUPLICATED_TABLES: &[&str] = &[
     "events",
     "stats_hourly",
     "stats_daily",
@@ -229,18 +229,18 @@ pub const DEDUPLICATED_TABLES: &[&str] = &[
     "engagement_daily",
 ];
 /// Block hashes each table remembers; at one insert a second, hours of history.
-pub const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
+pub(crate) const DEDUP_WINDOW_BLOCKS: u32 = 10_000;
 
 /// Hours after its day began at which a salt's row expires by TTL, where the server has TTL:
 /// after its day is over, and (with TTL merges at least hourly) gone well within 48 h. The
 /// collector's own partition drop at 47 h does the same on every server.
-pub const SALT_TTL_HOURS: u32 = 40;
+pub(crate) const SALT_TTL_HOURS: u32 = 40;
 /// How often, at most, a TTL merge is due on the salts table.
-pub const SALT_TTL_MERGE_SECS: u32 = 3600;
+pub(crate) const SALT_TTL_MERGE_SECS: u32 = 3600;
 
 /// Statements that make non-replicated tables honour insert deduplication tokens (none for a
 /// server without tokens).
-pub fn dedup_statements(features: Features) -> Vec<String> {
+pub(crate) fn dedup_statements(features: Features) -> Vec<String> {
     if !features.dedup {
         return Vec::new();
     }
@@ -256,7 +256,7 @@ pub fn dedup_statements(features: Features) -> Vec<String> {
 
 /// The TTL backstop of the salts table, for tables created by any release (none for a server
 /// without TTL). Current servers also get hourly TTL merges that drop whole parts.
-pub fn salt_ttl_statements(features: Features) -> Vec<String> {
+pub(crate) fn salt_ttl_statements(features: Features) -> Vec<String> {
     let mut out = Vec::new();
     if features.ttl {
         out.push(format!(
@@ -275,7 +275,7 @@ pub fn salt_ttl_statements(features: Features) -> Vec<String> {
 
 /// What is applied at every start rather than as a migration, so that it takes effect after a
 /// server upgrade too.
-pub fn every_start_statements(features: Features, cluster: bool) -> Vec<String> {
+pub(crate) fn every_start_statements(features: Features, cluster: bool) -> Vec<String> {
     // Replicated tables deduplicate by token without a setting.
     let mut out = if cluster {
         Vec::new()
