@@ -451,6 +451,82 @@ async fn a_segment_clickhouse_rejects_goes_to_dead_letter_and_the_rest_flows() {
     g.stop().await;
 }
 
+/// A segment damaged in the middle (a record whose checksum fails with more records after it)
+/// is corruption, not a crash's torn tail: the rows before the damage are delivered, and the
+/// segment moves to the dead-letter directory with the reason, never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_damaged_in_the_middle_goes_to_dead_letter_whole() {
+    let ch = ClickHouse::start();
+    let cfg = test_config(&ch, DB);
+    std::fs::create_dir_all(&cfg.spool.dir).unwrap();
+    let record = |rows: u32, body: &[u8]| {
+        let mut r = Vec::new();
+        r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        r.extend_from_slice(&rows.to_le_bytes());
+        r.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        r.extend_from_slice(body);
+        r
+    };
+    let now = glimpse::clock::Clock::default().now() as u32;
+    let row = |path: &str| {
+        let mut out = Vec::new();
+        glimpse::encode::Event {
+            timestamp: now,
+            site: "a.com",
+            name: "pageview",
+            hostname: "a.com",
+            pathname: path,
+            device: "desktop",
+            ..Default::default()
+        }
+        .encode(&mut out);
+        out
+    };
+    let mut segment = record(0, b"glimpse-row-format:3 nonce=test");
+    segment.extend(record(1, &row("/before")));
+    let damaged_at = segment.len();
+    segment.extend(record(1, &row("/damaged")));
+    segment.extend(record(1, &row("/after")));
+    // One flipped bit in the second row's data.
+    let last = damaged_at + 12 + 10;
+    segment[last] ^= 0x01;
+    let name = "00000000000000000001.seg";
+    std::fs::write(cfg.spool.dir.join(name), &segment).unwrap();
+
+    let g = Glimpse::start(cfg.clone()).await;
+    assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 1), 1);
+    let dead = cfg.spool.dir.join("dead-letter");
+    let start = Instant::now();
+    while !dead.join(format!("{name}.reason")).exists() && start.elapsed().as_secs() < 20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reason = std::fs::read_to_string(dead.join(format!("{name}.reason"))).unwrap();
+    assert!(
+        reason.contains(&format!("corrupt record at byte {damaged_at}")),
+        "{reason}"
+    );
+    assert_eq!(
+        std::fs::read(dead.join(name)).unwrap(),
+        segment,
+        "kept whole"
+    );
+    assert_eq!(
+        ch.rows(DB, "SELECT pathname FROM events").concat(),
+        ["/before"]
+    );
+    // Later events flow.
+    let r = g
+        .send(
+            &support::pageview("https://a.com/later"),
+            support::UA_FIREFOX,
+            "198.51.100.1",
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 2), 2);
+    g.stop().await;
+}
+
 /// The spool holds anonymized rows only: none of the load's client addresses (as text, as an
 /// IPv4-mapped IPv6 value, or as four raw bytes beyond chance) and not its user agent.
 fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Tally) {

@@ -354,6 +354,38 @@ async fn a_flooding_client_is_rate_limited_by_address() {
     g.stop().await;
 }
 
+/// Addresses of one IPv6 /64 (one subscriber's allocation) are one client to the limiter;
+/// another /64 is another client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_network_is_rate_limited_as_one_client() {
+    let mut cfg = front_config();
+    cfg.rate_limit.events_per_second = 2;
+    cfg.rate_limit.burst = 10;
+    let g = Front::start(cfg).await;
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let r = g
+            .send(
+                &pageview(&format!("https://a.com/v6/{i}")),
+                UA_FIREFOX,
+                &format!("2001:db8:5:7:{i:x}::1"),
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!((10..=12).contains(&accepted), "{statuses:?}");
+    let other = g
+        .send(
+            &pageview("https://a.com/v6/other"),
+            UA_FIREFOX,
+            "2001:db8:5:8::1",
+        )
+        .await;
+    assert_eq!(other.status, 202, "another /64");
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_cover_the_pipeline_and_name_no_visitor() {
     let ch = ClickHouse::start();
