@@ -91,11 +91,13 @@ struct Jobs {
 impl Collector {
     /// Everything that must succeed before the first request is served.
     pub async fn start(config: Config, clock: Clock) -> Result<Collector, StartError> {
-        // The spool first: a second process on the same directory must fail before touching
+        // Spool: first, so that a second process on the same directory fails before touching
         // anything else.
         let (spool, backlog) = Spool::open(&config.spool.dir, config.spool.max_bytes)?;
         let spool = Arc::new(spool);
+        // Store: salts purged, migrations, retention, today's salts.
         let store = open_store_patiently(&config, &clock).await?;
+        // Ingest: the request path and the batcher thread.
         let metrics = Arc::new(Metrics::default());
         let drops = Arc::new(DropCounts::new(config.domains()));
         let ingest = ingest(
@@ -106,27 +108,15 @@ impl Collector {
             metrics.clone(),
             drops.clone(),
         )?;
+        // Delivery: the backlog first, then what the batcher seals.
         let deliverer = tokio::spawn(
             deliverer(&store, spool.clone(), metrics.clone()).run(backlog, ingest.sealed),
         );
+        // Background jobs, stopped by one trigger; then the routes.
         let (trigger, shutdown) = shutdown::channel();
-        let drops = tokio::spawn(drops::run(
-            drops,
-            store.db.clone(),
-            clock.clone(),
-            metrics,
-            shutdown.clone(),
-        ));
-        expire_dead_letters(&spool, config.retention.events_days, &clock);
-        let periodic = periodic_jobs(&config, &store, &spool, &clock, &shutdown);
-        let db = store.db.clone();
-        let ready: server::Probe = Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { store::ping(&db).await.map_err(|e| e.to_string()) })
-        });
-        let mut routes = routes(&config, ingest.pipeline, ready);
-        let gauged = spool.clone();
-        routes.gauges.push(Box::new(move |out| gauged.gauges(out)));
+        let (drops, periodic) =
+            background_jobs(&config, &store, &spool, &clock, (drops, metrics), &shutdown);
+        let routes = serving_routes(&config, ingest.pipeline, &store, &spool);
         Ok(Collector {
             routes: Arc::new(routes),
             version: store.version,
@@ -320,6 +310,25 @@ pub fn routes(config: &Config, pipeline: Pipeline, ready: server::Probe) -> Rout
     )
 }
 
+/// The collector's routes over `pipeline`: ready while ClickHouse answers, with the spool's
+/// gauges.
+fn serving_routes(
+    config: &Config,
+    pipeline: Pipeline,
+    store: &Store,
+    spool: &Arc<Spool>,
+) -> Routes {
+    let db = store.db.clone();
+    let ready: server::Probe = Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move { store::ping(&db).await.map_err(|e| e.to_string()) })
+    });
+    let mut routes = routes(config, pipeline, ready);
+    let gauged = spool.clone();
+    routes.gauges.push(Box::new(move |out| gauged.gauges(out)));
+    routes
+}
+
 /// Inserts sealed segments into ClickHouse, deduplicated where the server can.
 fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliverer {
     let dedup_token = store.version.features().dedup;
@@ -345,31 +354,36 @@ fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliver
     }
 }
 
-/// Salt refresh and forgetting, retention and closing days, each until `shutdown`.
-fn periodic_jobs(
+/// The background phase: the drop-count writer, then each periodic job (salts, retention,
+/// closing days), all until `shutdown`. Returns the writer and the periodic jobs.
+fn background_jobs(
     config: &Config,
     store: &Store,
     spool: &Arc<Spool>,
     clock: &Clock,
+    (drops, metrics): (Arc<DropCounts>, Arc<Metrics>),
     shutdown: &Shutdown,
-) -> Vec<JoinHandle<()>> {
-    let (db, clock) = (store.db.clone(), clock.clone());
-    let salts = {
-        let (db, clock, salts) = (db.clone(), clock.clone(), store.salts.clone());
-        shutdown::every(
-            SALT_REFRESH_EVERY,
-            First::AfterPeriod,
-            shutdown.clone(),
-            move || {
-                let (db, clock, salts) = (db.clone(), clock.clone(), salts.clone());
-                async move {
-                    if let Err(e) = store::salts::keep(&salts, &db, clock.now()).await {
-                        tracing::warn!(error = %e, "salt refresh failed; will retry");
-                    }
-                }
-            },
-        )
-    };
+) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
+    let writer = tokio::spawn(drops::run(
+        drops,
+        store.db.clone(),
+        clock.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+    expire_dead_letters(spool, config.retention.events_days, clock);
+    let [forget, keep] = salt_jobs(store, clock, shutdown);
+    let periodic = vec![
+        forget,
+        keep,
+        retention_job(config, store, spool, clock, shutdown),
+        closing_job(store, clock, shutdown),
+    ];
+    (writer, periodic)
+}
+
+/// Forgetting expired salts in memory (never waits on ClickHouse), and keeping them in the store.
+fn salt_jobs(store: &Store, clock: &Clock, shutdown: &Shutdown) -> [JoinHandle<()>; 2] {
     let forget = {
         let (clock, salts) = (clock.clone(), store.salts.clone());
         shutdown::every(SALT_FORGET_EVERY, First::Now, shutdown.clone(), move || {
@@ -377,69 +391,90 @@ fn periodic_jobs(
             std::future::ready(())
         })
     };
-    let retention = {
-        let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
-        let (version, days) = (store.version, config.retention.events_days);
-        let aggregates_days = config.retention.aggregates_days;
-        let layout = store.layout.clone();
-        shutdown::every(
-            RETENTION_EVERY,
-            First::AfterPeriod,
-            shutdown.clone(),
-            move || {
-                let (db, clock, spool) = (db.clone(), clock.clone(), spool.clone());
-                let layout = layout.clone();
-                async move {
-                    expire_dead_letters(&spool, days, &clock);
-                    match store::apply_retention(&db, &layout, version, days, clock.now()).await {
-                        Ok(dropped) if !dropped.is_empty() => tracing::info!(
-                            days = dropped.len(),
-                            "expired raw event partitions dropped"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "retention run failed; will retry"),
+    let (db, clock, salts) = (store.db.clone(), clock.clone(), store.salts.clone());
+    let keep = shutdown::every(
+        SALT_REFRESH_EVERY,
+        First::AfterPeriod,
+        shutdown.clone(),
+        move || {
+            let (db, clock, salts) = (db.clone(), clock.clone(), salts.clone());
+            async move {
+                if let Err(e) = store::salts::keep(&salts, &db, clock.now()).await {
+                    tracing::warn!(error = %e, "salt refresh failed; will retry");
+                }
+            }
+        },
+    );
+    [tokio::spawn(forget), tokio::spawn(keep)]
+}
+
+/// Retention of dead letters, raw events and aggregates.
+fn retention_job(
+    config: &Config,
+    store: &Store,
+    spool: &Arc<Spool>,
+    clock: &Clock,
+    shutdown: &Shutdown,
+) -> JoinHandle<()> {
+    let (db, clock, spool) = (store.db.clone(), clock.clone(), spool.clone());
+    let (version, layout) = (store.version, store.layout.clone());
+    let (days, aggregates_days) = (
+        config.retention.events_days,
+        config.retention.aggregates_days,
+    );
+    tokio::spawn(shutdown::every(
+        RETENTION_EVERY,
+        First::AfterPeriod,
+        shutdown.clone(),
+        move || {
+            let (db, clock, spool, layout) =
+                (db.clone(), clock.clone(), spool.clone(), layout.clone());
+            async move {
+                expire_dead_letters(&spool, days, &clock);
+                match store::apply_retention(&db, &layout, version, days, clock.now()).await {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        tracing::info!(days = dropped.len(), "expired raw event partitions dropped")
                     }
-                    match store::apply_aggregate_retention(
-                        &db,
-                        &layout,
-                        aggregates_days,
-                        clock.now(),
-                    )
-                    .await
-                    {
-                        Ok(dropped) if !dropped.is_empty() => tracing::info!(
-                            partitions = dropped.len(),
-                            "expired aggregate months dropped"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "aggregate retention failed; will retry")
-                        }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention run failed; will retry"),
+                }
+                let now = clock.now();
+                match store::apply_aggregate_retention(&db, &layout, aggregates_days, now).await {
+                    Ok(dropped) if !dropped.is_empty() => tracing::info!(
+                        partitions = dropped.len(),
+                        "expired aggregate months dropped"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "aggregate retention failed; will retry"),
+                }
+            }
+        },
+    ))
+}
+
+/// Copying finished days into exact counts (and deleting their visitor sketches).
+fn closing_job(store: &Store, clock: &Clock, shutdown: &Shutdown) -> JoinHandle<()> {
+    let (db, clock, layout) = (store.db.clone(), clock.clone(), store.layout.clone());
+    tokio::spawn(shutdown::every(
+        CLOSE_DAYS_EVERY,
+        First::Now,
+        shutdown.clone(),
+        move || {
+            let (db, clock, layout) = (db.clone(), clock.clone(), layout.clone());
+            async move {
+                match store::closing::close_days(&db, &layout, clock.now_millis()).await {
+                    Ok(closed) if !closed.is_empty() => tracing::info!(
+                        days = closed.len(),
+                        "finished days copied into exact counts"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "closing finished days failed; will retry")
                     }
                 }
-            },
-        )
-    };
-    let layout = store.layout.clone();
-    let closing = shutdown::every(CLOSE_DAYS_EVERY, First::Now, shutdown.clone(), move || {
-        let (db, clock, layout) = (db.clone(), clock.clone(), layout.clone());
-        async move {
-            match store::closing::close_days(&db, &layout, clock.now_millis()).await {
-                Ok(closed) if !closed.is_empty() => tracing::info!(
-                    days = closed.len(),
-                    "finished days copied into exact counts"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "closing finished days failed; will retry"),
             }
-        }
-    });
-    vec![
-        tokio::spawn(forget),
-        tokio::spawn(salts),
-        tokio::spawn(retention),
-        tokio::spawn(closing),
-    ]
+        },
+    ))
 }
 
 /// Applies the retention to dead letters (they hold rows too).

@@ -254,7 +254,7 @@ mod tests {
     }
 
     /// Who sent the request, as classification and the filter see it.
-    struct Sender<'a> {
+    struct Origin<'a> {
         ip: IpAddr,
         user_agent: &'a str,
         signals: Signals,
@@ -274,7 +274,7 @@ mod tests {
     }
 
     /// Classifies (without a geo database) and filters.
-    fn check(p: Payload<'_>, s: &Sender<'_>, r: &Rules) -> Result<Decided, Rejection> {
+    fn check(p: Payload<'_>, s: &Origin<'_>, r: &Rules) -> Result<Decided, Rejection> {
         let classifier = Classifier::new(Geo::empty());
         let event = classifier
             .classify(p, s.ip, s.user_agent)
@@ -286,22 +286,22 @@ mod tests {
         })
     }
 
-    fn sender(ua: &str) -> Sender<'_> {
-        Sender {
+    fn origin(ua: &str) -> Origin<'_> {
+        Origin {
             ip: "192.0.2.1".parse().unwrap(),
             user_agent: ua,
             signals: Signals::browser(),
         }
     }
 
-    fn run_with(body: &str, s: &Sender<'_>) -> Result<Vec<String>, Rejection> {
+    fn run_with(body: &str, s: &Origin<'_>) -> Result<Vec<String>, Rejection> {
         let r = rules();
         let p = parse_json(body.as_bytes()).unwrap();
         check(p, s, &r).map(|c| c.sites)
     }
 
     fn run(body: &str, ua: &str) -> Result<Vec<String>, Rejection> {
-        run_with(body, &sender(ua))
+        run_with(body, &origin(ua))
     }
 
     fn reason(r: Result<Vec<String>, Rejection>) -> Option<DropReason> {
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn header_checks() {
         let body = r#"{"n":"pageview","u":"https://a.com/"}"#;
-        let mut s = sender(UA);
+        let mut s = origin(UA);
         s.signals.accept_language = false;
         assert_eq!(reason(run_with(body, &s)), Some(DropReason::HeaderMismatch));
         // A server-side sender: no browser headers at all.
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn datacenter_and_referrer_spam() {
-        let mut s = sender(UA);
+        let mut s = origin(UA);
         s.ip = "203.0.113.9".parse().unwrap();
         assert_eq!(
             reason(run_with(r#"{"n":"pageview","u":"https://a.com/"}"#, &s)),
@@ -405,7 +405,7 @@ mod tests {
         let r = rules();
         let body = both("https://b.org/admin/users");
         let p = parse_json(body.as_bytes()).unwrap();
-        let c = check(p, &sender(UA), &r).unwrap();
+        let c = check(p, &origin(UA), &r).unwrap();
         assert_eq!(c.sites.len(), 1, "a.com still counts it");
         assert_eq!(c.shielded, vec![(1, DropReason::ExcludedPath)]);
 
@@ -420,7 +420,7 @@ mod tests {
         );
         assert!(run(&only_b("https://shop.b.org/"), UA).is_ok());
         assert!(run(&only_b("https://x.net/"), UA).is_ok());
-        let mut s = sender(UA);
+        let mut s = origin(UA);
         for ip in ["10.1.2.3", "2001:db8::7"] {
             s.ip = ip.parse().unwrap();
             assert_eq!(
