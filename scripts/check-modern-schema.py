@@ -411,6 +411,16 @@ def check_features(engine):
                    "ttl_only_drop_parts = 1"):
         if needle not in salts:
             fail(f"SHOW CREATE TABLE glimpse_salts lacks {needle!r}:\n{salts}")
+    # And the backstop works: a salt of three days ago and one of today, then a merge (what the
+    # server does at least hourly): the old one's part is dropped, today's stays.
+    engine.exec("INSERT INTO glimpse_salts (day, salt) VALUES "
+                "(today() - 3, repeat('a', 64)), (today(), repeat('b', 64))")
+    engine.exec("OPTIMIZE TABLE glimpse_salts FINAL")
+    left = engine.scalar("SELECT arrayStringConcat(groupArray(toString(day - today())), ',') "
+                         "FROM glimpse_salts")
+    if left != "0":
+        fail(f"the salts' TTL left days {left!r} (relative to today); expected only 0")
+    engine.exec("TRUNCATE TABLE glimpse_salts")
     engine_of = engine.scalar(
         f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
         f"AND name = 'events_in'")
