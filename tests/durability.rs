@@ -415,11 +415,7 @@ async fn a_segment_clickhouse_rejects_goes_to_dead_letter_and_the_rest_flows() {
     // are not valid rows: ClickHouse can never accept it.
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();
     let garbage = b"\xff\xff\xff\xff not RowBinary";
-    let mut record = Vec::new();
-    record.extend_from_slice(&(garbage.len() as u32).to_le_bytes());
-    record.extend_from_slice(&1u32.to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(garbage).to_le_bytes());
-    record.extend_from_slice(garbage);
+    let record = support::spool_record(1, garbage);
     std::fs::write(cfg.spool.dir.join("00000000000000000001.seg"), record).unwrap();
 
     let g = Glimpse::start(cfg.clone()).await;
@@ -459,14 +455,7 @@ async fn a_segment_damaged_in_the_middle_goes_to_dead_letter_whole() {
     let ch = ClickHouse::start();
     let cfg = test_config(&ch, DB);
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();
-    let record = |rows: u32, body: &[u8]| {
-        let mut r = Vec::new();
-        r.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        r.extend_from_slice(&rows.to_le_bytes());
-        r.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-        r.extend_from_slice(body);
-        r
-    };
+    let record = support::spool_record;
     let now = glimpse::clock::Clock::default().now() as u32;
     let row = |path: &str| {
         let mut out = Vec::new();
@@ -594,14 +583,7 @@ async fn segments_from_before_the_upgrade_are_still_delivered() {
     let ch = ClickHouse::start();
     let cfg = test_config(&ch, DB);
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();
-    let record = |data: &[u8], rows: u32| {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&rows.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        out.extend_from_slice(data);
-        out
-    };
+    let record = |data: &[u8], rows: u32| support::spool_record(rows, data);
     // (format, path, trailing bytes the format lacks: engagement 7, visits 7 more)
     for (seq, (format, path, cut)) in [(1u32, "/format-1", 14), (2, "/format-2", 7)]
         .into_iter()

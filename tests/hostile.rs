@@ -364,12 +364,9 @@ async fn an_ipv6_network_is_rate_limited_as_one_client() {
     let g = Front::start(cfg).await;
     let mut statuses = Vec::new();
     for i in 0..30 {
+        let from = format!("2001:db8:5:7:{i:x}::1");
         let r = g
-            .send(
-                &pageview(&format!("https://a.com/v6/{i}")),
-                UA_FIREFOX,
-                &format!("2001:db8:5:7:{i:x}::1"),
-            )
+            .send(&pageview("https://a.com/v6"), UA_FIREFOX, &from)
             .await;
         statuses.push(r.status);
     }

@@ -218,13 +218,18 @@ fn clean_path<'a>(s: &'a str, stops: &[char]) -> Cow<'a, str> {
     let decoded = decode_all(s);
     match decoded.find(stops) {
         None => decoded,
-        Some(i) => match decoded {
-            Cow::Borrowed(d) => Cow::Borrowed(&d[..i]),
-            Cow::Owned(mut d) => {
-                d.truncate(i);
-                Cow::Owned(d)
-            }
-        },
+        Some(i) => cut(decoded, i),
+    }
+}
+
+/// `s` up to byte `at`, borrowed where it was.
+fn cut(s: Cow<'_, str>, at: usize) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[..at]),
+        Cow::Owned(mut o) => {
+            o.truncate(at);
+            Cow::Owned(o)
+        }
     }
 }
 
@@ -244,13 +249,7 @@ fn decode_all(s: &str) -> Cow<'_, str> {
     }
     match first_escape(&out) {
         None => out,
-        Some(i) => match out {
-            Cow::Borrowed(b) => Cow::Borrowed(&b[..i]),
-            Cow::Owned(mut o) => {
-                o.truncate(i);
-                Cow::Owned(o)
-            }
-        },
+        Some(i) => cut(out, i),
     }
 }
 
@@ -278,13 +277,7 @@ pub(crate) fn strip_value(value: &str) -> Cow<'_, str> {
     let decoded = decode_all(value);
     match parameters_start(&decoded) {
         None => decoded,
-        Some(i) => match decoded {
-            Cow::Borrowed(d) => Cow::Borrowed(&d[..i]),
-            Cow::Owned(mut d) => {
-                d.truncate(i);
-                Cow::Owned(d)
-            }
-        },
+        Some(i) => cut(decoded, i),
     }
 }
 

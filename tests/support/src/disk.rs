@@ -50,3 +50,14 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// One spool record as the collector writes it (length, row count, CRC-32, data), for tests
+/// that put segments of their own in a spool.
+pub fn spool_record(rows: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + data.len());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&rows.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}

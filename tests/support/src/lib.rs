@@ -30,7 +30,7 @@ pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
 pub use client::{Endpoint, Reply, Send, browser_client, browser_client_builder, http};
 pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
-pub use disk::Tmpfs;
+pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use process::{GlimpseProcess, binary_env};
