@@ -11,13 +11,12 @@
 //! `limits.tracked_values` are tracked over all sites, new values fold everywhere until the day
 //! changes. The bound is per collector: several collectors each admit up to the limit.
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use std::borrow::Cow;
 
 use crate::classify::redact;
 use crate::filter::Accepted;

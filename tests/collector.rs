@@ -283,8 +283,32 @@ async fn no_query_email_or_token_is_stored_anywhere() {
         g.send(&outbound, UA_FIREFOX, "203.0.113.80").await.status,
         202
     );
+    // A lower-case session id in a campaign tag, the traffic source and a property: a token
+    // for a.com, kept by b.org, which turned token redaction off.
+    let session = "k3j9x0qa7m2v8w1z5b6n4c0p9r7t2y1u";
+    for site in ["a.com", "b.org"] {
+        let body = serde_json::json!({
+            "n": "Signup",
+            "u": format!("https://{site}/?ref={session}&utm_campaign=c.{session}"),
+            "p": {"session": session},
+        })
+        .to_string();
+        assert_eq!(g.send(&body, UA_FIREFOX, "203.0.113.80").await.status, 202);
+    }
     g.stop().await;
-    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 15);
+    assert_eq!(ch.count(DB, "SELECT count() FROM events"), 17);
+    let tagged = |site: &str| {
+        ch.rows(
+            DB,
+            &format!(
+                "SELECT referrer_source, utm_campaign, prop_values[1] FROM events \
+                 WHERE site = '{site}' AND name = 'Signup'"
+            ),
+        )
+    };
+    assert_eq!(tagged("a.com"), [["(token)", "c.(token)", "(token)"]]);
+    let c = format!("c.{session}");
+    assert_eq!(tagged("b.org"), [[session, c.as_str(), session]]);
 
     // Every string column of every table, raw and aggregate.
     let columns = ch.rows(
