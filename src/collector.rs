@@ -210,7 +210,8 @@ async fn open_store_patiently(config: &Config, clock: &Clock) -> Result<Store, S
     }
 }
 
-/// Connects, migrates, applies retention and deduplication, and loads the salts.
+/// Connects, destroys expired salts, migrates, applies retention and deduplication, and loads
+/// the salts.
 pub(crate) async fn open_store(config: &Config, clock: &Clock) -> Result<Store, StoreError> {
     let (server, db) = store::clients(&config.clickhouse);
     let version = store::server_version(&server).await?;
