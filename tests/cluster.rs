@@ -264,6 +264,20 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
         dir.path().join("spool-solo").display().to_string(),
     ));
     solo_env.push(("GLIMPSE_LIMITS_VALUES_PER_DAY", "1000000".into()));
+    // With the cluster's salts, so that both compute the same visitor ids: `uniq` is exact
+    // here only up to collisions of its 32-bit hashes, which differ between two sets of ids.
+    let first = blocking(|| GlimpseProcess::start(&solo_env, dir.path().join("solo.log")));
+    first.terminate();
+    single.sql(DB, "TRUNCATE TABLE glimpse_salts");
+    for row in cluster.nodes[0].rows(DB, "SELECT toString(day), salt FROM glimpse_salts") {
+        single.sql(
+            DB,
+            &format!(
+                "INSERT INTO glimpse_salts (day, salt) VALUES ('{}', '{}')",
+                row[0], row[1]
+            ),
+        );
+    }
     let solo = blocking(|| GlimpseProcess::start(&solo_env, dir.path().join("solo.log")));
     replay(solo.addr, accepted).await;
     blocking(|| Landed::wait(&single, DB, accepted.len()));
