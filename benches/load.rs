@@ -239,6 +239,14 @@ impl Tally {
         let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
         f64::from(self.latencies_us[i]) / 1000.0
     }
+    /// p50, p99 and p99.9 in milliseconds, as the report gives them.
+    fn latency_ms(&mut self) -> Value {
+        json!({
+            "p50": self.percentile(0.5),
+            "p99": self.percentile(0.99),
+            "p999": self.percentile(0.999),
+        })
+    }
 }
 
 /// Reads one response; returns (status, dropped header present).
@@ -683,14 +691,8 @@ fn main() {
         "ratio_events_to_bare_post": events_per_s / post_per_s,
         "cpu_us_per_bare_post_request": cpu_post * 1e6,
         "ratio_cpu_event_to_bare_post": cpu_event / cpu_post,
-        "latency_ms_bare_post": {
-            "p50": post_tally.percentile(0.5), "p99": post_tally.percentile(0.99),
-            "p999": post_tally.percentile(0.999),
-        },
-        "half_load_bare_post_latency_ms": {
-            "p50": half_post.percentile(0.5), "p99": half_post.percentile(0.99),
-            "p999": half_post.percentile(0.999),
-        },
+        "latency_ms_bare_post": post_tally.latency_ms(),
+        "half_load_bare_post_latency_ms": half_post.latency_ms(),
         "connections": connections,
         "rounds": rounds,
         "phase_seconds": seconds,
@@ -703,25 +705,13 @@ fn main() {
         "bare_per_second": bare_per_s,
         "bare_per_second_rounds": bare_rps,
         "ratio_events_to_bare": events_per_s / bare_per_s,
-        "latency_ms_saturated": {
-            "p50": saturated.percentile(0.5), "p99": saturated.percentile(0.99),
-            "p999": saturated.percentile(0.999),
-        },
-        "latency_ms_bare": {
-            "p50": bare_tally.percentile(0.5), "p99": bare_tally.percentile(0.99),
-            "p999": bare_tally.percentile(0.999),
-        },
-        "half_load_bare_latency_ms": {
-            "p50": half_bare.percentile(0.5), "p99": half_bare.percentile(0.99),
-            "p999": half_bare.percentile(0.999),
-        },
+        "latency_ms_saturated": saturated.latency_ms(),
+        "latency_ms_bare": bare_tally.latency_ms(),
+        "half_load_bare_latency_ms": half_bare.latency_ms(),
         "half_load": {
             "target_per_second": events_per_s / 2.0,
             "achieved_per_second": half_rate,
-            "latency_ms": {
-                "p50": half.percentile(0.5), "p99": half.percentile(0.99),
-                "p999": half.percentile(0.999),
-            },
+            "latency_ms": half.latency_ms(),
         },
         "cpu_us_per_accepted_event": median(cpu_per_event.clone()) * 1e6,
         "cpu_us_per_bare_request": median(cpu_per_bare.clone()) * 1e6,

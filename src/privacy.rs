@@ -174,8 +174,9 @@ pub fn statement(config: &Config, backstop: SaltBackstop) -> String {
          nobody, including us, can recompute it.\n\n"
     );
     let sketches = "Once a day is over, its aggregated counts are made final and the daily \
-         visitor numbers they were counted from are deleted from them, within \
-         48 hours of the day's start.";
+         visitor numbers they were counted from are deleted from them by the analytics service, \
+         within 48 hours of the day's start (should the service be stopped then, as soon as it \
+         starts again).";
     let retention = if config.retention.events_days == 0 {
         format!(
             "Individual events are not stored: they wait on our server's disk only until they \
