@@ -157,6 +157,7 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
     pause(20).await;
     blocking(|| cluster.shard(0).iter_mut().for_each(ClickHouse::restart));
     pause(3).await;
+    load.reach(2_500, Duration::from_secs(30)).await;
     let tally = load.finish().await;
     let accepted = &tally.accepted;
     assert!(

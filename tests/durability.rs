@@ -71,6 +71,7 @@ async fn clickhouse_outage_under_load_loses_nothing() {
     let g = Glimpse::start(cfg).await;
     let load = Load::start(g.addr, 4, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.reach(400, Duration::from_secs(15)).await;
     // A clean stop (SIGTERM) in the middle of steady inserts.
     ch.stop();
     let down = Instant::now();
@@ -79,6 +80,7 @@ async fn clickhouse_outage_under_load_loses_nothing() {
     ch.restart();
     let outage = down.elapsed();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.reach(1200, Duration::from_secs(20)).await;
     let tally = load.finish().await;
     let landed = Landed::wait(&ch, DB, tally.accepted.len());
     report(
@@ -109,6 +111,7 @@ async fn sigterm_under_load_flushes_everything_and_exits_zero() {
     let g = GlimpseProcess::start(&env, dir.path().join("glimpse.log"));
     let load = Load::start(g.addr, 4, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    load.reach(600, Duration::from_secs(20)).await;
     let asked = Instant::now();
     let code = tokio::task::spawn_blocking(move || g.terminate())
         .await
@@ -141,8 +144,10 @@ async fn sigterm_while_clickhouse_is_down_keeps_the_spool_for_the_next_start() {
     let g = GlimpseProcess::start(&env, dir.path().join("first.log"));
     let load = Load::start(g.addr, 4, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_secs(1)).await;
+    load.reach(200, Duration::from_secs(15)).await;
     ch.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    load.reach(400, Duration::from_secs(15)).await;
     let asked = Instant::now();
     let code = tokio::task::spawn_blocking(move || g.terminate())
         .await
@@ -194,6 +199,7 @@ async fn sigkill_with_fsync_before_ack_loses_nothing_accepted() {
     let g = GlimpseProcess::start(&env, dir.path().join("first.log"));
     let load = Load::start(g.addr, 8, Duration::from_millis(1));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    load.reach(500, Duration::from_secs(20)).await;
     g.kill();
     let tally = load.finish().await;
     let again = GlimpseProcess::start(&env, dir.path().join("second.log"));

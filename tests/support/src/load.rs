@@ -16,6 +16,8 @@ use crate::{UA_FIREFOX, pageview};
 /// accepted; connection errors (a killed collector) count as failures, never as accepted.
 pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Accepted so far, across workers, for [`Load::reach`].
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<JoinHandle<Tally>>,
 }
 
@@ -37,9 +39,10 @@ impl Load {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(1));
+        let accepted = Arc::new(AtomicU64::new(0));
         let tasks = (0..workers)
             .map(|_| {
-                let (stop, next) = (stop.clone(), next.clone());
+                let (stop, next, so_far) = (stop.clone(), next.clone(), accepted.clone());
                 tokio::spawn(async move {
                     let client = browser_client_builder()
                         .timeout(Duration::from_secs(10))
@@ -63,6 +66,7 @@ impl Load {
                                     && r.headers().get("x-glimpse-dropped").is_none() =>
                             {
                                 tally.accepted.insert(n);
+                                so_far.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(r) => *tally.other.entry(r.status().as_u16()).or_default() += 1,
                             Err(_) => {
@@ -77,7 +81,23 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tasks }
+        Load {
+            stop,
+            accepted,
+            tasks,
+        }
+    }
+
+    /// Waits until at least `count` events were accepted, or `limit` passes. Tests that act
+    /// "under load" wait for an amount of traffic, not for a time: on a slow machine (fsync before
+    /// every 202 on a busy disk) a fixed sleep may see too few events to prove anything.
+    pub async fn reach(&self, count: u64, limit: Duration) {
+        let start = Instant::now();
+        while self.accepted.load(std::sync::atomic::Ordering::Relaxed) < count
+            && start.elapsed() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn finish(self) -> Tally {
