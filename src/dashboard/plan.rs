@@ -235,19 +235,42 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         )
     });
     let join = entry_join.unwrap_or_default();
+    // Visitors with at least one matching event; their whole visits count for visit metrics.
+    // A filter on visit dimensions alone holds for all of a visitor's events or none, and event
+    // metrics count only matching events anyway: then the rows themselves are filtered, and the
+    // metrics need not test the filter again (on 18.16 each repeat of a visitor-set filter is
+    // another pass over its set, and it tripled the time of a filtered breakdown).
+    let by_event = q.filter.as_ref().is_some_and(mentions_events);
+    let (matched, row_cond) = match &q.filter {
+        None => (String::new(), "1".to_string()),
+        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
+            format!(
+                " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))"
+            ),
+            cond.clone(),
+        ),
+        Some(_) => (format!(" AND ({cond})"), "1".to_string()),
+    };
+    let when = |x: &str| {
+        if row_cond == "1" {
+            x.to_string()
+        } else {
+            format!("({row_cond}) AND {x}")
+        }
+    };
     let page_dim = q.dims.contains(&Dim::Event("event:page"));
     let goal_dim = q.dims.contains(&Dim::Goal);
     // Events that count, per metric family; a page counts its page views, as the aggregates'
     // page dimension does.
-    let viewed = format!("({cond}) AND name = 'pageview'");
+    let viewed = when("name = 'pageview'");
     let counted = if goal_dim {
-        format!("({cond}) AND goal != ''")
+        when("goal != ''")
     } else if page_dim {
         viewed.clone()
     } else {
-        format!("({cond}) AND name != 'engagement'")
+        when("name != 'engagement'")
     };
-    let engaged = format!("({cond}) AND name = 'engagement'");
+    let engaged = when("name = 'engagement'");
     let visitors_of = &counted;
     let visits = "sum(visit_entry)";
     let mut select = Vec::new();
@@ -309,36 +332,30 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         };
         select.push(format!("{expr} AS {}", m.name()));
     }
-    // Visitors with at least one matching event; their whole visits count for visit metrics.
-    // A filter on visit dimensions alone holds for all of a visitor's events or none, and event
-    // metrics count only matching events anyway: then the rows themselves are filtered.
-    let by_event = q.filter.as_ref().is_some_and(mentions_events);
-    let matched = match &q.filter {
-        None => String::new(),
-        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => {
-            format!(" AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))")
-        }
-        Some(_) => format!(" AND ({cond})"),
-    };
-    let goals = if goal_dim {
+    let (goals, completing) = if goal_dim {
+        let conditions: Vec<String> = q
+            .goals
+            .iter()
+            .map(|g| goal_condition(g, &range))
+            .collect::<Result<_, String>>()?;
         let names: Vec<String> = q
             .goals
             .iter()
-            .map(|g| {
-                Ok(format!(
-                    "if({}, {}, '')",
-                    goal_condition(g, &range)?,
-                    quote(&g.name)
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        // Only the goals each event completes: events that complete none drop out here.
-        format!(
-            " ARRAY JOIN arrayFilter(g -> g != '', [{}]) AS goal",
-            names.join(", ")
+            .zip(&conditions)
+            .map(|(g, c)| format!("if({c}, {}, '')", quote(&g.name)))
+            .collect();
+        // Only the goals each event completes: events that complete none drop out here. The
+        // same test in WHERE lets the server drop them before the ARRAY JOIN (a third faster
+        // on 18.16 for a month of a busy site).
+        (
+            format!(
+                " ARRAY JOIN arrayFilter(g -> g != '', [{}]) AS goal",
+                names.join(", ")
+            ),
+            format!(" AND ({})", conditions.join(" OR ")),
         )
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     let order = if q.time.is_some() {
         "time".to_string()
@@ -361,9 +378,10 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     if page_dim {
         having.push(format!("countIf({viewed}) > 0"));
     }
-    // With a filter, a group exists only where matching events are.
-    if q.filter.is_some() && !q.dims.is_empty() {
-        having.push(format!("countIf({cond}) > 0"));
+    // With a filter, a group exists only where matching events are (already so when the
+    // rows themselves are filtered).
+    if row_cond != "1" && !q.dims.is_empty() {
+        having.push(format!("countIf({row_cond}) > 0"));
     }
     // Engagement reports are no events.
     if let Some(i) = q.dims.iter().position(|d| *d == Dim::Event("event:name")) {
@@ -375,7 +393,7 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         format!(" HAVING {}", having.join(" AND "))
     };
     Ok(format!(
-        "SELECT {} FROM events{goals}{join} WHERE {range}{matched}{group_by}{having} \
+        "SELECT {} FROM events{goals}{join} WHERE {range}{matched}{completing}{group_by}{having} \
          ORDER BY {order} LIMIT {MAX_RAW_ROWS}",
         select.join(", ")
     ))
