@@ -119,6 +119,10 @@ fn main() {
         let today = clock.now() - clock.now() % SECS_PER_DAY;
         let start = today - 29 * SECS_PER_DAY;
         let t = Instant::now();
+        // The server's CPU for the inserts and their views (generation from `numbers` included),
+        // per event: the same measure the modern-engine script prints for chdb.
+        let server_pid = ch.pid().expect("clickhouse-server running");
+        let cpu0 = support::cpu_seconds(server_pid);
         const CHUNK: u64 = 500_000;
         let mut offset = 0;
         while offset < n {
@@ -130,6 +134,7 @@ fn main() {
             offset += count;
         }
         let generated = t.elapsed();
+        let cpu_us_per_event = (support::cpu_seconds(server_pid) - cpu0) / n as f64 * 1e6;
         let _ = ch.sql("glimpse", "OPTIMIZE TABLE stats_daily FINAL");
         let _ = ch.sql("glimpse", "OPTIMIZE TABLE stats_hourly FINAL");
         let stored = ch.count(
@@ -142,7 +147,8 @@ fn main() {
             "SELECT sum(rows) FROM system.parts WHERE database = 'glimpse' AND active",
         );
         eprintln!(
-            "{n} events generated through the views in {:.1} s; {rows} aggregate rows",
+            "{n} events generated through the views in {:.1} s ({cpu_us_per_event:.1} µs of \
+             server CPU per event); {rows} aggregate rows",
             generated.as_secs_f64()
         );
         // What the collector does after each midnight: every day but today becomes exact counts.
@@ -273,6 +279,7 @@ fn main() {
             "aggregate_rows": rows,
             "runs_per_panel": runs,
             "generate_seconds": generated.as_secs_f64(),
+            "server_cpu_us_per_generated_event": cpu_us_per_event,
             "closed_site_days": closed.len(),
             "close_seconds": closing.as_secs_f64(),
             "panels": report,

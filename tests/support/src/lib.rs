@@ -33,7 +33,7 @@ pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
 pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
-pub use process::{GlimpseProcess, binary_env};
+pub use process::{GlimpseProcess, binary_env, cpu_seconds};
 pub use proxy::EventProxy;
 
 pub const UA_FIREFOX: &str =

@@ -30,8 +30,10 @@
 //! ClickHouse's CPU is summed over every node. Either way the report ends with the bytes each
 //! table holds per stored event (replicas included).
 //!
+//! `GLIMPSE_LOAD_SWEEP=1` measures how the costs grow with the work instead (see `sweep.rs`).
+//!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke test: one short round,
-//! with the same check that every accepted event landed.
+//! with the same check that every accepted event landed, then two points of the sweep.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -41,9 +43,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ClickHouse, ClickHouseCluster, GlimpseProcess};
+use support::{ClickHouse, ClickHouseCluster, GlimpseProcess, cpu_seconds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod sweep;
 
 const SITES: usize = 200;
 const PAGES_PER_SITE: usize = 5_000;
@@ -106,9 +110,28 @@ fn site(i: usize) -> String {
     format!("site{i}.example")
 }
 
+/// What the pre-rendered requests spread over.
+#[derive(Debug, Clone, Copy)]
+struct Mix {
+    sites: usize,
+    /// Long-tailed pages per site, or, with `uniform_pages`, that many pages drawn evenly at
+    /// send time (more distinct pages than requests rendered).
+    pages: usize,
+    uniform_pages: bool,
+    /// One browser and no bots: each client address is one visitor.
+    one_agent: bool,
+}
+
+const MIX: Mix = Mix {
+    sites: SITES,
+    pages: PAGES_PER_SITE,
+    uniform_pages: false,
+    one_agent: false,
+};
+
 /// Pre-rendered HTTP/1.1 requests: many sites, long-tailed pages, weighted browser user
 /// agents, some bots, client addresses spread over the IPv4 space via X-Forwarded-For.
-fn event_requests(rng: &mut Rng) -> (Vec<Request>, usize) {
+fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
     let (browsers, bots) = corpora();
     let total: f64 = browsers.iter().map(|b| b.1).sum();
     let mut cumulative = Vec::with_capacity(browsers.len());
@@ -132,16 +155,23 @@ fn event_requests(rng: &mut Rng) -> (Vec<Request>, usize) {
     let mut distinct_uas = std::collections::HashSet::new();
     let requests = (0..DISTINCT_REQUESTS)
         .map(|_| {
-            let site = site(rng.zipf(SITES));
-            let page = rng.zipf(PAGES_PER_SITE);
+            let site = site(rng.zipf(mix.sites));
+            let page = rng.zipf(mix.pages);
             let section = sections[page % sections.len()];
+            let page = if mix.uniform_pages {
+                PAGE_FIELD.to_string()
+            } else {
+                page.to_string()
+            };
             let utm = if rng.unit() < 0.1 {
                 "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
             } else {
                 ""
             };
             let referrer = referrers[(rng.next() % referrers.len() as u64) as usize];
-            let ua = if rng.unit() < BOT_SHARE {
+            let ua = if mix.one_agent {
+                browsers[0].0.as_str()
+            } else if rng.unit() < BOT_SHARE {
                 bots[(rng.next() % bots.len() as u64) as usize].as_str()
             } else {
                 let u = rng.unit();
@@ -165,9 +195,18 @@ fn event_requests(rng: &mut Rng) -> (Vec<Request>, usize) {
                 "{IP_FIELD}\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
+            let bytes = format!("{head}{rest}").into_bytes();
+            let page_at = mix.uniform_pages.then(|| {
+                let at = bytes
+                    .windows(PAGE_FIELD.len())
+                    .position(|w| w == PAGE_FIELD.as_bytes())
+                    .unwrap();
+                (at, mix.pages as u64)
+            });
             Request {
-                bytes: format!("{head}{rest}").into_bytes(),
+                bytes,
                 ip_at: Some(ip_at),
+                page_at,
             }
         })
         .collect();
@@ -178,17 +217,32 @@ fn bare_request() -> Request {
     Request {
         bytes: b"GET /healthz HTTP/1.1\r\nHost: collector\r\nUser-Agent: load\r\n\r\n".to_vec(),
         ip_at: None,
+        page_at: None,
     }
 }
 
-/// A pre-rendered request; `ip_at`: where the 15 bytes of its X-Forwarded-For value start.
+/// A pre-rendered request; `ip_at`: where the 15 bytes of its X-Forwarded-For value start;
+/// `page_at`: where its page number's digits start, and how many pages it draws from.
 struct Request {
     bytes: Vec<u8>,
     ip_at: Option<usize>,
+    page_at: Option<(usize, u64)>,
 }
 
 /// Placeholder for a client address, space-padded to the longest IPv4 text.
 const IP_FIELD: &str = "               ";
+/// Placeholder for a page number drawn at send time (zero-padded: the length stays).
+const PAGE_FIELD: &str = "#######";
+
+/// Which visitor (client address) sends each event.
+#[derive(Debug, Clone, Copy)]
+enum Visitors {
+    /// Every visitor new, each sending [`EVENTS_PER_VISITOR`] events; numbered from here.
+    Fresh(u64),
+    /// A fixed pool of this many addresses, taking turns: all of them stay in the collector's
+    /// caches and open visits.
+    Pool(u64),
+}
 const EVENTS_PER_VISITOR: u64 = 4;
 
 /// Writes visitor `n`'s address into the placeholder: addresses spread over the public IPv4
@@ -289,7 +343,7 @@ fn drive(
     connections: usize,
     duration: Duration,
     pace: Option<f64>,
-    salt: u64,
+    visitors: Visitors,
 ) -> (Tally, Duration) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -323,10 +377,18 @@ fn drive(
                         i += 1;
                         out.clear();
                         out.extend_from_slice(&req.bytes);
+                        let n = sent_count * connections as u64 + c as u64;
                         if let Some(at) = req.ip_at {
-                            let visitor = (sent_count * connections as u64 + c as u64 + salt)
-                                / EVENTS_PER_VISITOR;
+                            let visitor = match visitors {
+                                Visitors::Fresh(first) => (n + first) / EVENTS_PER_VISITOR,
+                                Visitors::Pool(size) => n % size,
+                            };
                             patch_ip(&mut out, at, visitor);
+                        }
+                        if let Some((at, pages)) = req.page_at {
+                            let page = n.wrapping_mul(0x2545_f491_4f6c_dd1d) % pages;
+                            let digits = format!("{page:07}");
+                            out[at..at + PAGE_FIELD.len()].copy_from_slice(digits.as_bytes());
                         }
                         sent_count += 1;
                         let sent = Instant::now();
@@ -361,26 +423,6 @@ fn drive(
         }
         (total, started.elapsed())
     })
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// A `/proc/<pid>/status` field in MiB (VmHWM: peak resident set).
@@ -435,7 +477,7 @@ fn main() {
     let phase = Duration::from_secs(seconds);
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let (events, distinct_uas) = event_requests(&mut rng);
+    let (events, distinct_uas) = event_requests(&mut rng, MIX);
     let events = Arc::new(events);
     let bare = Arc::new(vec![bare_request()]);
 
@@ -474,6 +516,10 @@ fn main() {
     if let Ok(ms) = std::env::var("GLIMPSE_LOAD_COMMIT_INTERVAL_MS") {
         env.push(("GLIMPSE_SPOOL_COMMIT_INTERVAL_MS", ms));
     }
+    if std::env::var("GLIMPSE_LOAD_SWEEP").is_ok_and(|v| v == "1") {
+        sweep::run(&backend, &env, connections, phase, rounds, full);
+        return;
+    }
     let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
     let pid = g.pid();
     let ch_pids = backend.pids();
@@ -500,7 +546,14 @@ fn main() {
 
     // Warm-up: caches, connections, ClickHouse's first parts.
     let warm = Duration::from_secs(if full { 2 } else { 1 });
-    let (mut all, _) = drive(g.addr, events.clone(), connections, warm, None, fresh());
+    let (mut all, _) = drive(
+        g.addr,
+        events.clone(),
+        connections,
+        warm,
+        None,
+        Visitors::Fresh(fresh()),
+    );
 
     let anchor = BareServer::start();
     let mut post_rps = Vec::new();
@@ -521,7 +574,14 @@ fn main() {
     for round in 0..rounds {
         let cpu0 = cpu_seconds(pid);
         let (b, took) = paused(&ch_pids, alone, || {
-            drive(g.addr, bare.clone(), connections, phase, None, 0)
+            drive(
+                g.addr,
+                bare.clone(),
+                connections,
+                phase,
+                None,
+                Visitors::Fresh(0),
+            )
         });
         let cpu1 = cpu_seconds(pid);
         bare_rps.push(b.responses() as f64 / took.as_secs_f64());
@@ -538,7 +598,7 @@ fn main() {
                 connections,
                 phase,
                 None,
-                fresh(),
+                Visitors::Fresh(fresh()),
             )
         });
         let cpu1 = cpu_seconds(anchor.pid());
@@ -551,7 +611,14 @@ fn main() {
         let cpu0 = cpu_seconds(pid);
         let ch0 = ch_cpu();
         let (e, took) = paused(&ch_pids, alone, || {
-            drive(g.addr, events.clone(), connections, phase, None, fresh())
+            drive(
+                g.addr,
+                events.clone(),
+                connections,
+                phase,
+                None,
+                Visitors::Fresh(fresh()),
+            )
         });
         let cpu1 = cpu_seconds(pid);
         ch_cpu_per_event.push((ch_cpu() - ch0) / e.accepted.max(1) as f64);
@@ -580,7 +647,7 @@ fn main() {
             connections,
             phase * 2,
             Some(events_per_s / 2.0),
-            fresh(),
+            Visitors::Fresh(fresh()),
         )
     });
     let half_rate = half.responses() as f64 / half_took.as_secs_f64();
@@ -592,7 +659,7 @@ fn main() {
             connections,
             phase * 2,
             Some(events_per_s / 2.0),
-            0,
+            Visitors::Fresh(0),
         )
     });
     let (mut half_post, _) = paused(&ch_pids, alone, || {
@@ -602,7 +669,7 @@ fn main() {
             connections,
             phase * 2,
             Some(events_per_s / 2.0),
-            fresh(),
+            Visitors::Fresh(fresh()),
         )
     });
     drop(anchor);
@@ -619,14 +686,14 @@ fn main() {
             connections,
             outage,
             Some(events_per_s / 2.0),
-            fresh(),
+            Visitors::Fresh(fresh()),
         );
         let backlog_segments = metric(g.addr, "glimpse_spool_segments");
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         signal(&ch_pids, "-CONT");
         let resumed = Instant::now();
         let window = outage * 2;
-        let (addr, requests, salt) = (g.addr, events.clone(), fresh());
+        let (addr, requests, visitors) = (g.addr, events.clone(), Visitors::Fresh(fresh()));
         let traffic = std::thread::spawn(move || {
             drive(
                 addr,
@@ -634,7 +701,7 @@ fn main() {
                 connections,
                 window,
                 Some(events_per_s / 2.0),
-                salt,
+                visitors,
             )
         });
         let mut drained = None;
@@ -893,6 +960,9 @@ fn main() {
         "unexpected responses: {:?}",
         all.other
     );
+    if !full {
+        sweep::run(&backend, &env, connections, phase, rounds, false);
+    }
 }
 
 /// One clickhouse-server, or a cluster of them (`GLIMPSE_LOAD_CLUSTER=<shards>x<replicas>`).

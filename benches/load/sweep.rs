@@ -1,0 +1,378 @@
+//! Sweep mode (`GLIMPSE_LOAD_SWEEP=1 cargo bench --bench load`): how the cost of an event grows
+//! with the work, one axis at a time, everything else as in the main run:
+//!
+//! - sites configured and receiving traffic (1 → 10 000, long-tailed);
+//! - distinct pages per site (100 → 1 000 000, drawn evenly at send time, the worst case for
+//!   every per-value structure);
+//! - open visits (1 000 → 1 000 000): one site, one browser, a pool of that many client
+//!   addresses taking turns, each already seen before the measurement, and `visits.max_open`
+//!   at least twice the pool;
+//! - distinct client addresses (a pool of 10 → every address new) in the normal mix.
+//!
+//! Each point starts a collector of its own (its caches and visits empty) against the same
+//! clickhouse-server, warms it up, measures `GLIMPSE_LOAD_ROUNDS` saturated phases of
+//! `GLIMPSE_LOAD_SECONDS` (throughput and collector CPU: medians), stops it and checks that
+//! every accepted event was stored. ClickHouse's CPU per event covers the whole point, from the
+//! collector's start until its last rows are stored.
+//! The rate limiter is off on the address and visit axes, where a few addresses send thousands
+//! of events a second (it would answer 429 to them); elsewhere it is on, as by default.
+//! Writes `target/load-sweep.json`, a Markdown table and a chart, `target/load-sweep.svg`.
+
+use super::*;
+
+struct Axis {
+    name: &'static str,
+    points: Vec<Point>,
+}
+
+struct Point {
+    /// Where the point sits on its axis, and how the chart labels it.
+    x: f64,
+    label: String,
+    mix: Mix,
+    visitors: Visitors,
+    /// Events sent before measuring, so that every address of a pool has been seen.
+    prefill: u64,
+    env: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    events_per_s: f64,
+    collector_us: f64,
+    clickhouse_us: f64,
+    anon_mib: f64,
+    open_visits: f64,
+}
+
+/// A charted metric: title, unit, and its value in a measurement.
+type Metric = (&'static str, &'static str, fn(&Measured) -> f64);
+
+/// The metrics charted, in rows.
+const METRICS: [Metric; 4] = [
+    ("throughput", "events/s", |m| m.events_per_s),
+    ("collector CPU", "µs/event", |m| m.collector_us),
+    ("clickhouse-server CPU", "µs/event", |m| m.clickhouse_us),
+    ("peak anonymous memory", "MiB", |m| m.anon_mib),
+];
+
+fn axes(full: bool) -> Vec<Axis> {
+    let no_limit = || vec![("GLIMPSE_RATE_LIMIT_EVENTS_PER_SECOND", "0".to_string())];
+    let sites = |n: usize| Point {
+        x: n as f64,
+        label: n.to_string(),
+        mix: Mix { sites: n, ..MIX },
+        visitors: Visitors::Fresh(0),
+        prefill: 0,
+        env: vec![(
+            "GLIMPSE_SITES",
+            (0..n).map(site).collect::<Vec<_>>().join(","),
+        )],
+    };
+    let pages = |n: usize| Point {
+        x: n as f64,
+        label: n.to_string(),
+        mix: Mix {
+            pages: n,
+            uniform_pages: true,
+            ..MIX
+        },
+        visitors: Visitors::Fresh(0),
+        prefill: 0,
+        env: Vec::new(),
+    };
+    let visits = |n: u64| Point {
+        x: n as f64,
+        label: n.to_string(),
+        mix: Mix {
+            sites: 1,
+            one_agent: true,
+            ..MIX
+        },
+        visitors: Visitors::Pool(n),
+        prefill: n,
+        env: [
+            no_limit(),
+            vec![
+                ("GLIMPSE_SITES", site(0)),
+                ("GLIMPSE_VISITS_MAX_OPEN", (2 * n).max(100_000).to_string()),
+            ],
+        ]
+        .concat(),
+    };
+    let addresses = |n: Option<u64>| Point {
+        x: n.map_or(1e7, |n| n as f64),
+        label: n.map_or("all new".into(), |n| n.to_string()),
+        mix: MIX,
+        visitors: n.map_or(Visitors::Fresh(0), Visitors::Pool),
+        prefill: n.unwrap_or(0),
+        env: no_limit(),
+    };
+    if !full {
+        // The smoke run: two points of one axis, to keep the mode and its chart working.
+        return vec![Axis {
+            name: "sites",
+            points: vec![sites(1), sites(10)],
+        }];
+    }
+    vec![
+        Axis {
+            name: "sites",
+            points: [1, 10, 100, 1_000, 10_000].map(sites).into(),
+        },
+        Axis {
+            name: "distinct pages per site",
+            points: [100, 1_000, 10_000, 100_000, 1_000_000].map(pages).into(),
+        },
+        Axis {
+            name: "open visits",
+            points: [1_000, 10_000, 100_000, 1_000_000].map(visits).into(),
+        },
+        Axis {
+            name: "distinct client addresses",
+            points: [Some(10), Some(1_000), Some(100_000), None]
+                .map(addresses)
+                .into(),
+        },
+    ]
+}
+
+/// Runs every axis against `backend`; `env` is the main run's collector environment.
+pub(crate) fn run(
+    backend: &Backend,
+    env: &[(&'static str, String)],
+    connections: usize,
+    phase: Duration,
+    rounds: usize,
+    full: bool,
+) {
+    let ch = backend.first();
+    let ch_pids = backend.pids();
+    let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let axes = axes(full);
+    let mut results: Vec<Vec<Measured>> = Vec::new();
+    let mut serial = 0u64;
+    for axis in &axes {
+        let mut row = Vec::new();
+        for p in &axis.points {
+            serial += 1;
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            let (requests, _) = event_requests(&mut rng, p.mix);
+            let requests = Arc::new(requests);
+            let mut point_env = env.to_vec();
+            point_env.extend(p.env.iter().cloned());
+            point_env.push((
+                "GLIMPSE_SPOOL_DIR",
+                ch.temp_path(&format!("sweep-spool-{serial}"))
+                    .display()
+                    .to_string(),
+            ));
+            let visitors = match p.visitors {
+                Visitors::Fresh(_) => Visitors::Fresh(serial << 40),
+                pool => pool,
+            };
+            // ClickHouse's CPU over the whole point, up to the last delivery: its inserts do
+            // not fall evenly into short phases.
+            let ch0 = ch_cpu();
+            let g = GlimpseProcess::start(&point_env, ch.temp_path(&format!("sweep-{serial}.log")));
+            // Counted once the collector has created the database.
+            let stored0 = ch.count("glimpse", "SELECT count() FROM events");
+            let pid = g.pid();
+            let warm = Duration::from_secs(if full { 2 } else { 1 });
+            let (mut all, took) =
+                drive(g.addr, requests.clone(), connections, warm, None, visitors);
+            let sent = all.responses();
+            if sent < p.prefill {
+                // Every address of the pool seen once before measuring.
+                let rate = sent as f64 / took.as_secs_f64();
+                let more = Duration::from_secs_f64((p.prefill - sent) as f64 / rate * 1.1 + 1.0);
+                let (t, _) = drive(g.addr, requests.clone(), connections, more, None, visitors);
+                all.merge(t);
+            }
+            let (mut rates, mut collector, mut anon, mut open) =
+                (Vec::new(), Vec::new(), 0.0f64, Vec::new());
+            for _ in 0..rounds {
+                let cpu0 = cpu_seconds(pid);
+                let (t, took) = drive(g.addr, requests.clone(), connections, phase, None, visitors);
+                rates.push(t.responses() as f64 / took.as_secs_f64());
+                collector.push((cpu_seconds(pid) - cpu0) / t.accepted.max(1) as f64 * 1e6);
+                anon = anon.max(status_mib(pid, "RssAnon:"));
+                open.push(metric(g.addr, "glimpse_visits_open"));
+                all.merge(t);
+            }
+            let exit = g.terminate();
+            let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
+            let m = Measured {
+                events_per_s: median(rates),
+                collector_us: median(collector),
+                clickhouse_us: (ch_cpu() - ch0) / all.accepted.max(1) as f64 * 1e6,
+                anon_mib: anon,
+                open_visits: median(open),
+            };
+            eprintln!(
+                "sweep {} = {}: {:.0} events/s, collector {:.1} µs, clickhouse {:.1} µs, \
+                 {:.1} MiB, {:.0} open visits",
+                axis.name,
+                p.label,
+                m.events_per_s,
+                m.collector_us,
+                m.clickhouse_us,
+                m.anon_mib,
+                m.open_visits
+            );
+            assert_eq!(exit, Some(0), "collector did not stop cleanly");
+            assert_eq!(
+                stored, all.accepted,
+                "accepted events missing from ClickHouse"
+            );
+            assert!(
+                all.other.is_empty(),
+                "unexpected responses: {:?}",
+                all.other
+            );
+            row.push(m);
+        }
+        results.push(row);
+    }
+    let mut table = [
+        "| axis | value | events/s | collector µs/event | clickhouse µs/event |",
+        " peak anon MiB | open visits |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    ]
+    .concat();
+    let mut json_axes = Vec::new();
+    for (axis, row) in axes.iter().zip(&results) {
+        let mut points = Vec::new();
+        for (p, m) in axis.points.iter().zip(row) {
+            table.push_str(&format!(
+                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+                axis.name,
+                p.label,
+                m.events_per_s,
+                m.collector_us,
+                m.clickhouse_us,
+                m.anon_mib,
+                m.open_visits
+            ));
+            points.push(json!({
+                "value": p.label,
+                "events_per_second": m.events_per_s,
+                "collector_cpu_us_per_event": m.collector_us,
+                "clickhouse_cpu_us_per_event": m.clickhouse_us,
+                "peak_anon_mib": m.anon_mib,
+                "open_visits": m.open_visits,
+            }));
+        }
+        json_axes.push(json!({ "axis": axis.name, "points": points }));
+    }
+    println!("{table}");
+    let name = if full {
+        "load-sweep"
+    } else {
+        "load-sweep-smoke"
+    };
+    let report = json!({
+        "clickhouse": backend.name(),
+        "connections": connections,
+        "rounds": rounds,
+        "phase_seconds": phase.as_secs_f64(),
+        "axes": json_axes,
+    });
+    let write = |ext: &str, text: &str| {
+        let path = support::repo_path(&format!("target/{name}.{ext}"));
+        std::fs::write(&path, text).unwrap();
+        println!("sweep: {}", path.display());
+    };
+    write("json", &serde_json::to_string_pretty(&report).unwrap());
+    write("md", &table);
+    write("svg", &chart(&axes, &results, &backend.name()));
+}
+
+/// Small multiples: one column per axis (log scale), one row per metric (a scale shared along
+/// the row, from zero), each point labelled with its value.
+fn chart(axes: &[Axis], results: &[Vec<Measured>], machine: &str) -> String {
+    let (cell_w, cell_h, left, top, gap) = (230.0, 150.0, 150.0, 60.0, 30.0);
+    let width = left + axes.len() as f64 * (cell_w + gap);
+    let height = top + METRICS.len() as f64 * (cell_h + gap) + 20.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">Glimpse load sweep: cost per event as the \
+         work grows ({machine}; medians)</text>\n"
+    );
+    for (col, axis) in axes.iter().enumerate() {
+        let x0 = left + col as f64 * (cell_w + gap);
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
+            x0 + cell_w / 2.0,
+            top - 15.0,
+            axis.name
+        ));
+    }
+    for (r, (title, unit, value)) in METRICS.iter().enumerate() {
+        let y0 = top + r as f64 * (cell_h + gap);
+        svg.push_str(&format!(
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{title}</text>\
+             <text x=\"10\" y=\"{}\">{unit}</text>\n",
+            y0 + cell_h / 2.0,
+            y0 + cell_h / 2.0 + 14.0
+        ));
+        let max = results
+            .iter()
+            .flatten()
+            .map(value)
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.15;
+        for (col, (axis, row)) in axes.iter().zip(results).enumerate() {
+            let x0 = left + col as f64 * (cell_w + gap);
+            let (lo, hi) = axis
+                .points
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+                    (lo.min(p.x.log10()), hi.max(p.x.log10()))
+                });
+            let span = (hi - lo).max(1e-9);
+            let px = |x: f64| x0 + 15.0 + (x.log10() - lo) / span * (cell_w - 30.0);
+            let py = |v: f64| y0 + cell_h - v / max * cell_h;
+            svg.push_str(&format!(
+                "<rect x=\"{x0}\" y=\"{y0}\" width=\"{cell_w}\" height=\"{cell_h}\" \
+                 fill=\"none\" stroke=\"#ccc\"/>\n"
+            ));
+            let line: Vec<String> = axis
+                .points
+                .iter()
+                .zip(row)
+                .map(|(p, m)| format!("{:.1},{:.1}", px(p.x), py(value(m))))
+                .collect();
+            svg.push_str(&format!(
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n",
+                line.join(" ")
+            ));
+            for (p, m) in axis.points.iter().zip(row) {
+                let (x, y) = (px(p.x), py(value(m)));
+                let v = value(m);
+                let shown = if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                };
+                svg.push_str(&format!(
+                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#1f77b4\"/>\
+                     <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{shown}</text>\n",
+                    y - 6.0
+                ));
+                if r == METRICS.len() - 1 {
+                    svg.push_str(&format!(
+                        "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
+                         fill=\"#555\">{}</text>\n",
+                        y0 + cell_h + 14.0,
+                        p.label
+                    ));
+                }
+            }
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
