@@ -33,6 +33,9 @@ struct Point {
     visitors: Visitors,
     /// Events sent before measuring, so that every address of a pool has been seen.
     prefill: u64,
+    /// Sites configured, written to a configuration file (10 000 names do not fit in one
+    /// environment variable); `None`: the main run's 200.
+    sites: Option<usize>,
     env: Vec<(&'static str, String)>,
 }
 
@@ -64,10 +67,8 @@ fn axes(full: bool) -> Vec<Axis> {
         mix: Mix { sites: n, ..MIX },
         visitors: Visitors::Fresh(0),
         prefill: 0,
-        env: vec![(
-            "GLIMPSE_SITES",
-            (0..n).map(site).collect::<Vec<_>>().join(","),
-        )],
+        sites: Some(n),
+        env: Vec::new(),
     };
     let pages = |n: usize| Point {
         x: n as f64,
@@ -79,6 +80,7 @@ fn axes(full: bool) -> Vec<Axis> {
         },
         visitors: Visitors::Fresh(0),
         prefill: 0,
+        sites: None,
         env: Vec::new(),
     };
     let visits = |n: u64| Point {
@@ -91,12 +93,10 @@ fn axes(full: bool) -> Vec<Axis> {
         },
         visitors: Visitors::Pool(n),
         prefill: n,
+        sites: Some(1),
         env: [
             no_limit(),
-            vec![
-                ("GLIMPSE_SITES", site(0)),
-                ("GLIMPSE_VISITS_MAX_OPEN", (2 * n).max(100_000).to_string()),
-            ],
+            vec![("GLIMPSE_VISITS_MAX_OPEN", (2 * n).max(100_000).to_string())],
         ]
         .concat(),
     };
@@ -106,6 +106,7 @@ fn axes(full: bool) -> Vec<Axis> {
         mix: MIX,
         visitors: n.map_or(Visitors::Fresh(0), Visitors::Pool),
         prefill: n.unwrap_or(0),
+        sites: None,
         env: no_limit(),
     };
     if !full {
@@ -161,6 +162,15 @@ pub(crate) fn run(
             let requests = Arc::new(requests);
             let mut point_env = env.to_vec();
             point_env.extend(p.env.iter().cloned());
+            if let Some(n) = p.sites {
+                let file = ch.temp_path(&format!("sweep-sites-{serial}.toml"));
+                let toml: String = (0..n)
+                    .map(|i| format!("[[sites]]\ndomain = \"{}\"\n", site(i)))
+                    .collect();
+                std::fs::write(&file, toml).unwrap();
+                point_env.retain(|(k, _)| *k != "GLIMPSE_SITES");
+                point_env.push(("GLIMPSE_CONFIG", file.display().to_string()));
+            }
             point_env.push((
                 "GLIMPSE_SPOOL_DIR",
                 ch.temp_path(&format!("sweep-spool-{serial}"))
