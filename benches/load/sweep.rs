@@ -13,7 +13,8 @@
 //! clickhouse-server, warms it up, measures `GLIMPSE_LOAD_ROUNDS` saturated phases of
 //! `GLIMPSE_LOAD_SECONDS` (throughput and collector CPU: medians), stops it and checks that
 //! every accepted event was stored. ClickHouse's CPU per event covers the whole point, from the
-//! collector's start until its last rows are stored.
+//! collector's start until its last rows are stored and their merges are done; then every table
+//! is emptied, so that each point starts alike.
 //! The rate limiter is off on the address and visit axes, where a few addresses send thousands
 //! of events a second (it would answer 429 to them); elsewhere it is on, as by default.
 //! Writes `target/load-sweep.json`, a Markdown table and a chart, `target/load-sweep.svg`.
@@ -212,6 +213,14 @@ pub(crate) fn run(
             }
             let exit = g.terminate();
             let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
+            // The merges this point's inserts started are its cost too, and must not run into
+            // the next point's measurement.
+            let settled = Instant::now();
+            while ch.count("glimpse", "SELECT count() FROM system.merges") > 0
+                && settled.elapsed() < Duration::from_secs(120)
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let m = Measured {
                 events_per_s: median(rates),
                 collector_us: median(collector),
@@ -241,6 +250,15 @@ pub(crate) fn run(
                 all.other
             );
             row.push(m);
+            // Every point starts from empty tables: a larger table merges larger parts.
+            for table in ch.rows(
+                "glimpse",
+                "SELECT name FROM system.tables WHERE database = 'glimpse' \
+                 AND engine LIKE '%MergeTree' \
+                 AND name NOT IN ('glimpse_salts', 'glimpse_migrations')",
+            ) {
+                ch.sql("glimpse", &format!("TRUNCATE TABLE {}", table[0]));
+            }
         }
         results.push(row);
     }
