@@ -179,6 +179,41 @@ fn stages(c: &mut Criterion) {
         }),
         intake,
     };
+    // The per-site value bound holding many values, as a busy collector's does by midday: 200
+    // sites with 2 000 values in each of ten dimensions; each row checks ten known values.
+    let bounds = glimpse::cardinality::Bounds::new(glimpse::cardinality::Settings {
+        values_per_day: 10_000,
+        tracked_values: 10_000_000,
+    });
+    let values: Vec<String> = (0..2_000).map(|i| format!("/blog/post-{i}")).collect();
+    let dims = {
+        use glimpse::cardinality::Dim::*;
+        [
+            Page, Hostname, Referrer, Source, Utm, Event, Prop, Version, Region, Page,
+        ]
+    };
+    for site in 0..200 {
+        let mut row = bounds.row(site, 1);
+        for v in &values {
+            for d in dims {
+                row.keep(d, v);
+            }
+        }
+    }
+    let mut n = 0usize;
+    c.bench_function("cardinality/row", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(7_919);
+            let mut row = bounds.row(n % 200, 1);
+            dims.iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    row.keep(*d, &values[(n / 200 + i * 31) % values.len()])
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
     c.bench_function("pipeline/prepare", |b| {
         b.iter(|| {
             let payload = parse::parse_json(black_box(BODY)).unwrap();

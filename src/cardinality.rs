@@ -12,8 +12,8 @@
 //! changes. The bound is per collector: several collectors each admit up to the limit.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +22,7 @@ use crate::classify::redact;
 use crate::filter::Accepted;
 use crate::metrics::{Counter, Gauge};
 use crate::model::Site;
+use crate::prehashed;
 use crate::settings::Reader;
 
 /// What a value past the bound is stored as.
@@ -93,7 +94,12 @@ const SHARDS: usize = 16;
 #[derive(Default)]
 struct Shard {
     day: u16,
-    seen: HashMap<(usize, Dim), HashSet<u64>>,
+    /// Keyed hashes of the (site, dimension, value) triples seen today. The hash is already
+    /// keyed and uniform, so the set does not hash it again, and one probe answers the common
+    /// case, a value seen before (a map of sets cost two hashes and two probes per value).
+    seen: prehashed::HashSet,
+    /// Distinct values per site and dimension today, for the bound; touched by new values only.
+    counts: HashMap<(usize, Dim), usize>,
 }
 
 pub struct Bounds {
@@ -123,9 +129,9 @@ impl Bounds {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if shard.day != day {
-            let dropped: usize = shard.seen.values().map(HashSet::len).sum();
-            self.tracked.fetch_sub(dropped, Ordering::Relaxed);
+            self.tracked.fetch_sub(shard.seen.len(), Ordering::Relaxed);
             shard.seen.clear();
+            shard.counts.clear();
             shard.day = day;
         }
         RowBound {
@@ -259,7 +265,9 @@ pub struct RowBound<'b> {
 impl RowBound<'_> {
     /// `value` if the site may store it in `dim`, else [`OTHER`].
     pub fn keep<'v>(&mut self, dim: Dim, value: &'v str) -> &'v str {
-        if value.is_empty() || self.admit(dim, self.bounds.key.hash_one((dim as u8, value))) {
+        if value.is_empty()
+            || self.admit(dim, self.bounds.key.hash_one((self.site, dim as u8, value)))
+        {
             value
         } else {
             self.bounds.folded[dim as usize].inc();
@@ -270,12 +278,18 @@ impl RowBound<'_> {
     /// A custom property as the site may store it: itself; its value as [`OTHER`] when the key
     /// is known but the value past the bound; both as [`OTHER`] when the key is.
     pub(crate) fn keep_prop<'v>(&mut self, key: &'v str, value: &'v str) -> (&'v str, &'v str) {
-        let key_hash = self.bounds.key.hash_one((Dim::Prop as u8, 0u8, key));
+        let key_hash = self
+            .bounds
+            .key
+            .hash_one((self.site, Dim::Prop as u8, 0u8, key));
         if !self.admit(Dim::Prop, key_hash) {
             self.bounds.folded[Dim::Prop as usize].inc();
             return (OTHER, OTHER);
         }
-        let pair_hash = self.bounds.key.hash_one((Dim::Prop as u8, 1u8, key, value));
+        let pair_hash = self
+            .bounds
+            .key
+            .hash_one((self.site, Dim::Prop as u8, 1u8, key, value));
         if self.admit(Dim::Prop, pair_hash) {
             (key, value)
         } else {
@@ -284,19 +298,22 @@ impl RowBound<'_> {
         }
     }
 
+    /// `hash`: the keyed hash of the site, the dimension and the value.
     fn admit(&mut self, dim: Dim, hash: u64) -> bool {
         let settings = &self.bounds.settings;
         let tracked = &self.bounds.tracked;
-        let seen = self.shard.seen.entry((self.site, dim)).or_default();
-        if seen.contains(&hash) {
+        let shard = &mut *self.shard;
+        if shard.seen.contains(&hash) {
             return true;
         }
-        if seen.len() >= settings.values_per_day
+        let count = shard.counts.entry((self.site, dim)).or_default();
+        if *count >= settings.values_per_day
             || tracked.load(Ordering::Relaxed) >= settings.tracked_values
         {
             return false;
         }
-        seen.insert(hash);
+        *count += 1;
+        shard.seen.insert(hash);
         tracked.fetch_add(1, Ordering::Relaxed);
         true
     }

@@ -22,3 +22,6 @@ impl Hasher for Prehashed {
 
 /// A map keyed by such hashes.
 pub(crate) type HashMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+
+/// A set of such hashes.
+pub(crate) type HashSet = std::collections::HashSet<u64, BuildHasherDefault<Prehashed>>;
