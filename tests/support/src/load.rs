@@ -130,9 +130,12 @@ pub struct Landed {
 }
 
 impl Landed {
-    /// Waits until at least `want` distinct events are stored (or 30 s pass), then reads.
+    /// Waits until at least `want` distinct events are stored (or 120 s pass), then reads. The
+    /// limit only decides when to give up: the tests' small segments (200 rows, each insert a
+    /// part in every table) drained at about 300 rows a second on a slow disk here, so a backlog
+    /// of a few thousand can take half a minute.
     pub fn wait(ch: &ClickHouse, database: &str, want: usize) -> Landed {
-        Landed::wait_up_to(ch, database, want, Duration::from_secs(30))
+        Landed::wait_up_to(ch, database, want, Duration::from_secs(120))
     }
 
     /// [`Landed::wait`] with a limit other than 30 s.
