@@ -517,7 +517,14 @@ fn main() {
         env.push(("GLIMPSE_SPOOL_COMMIT_INTERVAL_MS", ms));
     }
     if std::env::var("GLIMPSE_LOAD_SWEEP").is_ok_and(|v| v == "1") {
-        sweep::run(&backend, &env, connections, phase, rounds, full);
+        sweep::run(&sweep::Run {
+            backend: &backend,
+            env: &env,
+            connections,
+            phase,
+            rounds,
+            full,
+        });
         return;
     }
     let g = GlimpseProcess::start(&env, ch.temp_path("glimpse.log"));
@@ -961,7 +968,14 @@ fn main() {
         all.other
     );
     if !full {
-        sweep::run(&backend, &env, connections, phase, rounds, false);
+        sweep::run(&sweep::Run {
+            backend: &backend,
+            env: &env,
+            connections,
+            phase,
+            rounds,
+            full: false,
+        });
     }
 }
 

@@ -139,136 +139,151 @@ fn axes(full: bool) -> Vec<Axis> {
     ]
 }
 
-/// Runs every axis against `backend`; `env` is the main run's collector environment.
-pub(crate) fn run(
-    backend: &Backend,
-    env: &[(&'static str, String)],
-    connections: usize,
-    phase: Duration,
-    rounds: usize,
-    full: bool,
-) {
-    let ch = backend.first();
-    let ch_pids = backend.pids();
-    let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
-    let axes = axes(full);
-    let mut results: Vec<Vec<Measured>> = Vec::new();
+/// What every point shares: the server, the main run's collector environment and the phases.
+pub(crate) struct Run<'a> {
+    pub backend: &'a Backend,
+    pub env: &'a [(&'static str, String)],
+    pub connections: usize,
+    pub phase: Duration,
+    pub rounds: usize,
+    /// `false` for the smoke test's two short points.
+    pub full: bool,
+}
+
+/// Measures every point of every axis, then writes the table, the JSON report and the chart.
+pub(crate) fn run(run: &Run) {
+    let axes = axes(run.full);
     let mut serial = 0u64;
-    for axis in &axes {
-        let mut row = Vec::new();
-        for p in &axis.points {
-            serial += 1;
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-            let (requests, _) = event_requests(&mut rng, p.mix);
-            let requests = Arc::new(requests);
-            let mut point_env = env.to_vec();
-            point_env.extend(p.env.iter().cloned());
-            if let Some(n) = p.sites {
-                let file = ch.temp_path(&format!("sweep-sites-{serial}.toml"));
-                let toml: String = (0..n)
-                    .map(|i| format!("[[sites]]\ndomain = \"{}\"\n", site(i)))
-                    .collect();
-                std::fs::write(&file, toml).unwrap();
-                point_env.retain(|(k, _)| *k != "GLIMPSE_SITES");
-                point_env.push(("GLIMPSE_CONFIG", file.display().to_string()));
-            }
-            point_env.push((
-                "GLIMPSE_SPOOL_DIR",
-                ch.temp_path(&format!("sweep-spool-{serial}"))
-                    .display()
-                    .to_string(),
-            ));
-            let visitors = match p.visitors {
-                Visitors::Fresh(_) => Visitors::Fresh(serial << 40),
-                pool => pool,
-            };
-            // ClickHouse's CPU over the whole point, up to the last delivery: its inserts do
-            // not fall evenly into short phases.
-            let ch0 = ch_cpu();
-            let g = GlimpseProcess::start(&point_env, ch.temp_path(&format!("sweep-{serial}.log")));
-            // Counted once the collector has created the database.
-            let stored0 = ch.count("glimpse", "SELECT count() FROM events");
-            let pid = g.pid();
-            let warm = Duration::from_secs(if full { 2 } else { 1 });
-            let (mut all, took) =
-                drive(g.addr, requests.clone(), connections, warm, None, visitors);
-            let sent = all.responses();
-            if sent < p.prefill {
-                // Every address of the pool seen once before measuring.
-                let rate = sent as f64 / took.as_secs_f64();
-                let more = Duration::from_secs_f64((p.prefill - sent) as f64 / rate * 1.1 + 1.0);
-                let (t, _) = drive(g.addr, requests.clone(), connections, more, None, visitors);
-                all.merge(t);
-            }
-            let (mut rates, mut collector, mut anon, mut open) =
-                (Vec::new(), Vec::new(), 0.0f64, Vec::new());
-            for _ in 0..rounds {
-                let cpu0 = cpu_seconds(pid);
-                let (t, took) = drive(g.addr, requests.clone(), connections, phase, None, visitors);
-                rates.push(t.responses() as f64 / took.as_secs_f64());
-                collector.push((cpu_seconds(pid) - cpu0) / t.accepted.max(1) as f64 * 1e6);
-                anon = anon.max(status_mib(pid, "RssAnon:"));
-                open.push(metric(g.addr, "glimpse_visits_open"));
-                all.merge(t);
-            }
-            let exit = g.terminate();
-            let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
-            // The merges this point's inserts started are its cost too, and must not run into
-            // the next point's measurement.
-            let settled = Instant::now();
-            while ch.count("glimpse", "SELECT count() FROM system.merges") > 0
-                && settled.elapsed() < Duration::from_secs(120)
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let m = Measured {
-                events_per_s: median(rates),
-                collector_us: median(collector),
-                clickhouse_us: (ch_cpu() - ch0) / all.accepted.max(1) as f64 * 1e6,
-                anon_mib: anon,
-                open_visits: median(open),
-            };
-            eprintln!(
-                "sweep {} = {}: {:.0} events/s, collector {:.1} µs, clickhouse {:.1} µs, \
-                 {:.1} MiB, {:.0} open visits",
-                axis.name,
-                p.label,
-                m.events_per_s,
-                m.collector_us,
-                m.clickhouse_us,
-                m.anon_mib,
-                m.open_visits
-            );
-            assert_eq!(exit, Some(0), "collector did not stop cleanly");
-            assert_eq!(
-                stored, all.accepted,
-                "accepted events missing from ClickHouse"
-            );
-            assert!(
-                all.other.is_empty(),
-                "unexpected responses: {:?}",
-                all.other
-            );
-            row.push(m);
-            // Every point starts from empty tables: a larger table merges larger parts.
-            for table in ch.rows(
-                "glimpse",
-                "SELECT name FROM system.tables WHERE database = 'glimpse' \
-                 AND engine LIKE '%MergeTree' \
-                 AND name NOT IN ('glimpse_salts', 'glimpse_migrations')",
-            ) {
-                ch.sql("glimpse", &format!("TRUNCATE TABLE {}", table[0]));
-            }
-        }
-        results.push(row);
+    let results: Vec<Vec<Measured>> = axes
+        .iter()
+        .map(|axis| {
+            axis.points
+                .iter()
+                .map(|p| {
+                    serial += 1;
+                    let m = measure(run, p, serial);
+                    eprintln!(
+                        "sweep {} = {}: {:.0} events/s, collector {:.1} µs, clickhouse {:.1} \
+                         µs, {:.1} MiB, {:.0} open visits",
+                        axis.name,
+                        p.label,
+                        m.events_per_s,
+                        m.collector_us,
+                        m.clickhouse_us,
+                        m.anon_mib,
+                        m.open_visits
+                    );
+                    empty_tables(run.backend.first());
+                    m
+                })
+                .collect()
+        })
+        .collect();
+    write_report(run, &axes, &results);
+}
+
+/// One point: a collector of its own, warmed up (every pooled address seen once), measured,
+/// stopped, and every accepted event found in ClickHouse.
+fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
+    let ch = run.backend.first();
+    let ch_pids = run.backend.pids();
+    let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let requests = Arc::new(event_requests(&mut rng, p.mix).0);
+    let mut env = run.env.to_vec();
+    env.extend(p.env.iter().cloned());
+    if let Some(n) = p.sites {
+        let file = ch.temp_path(&format!("sweep-sites-{serial}.toml"));
+        let toml: String = (0..n)
+            .map(|i| format!("[[sites]]\ndomain = \"{}\"\n", site(i)))
+            .collect();
+        std::fs::write(&file, toml).unwrap();
+        env.retain(|(k, _)| *k != "GLIMPSE_SITES");
+        env.push(("GLIMPSE_CONFIG", file.display().to_string()));
     }
+    let spool = ch.temp_path(&format!("sweep-spool-{serial}"));
+    env.push(("GLIMPSE_SPOOL_DIR", spool.display().to_string()));
+    let visitors = match p.visitors {
+        Visitors::Fresh(_) => Visitors::Fresh(serial << 40),
+        pool => pool,
+    };
+    let drive_for = |g: &GlimpseProcess, d: Duration| {
+        drive(g.addr, requests.clone(), run.connections, d, None, visitors)
+    };
+    // ClickHouse's CPU over the whole point, up to the last delivery: its inserts do not fall
+    // evenly into short phases.
+    let ch0 = ch_cpu();
+    let g = GlimpseProcess::start(&env, ch.temp_path(&format!("sweep-{serial}.log")));
+    // Counted once the collector has created the database.
+    let stored0 = ch.count("glimpse", "SELECT count() FROM events");
+    let pid = g.pid();
+    let (mut all, took) = drive_for(&g, Duration::from_secs(if run.full { 2 } else { 1 }));
+    let sent = all.responses();
+    if sent < p.prefill {
+        let rate = sent as f64 / took.as_secs_f64();
+        let more = (p.prefill - sent) as f64 / rate * 1.1 + 1.0;
+        all.merge(drive_for(&g, Duration::from_secs_f64(more)).0);
+    }
+    let (mut rates, mut collector, mut anon, mut open) =
+        (Vec::new(), Vec::new(), 0.0f64, Vec::new());
+    for _ in 0..run.rounds {
+        let cpu0 = cpu_seconds(pid);
+        let (t, took) = drive_for(&g, run.phase);
+        rates.push(t.responses() as f64 / took.as_secs_f64());
+        collector.push((cpu_seconds(pid) - cpu0) / t.accepted.max(1) as f64 * 1e6);
+        anon = anon.max(status_mib(pid, "RssAnon:"));
+        open.push(metric(g.addr, "glimpse_visits_open"));
+        all.merge(t);
+    }
+    let exit = g.terminate();
+    let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
+    // The merges this point's inserts started are its cost too, and must not run into the next
+    // point's measurement.
+    let settled = Instant::now();
+    while ch.count("glimpse", "SELECT count() FROM system.merges") > 0
+        && settled.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(exit, Some(0), "collector did not stop cleanly");
+    assert_eq!(
+        stored, all.accepted,
+        "accepted events missing from ClickHouse"
+    );
+    assert!(
+        all.other.is_empty(),
+        "unexpected responses: {:?}",
+        all.other
+    );
+    Measured {
+        events_per_s: median(rates),
+        collector_us: median(collector),
+        clickhouse_us: (ch_cpu() - ch0) / all.accepted.max(1) as f64 * 1e6,
+        anon_mib: anon,
+        open_visits: median(open),
+    }
+}
+
+/// Every point starts from empty tables: a larger table merges larger parts.
+fn empty_tables(ch: &ClickHouse) {
+    for table in ch.rows(
+        "glimpse",
+        "SELECT name FROM system.tables WHERE database = 'glimpse' \
+         AND engine LIKE '%MergeTree' AND name NOT IN ('glimpse_salts', 'glimpse_migrations')",
+    ) {
+        ch.sql("glimpse", &format!("TRUNCATE TABLE {}", table[0]));
+    }
+}
+
+/// `target/load-sweep.{json,md,svg}` (`load-sweep-smoke.*` for the smoke test).
+fn write_report(run: &Run, axes: &[Axis], results: &[Vec<Measured>]) {
     let mut table = [
         "| axis | value | events/s | collector µs/event | clickhouse µs/event |",
         " peak anon MiB | open visits |\n|---|---:|---:|---:|---:|---:|---:|\n",
     ]
     .concat();
     let mut json_axes = Vec::new();
-    for (axis, row) in axes.iter().zip(&results) {
+    for (axis, row) in axes.iter().zip(results) {
         let mut points = Vec::new();
         for (p, m) in axis.points.iter().zip(row) {
             table.push_str(&format!(
@@ -293,16 +308,16 @@ pub(crate) fn run(
         json_axes.push(json!({ "axis": axis.name, "points": points }));
     }
     println!("{table}");
-    let name = if full {
+    let name = if run.full {
         "load-sweep"
     } else {
         "load-sweep-smoke"
     };
     let report = json!({
-        "clickhouse": backend.name(),
-        "connections": connections,
-        "rounds": rounds,
-        "phase_seconds": phase.as_secs_f64(),
+        "clickhouse": run.backend.name(),
+        "connections": run.connections,
+        "rounds": run.rounds,
+        "phase_seconds": run.phase.as_secs_f64(),
         "axes": json_axes,
     });
     let write = |ext: &str, text: &str| {
@@ -312,7 +327,7 @@ pub(crate) fn run(
     };
     write("json", &serde_json::to_string_pretty(&report).unwrap());
     write("md", &table);
-    write("svg", &chart(&axes, &results, &backend.name()));
+    write("svg", &chart(axes, results, &run.backend.name()));
 }
 
 /// Small multiples: one column per axis (log scale), one row per metric (a scale shared along
