@@ -442,6 +442,21 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What every run ends with: the collector stopped cleanly, and every event it accepted (and
+/// nothing else) answered and stored.
+fn assert_all_landed(exit: Option<i32>, stored: u64, all: &Tally) {
+    assert_eq!(exit, Some(0), "collector did not stop cleanly");
+    assert_eq!(
+        stored, all.accepted,
+        "accepted events missing from ClickHouse"
+    );
+    assert!(
+        all.other.is_empty(),
+        "unexpected responses: {:?}",
+        all.other
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -839,45 +854,31 @@ fn main() {
         "collector CPU per event / bare POST CPU",
         format!("{:.2}", f(&r["ratio_cpu_event_to_bare_post"])),
     );
-    row(
-        "latency p50/p99/p99.9, bare POST half load",
+    // A p50 / p99 / p99.9 triple as the report holds it.
+    let lat = |v: &Value| {
         format!(
             "{:.2} / {:.2} / {:.2} ms",
-            f(&r["half_load_bare_post_latency_ms"]["p50"]),
-            f(&r["half_load_bare_post_latency_ms"]["p99"]),
-            f(&r["half_load_bare_post_latency_ms"]["p999"])
-        ),
-    );
-    let lat = |k: &str| {
-        format!(
-            "{:.2} / {:.2} / {:.2} ms",
-            f(&r[k]["p50"]),
-            f(&r[k]["p99"]),
-            f(&r[k]["p999"])
+            f(&v["p50"]),
+            f(&v["p99"]),
+            f(&v["p999"])
         )
     };
     row(
-        "latency p50/p99/p99.9, saturated",
-        lat("latency_ms_saturated"),
+        "latency p50/p99/p99.9, bare POST half load",
+        lat(&r["half_load_bare_post_latency_ms"]),
     );
-    row("latency p50/p99/p99.9, bare", lat("latency_ms_bare"));
+    row(
+        "latency p50/p99/p99.9, saturated",
+        lat(&r["latency_ms_saturated"]),
+    );
+    row("latency p50/p99/p99.9, bare", lat(&r["latency_ms_bare"]));
     row(
         "latency p50/p99/p99.9, half load",
-        format!(
-            "{:.2} / {:.2} / {:.2} ms",
-            f(&r["half_load"]["latency_ms"]["p50"]),
-            f(&r["half_load"]["latency_ms"]["p99"]),
-            f(&r["half_load"]["latency_ms"]["p999"])
-        ),
+        lat(&r["half_load"]["latency_ms"]),
     );
     row(
         "same rate, bare: p50/p99/p99.9",
-        format!(
-            "{:.2} / {:.2} / {:.2} ms",
-            f(&r["half_load_bare_latency_ms"]["p50"]),
-            f(&r["half_load_bare_latency_ms"]["p99"]),
-            f(&r["half_load_bare_latency_ms"]["p999"])
-        ),
+        lat(&r["half_load_bare_latency_ms"]),
     );
     row(
         "half load: target / achieved events/s",
@@ -957,16 +958,7 @@ fn main() {
     let mut file = std::fs::File::create(&path).unwrap();
     writeln!(file, "{}", serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("report: {}", path.display());
-    assert_eq!(exit, Some(0), "collector did not stop cleanly");
-    assert_eq!(
-        stored, all.accepted,
-        "accepted events missing from ClickHouse"
-    );
-    assert!(
-        all.other.is_empty(),
-        "unexpected responses: {:?}",
-        all.other
-    );
+    assert_all_landed(exit, stored, &all);
     if !full {
         sweep::run(&sweep::Run {
             backend: &backend,

@@ -162,17 +162,7 @@ pub(crate) fn run(run: &Run) {
                 .map(|p| {
                     serial += 1;
                     let m = measure(run, p, serial);
-                    eprintln!(
-                        "sweep {} = {}: {:.0} events/s, collector {:.1} µs, clickhouse {:.1} \
-                         µs, {:.1} MiB, {:.0} open visits",
-                        axis.name,
-                        p.label,
-                        m.events_per_s,
-                        m.collector_us,
-                        m.clickhouse_us,
-                        m.anon_mib,
-                        m.open_visits
-                    );
+                    eprint!("sweep: {}", table_row(axis, p, &m));
                     empty_tables(run.backend.first());
                     m
                 })
@@ -245,16 +235,7 @@ fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
     {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(exit, Some(0), "collector did not stop cleanly");
-    assert_eq!(
-        stored, all.accepted,
-        "accepted events missing from ClickHouse"
-    );
-    assert!(
-        all.other.is_empty(),
-        "unexpected responses: {:?}",
-        all.other
-    );
+    assert_all_landed(exit, stored, &all);
     Measured {
         events_per_s: median(rates),
         collector_us: median(collector),
@@ -275,6 +256,20 @@ fn empty_tables(ch: &ClickHouse) {
     }
 }
 
+/// One point as a row of the Markdown table (also what the run prints as it goes).
+fn table_row(axis: &Axis, p: &Point, m: &Measured) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+        axis.name,
+        p.label,
+        m.events_per_s,
+        m.collector_us,
+        m.clickhouse_us,
+        m.anon_mib,
+        m.open_visits
+    )
+}
+
 /// `target/load-sweep.{json,md,svg}` (`load-sweep-smoke.*` for the smoke test).
 fn write_report(run: &Run, axes: &[Axis], results: &[Vec<Measured>]) {
     let mut table = [
@@ -286,16 +281,7 @@ fn write_report(run: &Run, axes: &[Axis], results: &[Vec<Measured>]) {
     for (axis, row) in axes.iter().zip(results) {
         let mut points = Vec::new();
         for (p, m) in axis.points.iter().zip(row) {
-            table.push_str(&format!(
-                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
-                axis.name,
-                p.label,
-                m.events_per_s,
-                m.collector_us,
-                m.clickhouse_us,
-                m.anon_mib,
-                m.open_visits
-            ));
+            table.push_str(&table_row(axis, p, m));
             points.push(json!({
                 "value": p.label,
                 "events_per_second": m.events_per_s,

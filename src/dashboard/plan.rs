@@ -241,22 +241,20 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     // metrics need not test the filter again (on 18.16 each repeat of a visitor-set filter is
     // another pass over its set, and it tripled the time of a filtered breakdown).
     let by_event = q.filter.as_ref().is_some_and(mentions_events);
+    // `row_cond`: what the metrics must still test per row, `None` when every row passes.
     let (matched, row_cond) = match &q.filter {
-        None => (String::new(), "1".to_string()),
+        None => (String::new(), None),
         Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
             format!(
                 " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))"
             ),
-            cond.clone(),
+            Some(cond.clone()),
         ),
-        Some(_) => (format!(" AND ({cond})"), "1".to_string()),
+        Some(_) => (format!(" AND ({cond})"), None),
     };
-    let when = |x: &str| {
-        if row_cond == "1" {
-            x.to_string()
-        } else {
-            format!("({row_cond}) AND {x}")
-        }
+    let when = |x: &str| match &row_cond {
+        None => x.to_string(),
+        Some(c) => format!("({c}) AND {x}"),
     };
     let page_dim = q.dims.contains(&Dim::Event("event:page"));
     let goal_dim = q.dims.contains(&Dim::Goal);
@@ -380,8 +378,8 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     }
     // With a filter, a group exists only where matching events are (already so when the
     // rows themselves are filtered).
-    if row_cond != "1" && !q.dims.is_empty() {
-        having.push(format!("countIf({row_cond}) > 0"));
+    if let Some(c) = row_cond.as_ref().filter(|_| !q.dims.is_empty()) {
+        having.push(format!("countIf({c}) > 0"));
     }
     // Engagement reports are no events.
     if let Some(i) = q.dims.iter().position(|d| *d == Dim::Event("event:name")) {
