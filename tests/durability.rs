@@ -498,7 +498,8 @@ async fn a_segment_damaged_in_the_middle_goes_to_dead_letter_whole() {
     assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 1), 1);
     let dead = cfg.spool.dir.join("dead-letter");
     let start = Instant::now();
-    while !dead.join(format!("{name}.reason")).exists() && start.elapsed().as_secs() < 20 {
+    // The reason is written first and the segment moved after it: wait for the segment.
+    while !dead.join(name).exists() && start.elapsed().as_secs() < 20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reason = std::fs::read_to_string(dead.join(format!("{name}.reason"))).unwrap();
