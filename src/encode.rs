@@ -44,20 +44,28 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("scroll_first", "UInt8"),
     ("engaged_ms", "UInt32"),
     ("engaged_first", "UInt8"),
+    ("rolled_up", "UInt8"),
 ];
 
 /// The row format: which of [`COLUMNS`] a row holds. Spool segments record theirs, so segments
 /// written by an older version are still inserted with their own column list after an upgrade.
-pub(crate) const ROW_FORMAT: u32 = 3;
+pub const ROW_FORMAT: u32 = 4;
 
 /// How many of [`COLUMNS`] each row format holds (format 1: before visits; 2: before
-/// engagement).
+/// engagement; 3: before the collector summed the daily stats itself).
 pub(crate) fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
     match format {
         1 => &COLUMNS[..25],
         2 => &COLUMNS[..29],
+        3 => &COLUMNS[..33],
         _ => COLUMNS,
     }
+}
+
+/// Whether the deliverer sends the daily stats of rows of `format` itself (`deliver::rollup`).
+/// Older rows carry no `rolled_up` flag, so the server's view still counts them.
+pub(crate) fn rolled_up(format: u32) -> bool {
+    format >= 4
 }
 
 /// The insert statement for rows of `format`.
@@ -210,6 +218,119 @@ impl<'a> Event<'a> {
         out.push(u8::from(self.engaged.scroll_first));
         out.extend_from_slice(&self.engaged.engaged_ms.to_le_bytes());
         out.push(u8::from(self.engaged.engaged_first));
+        // The deliverer sends this row's daily stats (see `deliver::rollup`).
+        out.push(1);
+    }
+}
+
+/// The leading fields of a stored row: what the daily rollup reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head<'a> {
+    pub timestamp: u32,
+    pub site: &'a str,
+    pub name: &'a str,
+    /// `hostname` to `device`, in [`COLUMNS`]'s order.
+    pub texts: [&'a str; TEXTS],
+    pub visitor_id: u64,
+}
+
+/// How many text columns lie between `name` and `visitor_id`.
+pub(crate) const TEXTS: usize = 16;
+
+/// Where RowBinary rows stop making sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("row {row} cannot be read at byte {at}")]
+pub(crate) struct Unreadable {
+    pub row: usize,
+    pub at: usize,
+}
+
+/// Reads the rows of `data`, RowBinary rows of `format`, as written by [`Event::encode`] (or an
+/// older release's encoder).
+pub(crate) fn read_heads(data: &[u8], format: u32) -> Result<Vec<Head<'_>>, Unreadable> {
+    let rest = &columns_of(format)[3 + TEXTS + 1..];
+    let mut r = Reader { data, at: 0 };
+    let mut out = Vec::new();
+    while r.at < data.len() {
+        let row = out.len();
+        let fail = |r: &Reader| Unreadable { row, at: r.at };
+        let timestamp = r
+            .fixed::<4>()
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| fail(&r))?;
+        let site = r.text().ok_or_else(|| fail(&r))?;
+        let name = r.text().ok_or_else(|| fail(&r))?;
+        let mut texts = [""; TEXTS];
+        for t in &mut texts {
+            *t = r.text().ok_or_else(|| fail(&r))?;
+        }
+        let visitor_id = r
+            .fixed::<8>()
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| fail(&r))?;
+        for (_, ty) in rest {
+            r.skip(ty).ok_or_else(|| fail(&r))?;
+        }
+        out.push(Head {
+            timestamp,
+            site,
+            name,
+            texts,
+            visitor_id,
+        });
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let b = self.data.get(self.at..end)?;
+        self.at = end;
+        Some(b)
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.bytes(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        std::str::from_utf8(self.bytes(len)?).ok()
+    }
+
+    /// Steps over one value of a type that [`COLUMNS`] uses.
+    fn skip(&mut self, ty: &str) -> Option<()> {
+        match ty {
+            "UInt8" | "Int8" => self.bytes(1).map(drop),
+            "UInt32" | "DateTime" => self.bytes(4).map(drop),
+            "UInt64" | "Int64" => self.bytes(8).map(drop),
+            "String" => self.text().map(drop),
+            "Array(String)" => {
+                for _ in 0..self.varint()? {
+                    self.text()?;
+                }
+                Some(())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -219,7 +340,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Unsigned LEB128, as RowBinary uses for lengths.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -277,14 +398,56 @@ mod tests {
         want.push(1); // bounce +1
         want.push(0); // no previous exit page
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // no engagement
+        want.push(1); // rolled up by the deliverer
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn heads_are_read_back_from_every_format() {
+        let props = [(Cow::Borrowed("plan"), Cow::Borrowed("pro"))];
+        let e = Event {
+            timestamp: 7,
+            site: "a.com",
+            name: "Signup",
+            pathname: "/p",
+            device: "mobile",
+            visitor_id: u64::MAX,
+            revenue_currency: "EUR",
+            props: &props,
+            visit: VisitStep {
+                exit_prev: "/q",
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        e.encode(&mut rows);
+        e.encode(&mut rows);
+        let heads = read_heads(&rows, ROW_FORMAT).unwrap();
+        assert_eq!(heads.len(), 2);
+        let h = &heads[1];
+        assert_eq!((h.timestamp, h.site, h.name), (7, "a.com", "Signup"));
+        assert_eq!(
+            (h.texts[1], h.texts[15], h.visitor_id),
+            ("/p", "mobile", u64::MAX)
+        );
+        // A format-1 row ends after the properties: the same bytes up to there.
+        let mut one = Vec::new();
+        e.encode(&mut one);
+        let cut = one.len() - (1 + 4 + 1 + 3 + 7 + 1);
+        assert_eq!(read_heads(&one[..cut], 1).unwrap().len(), 1);
+        // The extra bytes of a newer row do not read as an older one.
+        assert!(read_heads(&one, 1).is_err());
+        assert!(read_heads(&one[..one.len() - 1], ROW_FORMAT).is_err());
     }
 
     #[test]
     fn insert_sql_lists_the_columns_of_each_format() {
         let sql = insert_sql("events_in", ROW_FORMAT);
         assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
-        assert!(sql.ends_with("engaged_first) FORMAT RowBinary"));
+        assert!(sql.ends_with("engaged_first, rolled_up) FORMAT RowBinary"));
+        let engagement = insert_sql("events_in", 3);
+        assert!(engagement.ends_with("engaged_first) FORMAT RowBinary"));
         let visits = insert_sql("events_in", 2);
         assert!(
             visits.ends_with("visit_exit_prev) FORMAT RowBinary"),

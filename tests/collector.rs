@@ -875,7 +875,8 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
             "0007_closed_days.sql",
             "0008_sketches_deleted.sql",
             "0009_engagement.sql",
-            "0010_page_views_by_page.sql"
+            "0010_page_views_by_page.sql",
+            "0011_daily_rollup.sql",
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
@@ -915,6 +916,62 @@ async fn insert_table_matches_the_row_encoder() {
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
     assert_eq!(live, want);
+}
+
+/// The daily stats the deliverer sums itself (`deliver::rollup`) are exactly what the server's
+/// fan-out view, the one that counts rows of older collectors, makes of the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_stats_summed_by_the_collector_equal_the_fan_out_view() {
+    let ch = ClickHouse::start();
+    support::seed_known_traffic(&ch).await;
+    // A copy of the fan-out view, as the migration defines it, over a second insert table.
+    let migration =
+        std::fs::read_to_string(support::repo_path("schema/0011_daily_rollup.sql")).unwrap();
+    let head = "CREATE MATERIALIZED VIEW IF NOT EXISTS stats_daily_mv TO stats_daily AS";
+    let view = &migration[migration.find(head).unwrap()..];
+    assert!(view.contains("FROM events_in\n") && view.contains("rolled_up = 0"));
+    ch.sql(DB, "CREATE TABLE check_in AS events_in ENGINE = Null");
+    ch.sql(DB, "CREATE TABLE check_daily AS stats_daily");
+    ch.sql(
+        DB,
+        &view
+            .replace(head, "CREATE MATERIALIZED VIEW check_mv TO check_daily AS")
+            .replace("FROM events_in\n", "FROM check_in\n"),
+    );
+    let columns: Vec<&str> = glimpse::encode::COLUMNS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "rolled_up")
+        .collect();
+    let columns = columns.join(", ");
+    ch.sql(
+        DB,
+        &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
+    );
+    let daily = |table: &str| {
+        ch.rows(
+            DB,
+            &format!(
+                "SELECT site, day, dimension, value, sumMerge(pageviews), sumMerge(events), \
+                 uniqMerge(visitors) FROM {table} \
+                 GROUP BY site, day, dimension, value ORDER BY site, day, dimension, value"
+            ),
+        )
+    };
+    let (summed, viewed) = (daily("stats_daily"), daily("check_daily"));
+    // Every dimension of the traffic has rows, custom events and page views alike.
+    assert!(summed.len() > 40, "{summed:?}");
+    for dim in [
+        "page",
+        "source",
+        "utm_campaign",
+        "browser_version",
+        "os_version",
+        "event",
+    ] {
+        assert!(summed.iter().any(|r| r[2] == dim), "no {dim} rows");
+    }
+    assert_eq!(summed, viewed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

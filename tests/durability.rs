@@ -483,7 +483,11 @@ async fn a_segment_damaged_in_the_middle_goes_to_dead_letter_whole() {
         .encode(&mut out);
         out
     };
-    let mut segment = record(0, b"glimpse-row-format:3 nonce=test");
+    let header = format!(
+        "glimpse-row-format:{} nonce=test",
+        glimpse::encode::ROW_FORMAT
+    );
+    let mut segment = record(0, header.as_bytes());
     segment.extend(record(1, &row("/before")));
     let damaged_at = segment.len();
     segment.extend(record(1, &row("/damaged")));
@@ -589,7 +593,9 @@ fn assert_spool_holds_no_address_or_user_agent(dir: &std::path::Path, tally: &Ta
 
 /// Segments spooled by older versions are still delivered after the upgrade, their missing
 /// columns taking their defaults: row format 1 (before visits: no visit or engagement columns,
-/// no format record) and row format 2 (before engagement).
+/// no format record), row format 2 (before engagement) and row format 3 (before the collector
+/// summed the daily stats: the server's view still does for these rows). Each row counts once
+/// in the daily stats, beside a row of the current format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_from_before_the_upgrade_are_still_delivered() {
     use glimpse::encode::Event;
@@ -597,10 +603,15 @@ async fn segments_from_before_the_upgrade_are_still_delivered() {
     let cfg = test_config(&ch, DB);
     std::fs::create_dir_all(&cfg.spool.dir).unwrap();
     let record = |data: &[u8], rows: u32| support::spool_record(rows, data);
-    // (format, path, trailing bytes the format lacks: engagement 7, visits 7 more)
-    for (seq, (format, path, cut)) in [(1u32, "/format-1", 14), (2, "/format-2", 7)]
-        .into_iter()
-        .enumerate()
+    // (format, path, trailing bytes the format lacks: the rollup mark 1, engagement 7 more,
+    // visits 7 more)
+    for (seq, (format, path, cut)) in [
+        (1u32, "/format-1", 15),
+        (2, "/format-2", 8),
+        (3, "/format-3", 1),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut row = Vec::new();
         Event {
@@ -626,15 +637,43 @@ async fn segments_from_before_the_upgrade_are_still_delivered() {
     }
 
     let g = Glimpse::start(cfg).await;
-    let landed = ch.wait_count(
-        DB,
-        "SELECT count() FROM events WHERE visit_entry = 0 AND engaged_ms = 0",
-        2,
-    );
+    let r = g
+        .send(
+            &support::pageview("https://a.com/format-4"),
+            support::UA_FIREFOX,
+            "203.0.113.4",
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(ch.wait_count(DB, "SELECT count() FROM events", 4), 4);
+    // The current row's daily stats follow its insert.
+    let daily = "SELECT sumMerge(pageviews) FROM stats_daily WHERE dimension = 'page'";
+    assert_eq!(ch.wait_count(DB, daily, 4), 4);
     g.stop().await;
-    assert_eq!(landed, 2);
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT count() FROM events WHERE visit_entry = 0 AND engaged_ms = 0 \
+             AND pathname != '/format-4'"
+        ),
+        3
+    );
     assert_eq!(
         ch.rows(DB, "SELECT pathname FROM events ORDER BY pathname"),
-        [["/format-1"], ["/format-2"]].map(|r| r.map(String::from))
+        [["/format-1"], ["/format-2"], ["/format-3"], ["/format-4"]].map(|r| r.map(String::from))
+    );
+    assert_eq!(
+        ch.rows(
+            DB,
+            "SELECT value, sumMerge(pageviews), uniqMerge(visitors) FROM stats_daily \
+             WHERE dimension = 'page' GROUP BY value ORDER BY value"
+        ),
+        [
+            ["/format-1", "1", "1"],
+            ["/format-2", "1", "1"],
+            ["/format-3", "1", "1"],
+            ["/format-4", "1", "1"],
+        ]
+        .map(|r| r.map(String::from))
     );
 }

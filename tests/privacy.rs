@@ -39,6 +39,9 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "merged",
     "sketch_pageviews",
     "sketch_events",
+    // Of the insert table only, which stores nothing: whether the collector sent the row's
+    // daily stats itself.
+    "rolled_up",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {

@@ -8,8 +8,13 @@
 //!
 //! Every INSERT of a segment carries the same deduplication token where the server supports it,
 //! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
+//!
+//! A segment is two inserts: its rows, then their daily stats summed here (`rollup`). A retry
+//! repeats only the one that failed; a replay after a crash repeats both, each with its own
+//! token.
 
 pub mod insert;
+pub mod rollup;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,8 @@ pub(crate) struct Deliverer {
     pub client: clickhouse::Client,
     /// The table rows go to; the column list follows each segment's row format.
     pub table: String,
+    /// The table the daily stats of rolled-up rows go to (`rollup`).
+    pub daily_table: String,
     pub spool: Arc<Spool>,
     /// Whether the server deduplicates by `insert_deduplication_token`.
     pub dedup_token: bool,
@@ -77,44 +84,59 @@ impl Deliverer {
             );
         }
         if segment.rows > 0 {
-            let client = if self.dedup_token {
-                self.client.clone().with_setting(
-                    "insert_deduplication_token",
-                    self.spool.token(seq, segment.nonce.as_deref()),
-                )
-            } else {
-                self.client.clone()
-            };
-            let mut backoff = BACKOFF_START;
-            loop {
-                let started = Instant::now();
-                let sql = crate::encode::insert_sql(&self.table, segment.format);
-                match self.attempt(&client, &sql, segment.data.clone()).await {
-                    Ok(()) => {
-                        self.metrics
-                            .record_insert(segment.rows as usize, started.elapsed());
-                        break;
-                    }
-                    Err(Failure::Deterministic { code, message }) => {
-                        self.metrics.insert_rejected.inc();
-                        tracing::error!(segment = seq, rows = segment.rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
-                        // The server's message can quote row data: it goes to the log above,
-                        // and only the code sits next to the rows.
-                        self.quarantine(
-                            seq,
-                            &format!(
-                                "Code: {code}: ClickHouse rejected the rows as invalid; its \
-                                 message is in the collector's log"
-                            ),
-                        );
+            // Summed before anything is sent, so that rows it cannot read are stored nowhere.
+            let daily = if crate::encode::rolled_up(segment.format) {
+                let (data, format) = (segment.data.clone(), segment.format);
+                match tokio::task::spawn_blocking(move || rollup::daily(&data, format)).await {
+                    Ok(Ok(rows)) => Some(rows),
+                    Ok(Err(e)) => {
+                        self.quarantine(seq, &format!("rows unreadable: {e}"));
                         return;
                     }
-                    Err(Failure::Transient(message)) => {
-                        self.metrics.insert_errors.inc();
-                        tracing::warn!(segment = seq, rows = segment.rows, retry_in_ms = backoff.as_millis() as u64, %message, "insert failed; retrying");
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Err(e) => {
+                        self.quarantine(seq, &format!("summing the daily stats failed: {e}"));
+                        return;
                     }
+                }
+            } else {
+                None
+            };
+            let token = self.spool.token(seq, segment.nonce.as_deref());
+            let rows = crate::encode::insert_sql(&self.table, segment.format);
+            let started = Instant::now();
+            if let Err(code) = self
+                .insert_until_stored(seq, &token, &rows, segment.data.clone(), segment.rows)
+                .await
+            {
+                // The server's message can quote row data: it went to the log, and only the
+                // code sits next to the rows.
+                self.quarantine(
+                    seq,
+                    &format!(
+                        "Code: {code}: ClickHouse rejected the rows as invalid; its message is \
+                         in the collector's log"
+                    ),
+                );
+                return;
+            }
+            self.metrics
+                .record_insert(segment.rows as usize, started.elapsed());
+            if let Some(daily) = daily.filter(|d| !d.is_empty()) {
+                let sql = rollup::insert_sql(&self.daily_table);
+                let token = format!("{token}-daily");
+                if let Err(code) = self
+                    .insert_until_stored(seq, &token, &sql, daily.into(), segment.rows)
+                    .await
+                {
+                    self.quarantine(
+                        seq,
+                        &format!(
+                            "Code: {code}: the rows were stored, but ClickHouse rejected their \
+                             daily stats; its message is in the collector's log. Inserting \
+                             this segment again would store its rows twice"
+                        ),
+                    );
+                    return;
                 }
             }
         }
@@ -134,6 +156,42 @@ impl Deliverer {
             // Delivered but not deleted: a replay would insert it again (deduplicated where the
             // server supports tokens). Nothing better to do than to say so.
             tracing::error!(segment = seq, error = %e, "cannot delete a delivered segment");
+        }
+    }
+
+    /// Sends one insert of the segment `seq` until the server has it, retrying transient
+    /// failures with backoff; a deterministic one returns its code (after logging its message).
+    async fn insert_until_stored(
+        &self,
+        seq: u64,
+        token: &str,
+        sql: &str,
+        data: bytes::Bytes,
+        rows: u64,
+    ) -> Result<(), u32> {
+        let client = if self.dedup_token {
+            self.client
+                .clone()
+                .with_setting("insert_deduplication_token", token)
+        } else {
+            self.client.clone()
+        };
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.attempt(&client, sql, data.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Deterministic { code, message }) => {
+                    self.metrics.insert_rejected.inc();
+                    tracing::error!(segment = seq, rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
+                    return Err(code);
+                }
+                Err(Failure::Transient(message)) => {
+                    self.metrics.insert_errors.inc();
+                    tracing::warn!(segment = seq, rows, retry_in_ms = backoff.as_millis() as u64, %message, "insert failed; retrying");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
         }
     }
 

@@ -441,7 +441,17 @@ mod tests {
             ));
             assert!(text.contains("TO `g`.stats_hourly_local AS"), "{text}");
             assert!(text.contains("FROM `g`.events_in_local\n"), "{text}");
-            assert!(text.contains("TO `g`.events_local AS\nSELECT * FROM `g`.events_in_local"));
+            assert!(text.contains("TO `g`.events_local AS\nSELECT\n    timestamp, site,"));
+            assert!(
+                text.contains("engaged_first\nFROM `g`.events_in_local"),
+                "{text}"
+            );
+            // The daily rollup's insert table is a Null table behind a Distributed one, and
+            // its view fills the shard-local aggregate.
+            assert!(text.contains(
+                "CREATE TABLE IF NOT EXISTS `g`.stats_daily_in ON CLUSTER `nodes` AS `g`.stats_daily_in_local ENGINE = Distributed(`shards`, `g`, stats_daily_in_local, rand())"
+            ));
+            assert!(text.contains("TO `g`.stats_daily_local AS\nSELECT\n    site,\n    day,"));
             // The rebuilt layout from the start.
             assert!(text.contains("SETTINGS index_granularity = 32"), "{text}");
             if version == "18.16" {

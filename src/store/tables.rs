@@ -8,3 +8,6 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS glimpse_migration
 
 /// Table the collector inserts into.
 pub const INSERT_TABLE: &str = "events_in";
+
+/// Table the deliverer inserts each segment's daily stats into (`deliver::rollup`).
+pub const DAILY_INSERT_TABLE: &str = "stats_daily_in";
