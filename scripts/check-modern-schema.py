@@ -15,7 +15,9 @@ What it does:
   4. Checks that `events` holds exactly those rows (via events_raw_mv), that
      `stats_hourly` and `stats_daily` agree with raw GROUP BY queries over
      `events`, and that the created tables really use LowCardinality, CODEC
-     and TTL.
+     and TTL. Then rebuilds `stats_daily` from rows shaped like the
+     collector's daily rollup, inserted twice with one token into
+     `stats_daily_in`, and checks it again.
   5. Runs every dashboard query in `schema/queries/` with its placeholders
      filled for the test data, and compares each answer with the same question
      asked of the raw events.
@@ -400,6 +402,34 @@ def check_daily(engine):
     return checked
 
 
+def check_rollup(engine):
+    """The collector sums each segment's daily stats itself and inserts one row per site, day,
+    dimension and value, with its distinct visitors, into `stats_daily_in`. Its view must build
+    the same states as the fan-out view did, and an insert retried with its token must count
+    once."""
+    engine.exec("TRUNCATE TABLE stats_daily")
+    groups = []
+    for dim, expr in DAILY_DIMENSIONS.items():
+        only = "AND name = 'pageview' " if dim == "page" else ""
+        groups += engine.rows(
+            f"SELECT site, toString(toDate(timestamp)) AS day, {sql_literal(dim)} AS dimension, "
+            f"{expr} AS value, countIf(name = 'pageview') AS pv, "
+            f"countIf(name != 'pageview') AS ev, groupUniqArray(visitor_id) AS visitors "
+            f"FROM events WHERE name != 'engagement' {only}GROUP BY site, day, value")
+    values = ",\n".join(
+        "(" + ", ".join([sql_literal(g["site"]), sql_literal(g["day"]),
+                         sql_literal(g["dimension"]), sql_literal(g["value"]),
+                         str(int(g["pv"])), str(int(g["ev"])),
+                         "[" + ", ".join(str(int(v)) for v in g["visitors"]) + "]"]) + ")"
+        for g in groups)
+    for _ in range(2):
+        engine.exec(
+            "INSERT INTO stats_daily_in (site, day, dimension, value, pageviews, events, "
+            f"visitors) {dedup_settings('glimpse-check-rollup-daily')} VALUES\n{values}",
+            "INSERT into stats_daily_in")
+    return len(groups), check_daily(engine)
+
+
 def check_features(engine):
     events = engine.scalar("SHOW CREATE TABLE events FORMAT TSVRaw")
     for needle in ("LowCardinality(", "CODEC("):
@@ -710,6 +740,9 @@ def main():
         check_events(engine, rows)
         hourly = check_hourly(engine)
         daily = check_daily(engine)
+        rolled, rolled_checked = check_rollup(engine)
+        print(f"daily rollup: {rolled} rows inserted twice with one token into stats_daily_in "
+              f"give the same {rolled_checked} groups")
         check_features(engine)
         print(f"events: {len(rows)} rows match; stats_hourly: {hourly} groups "
               f"match; stats_daily: {daily} groups over "

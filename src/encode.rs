@@ -240,46 +240,70 @@ pub(crate) const TEXTS: usize = 16;
 /// Where RowBinary rows stop making sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("row {row} cannot be read at byte {at}")]
-pub(crate) struct Unreadable {
+pub struct Unreadable {
     pub row: usize,
     pub at: usize,
 }
 
-/// Reads the rows of `data`, RowBinary rows of `format`, as written by [`Event::encode`] (or an
-/// older release's encoder).
-pub(crate) fn read_heads(data: &[u8], format: u32) -> Result<Vec<Head<'_>>, Unreadable> {
-    let rest = &columns_of(format)[3 + TEXTS + 1..];
-    let mut r = Reader { data, at: 0 };
-    let mut out = Vec::new();
-    while r.at < data.len() {
-        let row = out.len();
-        let fail = |r: &Reader| Unreadable { row, at: r.at };
-        let timestamp = r
-            .fixed::<4>()
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| fail(&r))?;
-        let site = r.text().ok_or_else(|| fail(&r))?;
-        let name = r.text().ok_or_else(|| fail(&r))?;
+/// The rows of `data`, RowBinary rows of `format` as written by [`Event::encode`] (or an older
+/// release's encoder), one at a time; after an unreadable row, nothing more.
+pub(crate) fn heads(data: &[u8], format: u32) -> Heads<'_> {
+    Heads {
+        reader: Reader { data, at: 0 },
+        rest: &columns_of(format)[3 + TEXTS + 1..],
+        row: 0,
+    }
+}
+
+pub(crate) struct Heads<'a> {
+    reader: Reader<'a>,
+    /// The columns after `visitor_id`, which are stepped over.
+    rest: &'static [(&'static str, &'static str)],
+    row: usize,
+}
+
+impl<'a> Heads<'a> {
+    fn head(&mut self) -> Option<Head<'a>> {
+        let r = &mut self.reader;
+        let timestamp = u32::from_le_bytes(r.fixed::<4>()?);
+        let site = r.text()?;
+        let name = r.text()?;
         let mut texts = [""; TEXTS];
         for t in &mut texts {
-            *t = r.text().ok_or_else(|| fail(&r))?;
+            *t = r.text()?;
         }
-        let visitor_id = r
-            .fixed::<8>()
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| fail(&r))?;
-        for (_, ty) in rest {
-            r.skip(ty).ok_or_else(|| fail(&r))?;
+        let visitor_id = u64::from_le_bytes(r.fixed::<8>()?);
+        for (_, ty) in self.rest {
+            r.skip(ty)?;
         }
-        out.push(Head {
+        Some(Head {
             timestamp,
             site,
             name,
             texts,
             visitor_id,
-        });
+        })
     }
-    Ok(out)
+}
+
+impl<'a> Iterator for Heads<'a> {
+    type Item = Result<Head<'a>, Unreadable>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.reader.at >= self.reader.data.len() {
+            return None;
+        }
+        let row = self.row;
+        self.row += 1;
+        Some(match self.head() {
+            Some(h) => Ok(h),
+            None => {
+                let at = self.reader.at;
+                self.reader.at = self.reader.data.len();
+                Err(Unreadable { row, at })
+            }
+        })
+    }
 }
 
 struct Reader<'a> {
@@ -423,7 +447,8 @@ mod tests {
         let mut rows = Vec::new();
         e.encode(&mut rows);
         e.encode(&mut rows);
-        let heads = read_heads(&rows, ROW_FORMAT).unwrap();
+        let read = |data, format| heads(data, format).collect::<Result<Vec<_>, _>>();
+        let heads = read(&rows, ROW_FORMAT).unwrap();
         assert_eq!(heads.len(), 2);
         let h = &heads[1];
         assert_eq!((h.timestamp, h.site, h.name), (7, "a.com", "Signup"));
@@ -435,10 +460,10 @@ mod tests {
         let mut one = Vec::new();
         e.encode(&mut one);
         let cut = one.len() - (1 + 4 + 1 + 3 + 7 + 1);
-        assert_eq!(read_heads(&one[..cut], 1).unwrap().len(), 1);
+        assert_eq!(read(&one[..cut], 1).unwrap().len(), 1);
         // The extra bytes of a newer row do not read as an older one.
-        assert!(read_heads(&one, 1).is_err());
-        assert!(read_heads(&one[..one.len() - 1], ROW_FORMAT).is_err());
+        assert!(read(&one, 1).is_err());
+        assert!(read(&one[..one.len() - 1], ROW_FORMAT).is_err());
     }
 
     #[test]

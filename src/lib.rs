@@ -40,7 +40,7 @@ pub mod cardinality;
 pub mod encode;
 pub mod spool;
 pub mod batch;
-pub(crate) mod deliver;
+pub mod deliver;
 pub mod drops;
 pub mod store;
 

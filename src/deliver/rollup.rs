@@ -7,10 +7,9 @@
 //! visitor ids, and a view turns those into the same states (`schema/0011_daily_rollup.sql`).
 //! The groups and the values are exactly the old view's, so no answer changes.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::encode::{Head, Unreadable, put_str, read_heads};
+use crate::encode::{Head, Unreadable, heads, put_str, put_varint};
 
 /// The dimensions of `stats_daily`, in the old view's order.
 pub(crate) const DIMENSIONS: [&str; 17] = [
@@ -49,17 +48,27 @@ pub(crate) fn insert_sql(table: &str) -> String {
     format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
 }
 
-#[derive(Default)]
-struct Group {
-    pageviews: u64,
-    events: u64,
-    visitors: Vec<u64>,
+/// Rows summed at a time: bounds the work memory whatever a segment holds, at the price of a
+/// few more rows for the server when a segment is larger.
+const CHUNK_ROWS: usize = 8192;
+/// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
+const CHUNK_DAYS: usize = 32;
+
+/// What joins a value's two parts (`None`: the value is `a` alone). A version is always
+/// "browser version", even " " when both are unknown; a region only when there is one.
+fn separator(dim: u8, b: &str) -> Option<&'static str> {
+    match DIMENSIONS[usize::from(dim)] {
+        "region" if !b.is_empty() => Some("-"),
+        "browser_version" | "os_version" => Some(" "),
+        _ => None,
+    }
 }
 
 /// The (dimension, value) pairs a row counts under, as the old view's `ARRAY JOIN` listed them:
 /// pages only for page views, regions and versions qualified, an event's name unless it is a
-/// page view. Engagement reports count nowhere here.
-fn values<'a>(h: &Head<'a>) -> Option<[Option<Cow<'a, str>>; 17]> {
+/// page view. Engagement reports count nowhere here. A value is (a, b), joined by the
+/// dimension's [`separator`].
+fn values<'a>(h: &Head<'a>) -> Option<[Option<(&'a str, &'a str)>; 17]> {
     if h.name == "engagement" {
         return None;
     }
@@ -82,72 +91,202 @@ fn values<'a>(h: &Head<'a>) -> Option<[Option<Cow<'a, str>>; 17]> {
         os_version,
         device,
     ] = h.texts;
-    let b = Cow::Borrowed;
+    let one = |v| Some((v, ""));
     Some([
-        pageview.then(|| b(pathname)),
-        Some(b(hostname)),
-        Some(b(referrer_source)),
-        Some(b(referrer)),
-        Some(b(utm_source)),
-        Some(b(utm_medium)),
-        Some(b(utm_campaign)),
-        Some(b(utm_content)),
-        Some(b(utm_term)),
-        Some(b(country_code)),
+        pageview.then_some((pathname, "")),
+        one(hostname),
+        one(referrer_source),
+        one(referrer),
+        one(utm_source),
+        one(utm_medium),
+        one(utm_campaign),
+        one(utm_content),
+        one(utm_term),
+        one(country_code),
         Some(if region.is_empty() {
-            b("")
+            ("", "")
         } else {
-            Cow::Owned(format!("{country_code}-{region}"))
+            (country_code, region)
         }),
-        Some(b(browser)),
-        Some(Cow::Owned(format!("{browser} {browser_version}"))),
-        Some(b(os)),
-        Some(Cow::Owned(format!("{os} {os_version}"))),
-        Some(b(device)),
-        Some(if pageview { b("") } else { b(h.name) }),
+        one(browser),
+        Some((browser, browser_version)),
+        one(os),
+        Some((os, os_version)),
+        one(device),
+        one(if pageview { "" } else { h.name }),
     ])
 }
 
 /// The rollup rows (RowBinary, [`COLUMNS`]) of `data`, rows of `format`; empty when no row
-/// counts. The same rows always give the same bytes, in a fixed order, so that a retried insert
-/// is recognised as one where the server deduplicates by content.
-pub(crate) fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
-    let heads = read_heads(data, format)?;
-    let mut groups: HashMap<(&str, u16, u8, Cow<'_, str>), Group> = HashMap::new();
-    for h in &heads {
-        let Some(values) = values(h) else { continue };
+/// counts. The same rows always give the same bytes (groups in the order they first appear,
+/// visitors in the order they came), so that a retried insert is recognised as one where the
+/// server deduplicates by content.
+pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
+    let mut out = Vec::new();
+    let mut chunk = Chunk::default();
+    for h in heads(data, format) {
+        let h = h?;
+        if !chunk.add(&h) {
+            chunk.write(&mut out);
+            chunk.add(&h);
+        }
+        if chunk.rows == CHUNK_ROWS {
+            chunk.write(&mut out);
+        }
+    }
+    chunk.write(&mut out);
+    Ok(out)
+}
+
+struct Group<'a> {
+    site: &'a str,
+    day: u16,
+    dim: u8,
+    /// The value: `a`, or `a`, the [`separator`] and `b`.
+    a: &'a str,
+    b: &'a str,
+    pageviews: u64,
+    events: u64,
+    /// Entries in `Chunk::visits`, and the last visitor added (a visitor's events in a row
+    /// are added once; the server's sketch ignores any other repeat).
+    visits: u32,
+    last: Option<u64>,
+}
+
+/// The groups of up to [`CHUNK_ROWS`] rows.
+#[derive(Default)]
+struct Chunk<'a> {
+    rows: usize,
+    /// Every distinct text of the chunk, numbered: a group is found by numbers, and each text
+    /// is hashed once per row rather than once per group it counts in.
+    texts: HashMap<&'a str, u32>,
+    days: Vec<u16>,
+    /// A group's numbers (site, value parts, dimension, day), packed and mixed → its index.
+    index: crate::prehashed::HashMap<u32>,
+    groups: Vec<Group<'a>>,
+    /// (group, visitor id) of each row in each group it counts in.
+    visits: Vec<(u32, u64)>,
+}
+
+impl<'a> Chunk<'a> {
+    /// The number of a text; the empty text, most of a row's, is 0 without a lookup.
+    fn text(&mut self, s: &'a str) -> u64 {
+        if s.is_empty() {
+            return 0;
+        }
+        let next = self.texts.len() as u32 + 1;
+        u64::from(*self.texts.entry(s).or_insert(next))
+    }
+
+    /// Adds a row's groups; false (and nothing added) when its day does not fit the chunk.
+    fn add(&mut self, h: &Head<'a>) -> bool {
         // Days since 1970 fit a Date (UInt16) until 2149.
         let day = (h.timestamp / 86_400) as u16;
-        let pageview = h.name == "pageview";
-        for (dim, value) in values.into_iter().enumerate() {
-            let Some(value) = value else { continue };
-            let g = groups.entry((h.site, day, dim as u8, value)).or_default();
-            if pageview {
-                g.pageviews += 1;
-            } else {
-                g.events += 1;
+        let day_no = match self.days.iter().position(|d| *d == day) {
+            Some(i) => i,
+            None if self.days.len() == CHUNK_DAYS => return false,
+            None => {
+                self.days.push(day);
+                self.days.len() - 1
             }
-            g.visitors.push(h.visitor_id);
+        };
+        self.rows += 1;
+        let Some(values) = values(h) else {
+            return true;
+        };
+        let pageview = h.name == "pageview";
+        // At most 18 new texts a row: a chunk's numbers fit 18 bits.
+        let site = self.text(h.site);
+        for (dim, value) in values.into_iter().enumerate() {
+            let Some((a, b)) = value else { continue };
+            let packed = site
+                | self.text(a) << 18
+                | self.text(b) << 36
+                | (dim as u64) << 54
+                | (day_no as u64) << 59;
+            let next = self.groups.len() as u32;
+            let g = *self.index.entry(mix(packed)).or_insert(next);
+            if g == next {
+                self.groups.push(Group {
+                    site: h.site,
+                    day,
+                    dim: dim as u8,
+                    a,
+                    b,
+                    pageviews: 0,
+                    events: 0,
+                    visits: 0,
+                    last: None,
+                });
+            }
+            let group = &mut self.groups[g as usize];
+            if pageview {
+                group.pageviews += 1;
+            } else {
+                group.events += 1;
+            }
+            if group.last != Some(h.visitor_id) {
+                group.last = Some(h.visitor_id);
+                group.visits += 1;
+                self.visits.push((g, h.visitor_id));
+            }
         }
+        true
     }
-    let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::with_capacity(groups.len() * 64);
-    for ((site, day, dim, value), mut g) in groups {
-        g.visitors.sort_unstable();
-        g.visitors.dedup();
-        put_str(&mut out, site);
-        out.extend_from_slice(&day.to_le_bytes());
-        put_str(&mut out, DIMENSIONS[usize::from(dim)]);
-        put_str(&mut out, &value);
-        out.extend_from_slice(&g.pageviews.to_le_bytes());
-        out.extend_from_slice(&g.events.to_le_bytes());
-        crate::encode::put_varint(&mut out, g.visitors.len() as u64);
-        for v in g.visitors {
-            out.extend_from_slice(&v.to_le_bytes());
+
+    /// Appends the chunk's rows to `out` and empties it.
+    fn write(&mut self, out: &mut Vec<u8>) {
+        // The visitors, grouped by a counting sort (arrival order within a group).
+        let mut at = Vec::with_capacity(self.groups.len() + 1);
+        let mut total = 0usize;
+        for g in &self.groups {
+            at.push(total);
+            total += g.visits as usize;
         }
+        at.push(total);
+        let mut visitors = vec![0u64; total];
+        let mut fill = at.clone();
+        for &(g, v) in &self.visits {
+            visitors[fill[g as usize]] = v;
+            fill[g as usize] += 1;
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            put_str(out, g.site);
+            out.extend_from_slice(&g.day.to_le_bytes());
+            put_str(out, DIMENSIONS[usize::from(g.dim)]);
+            match separator(g.dim, g.b) {
+                Some(sep) => {
+                    put_varint(out, (g.a.len() + sep.len() + g.b.len()) as u64);
+                    out.extend_from_slice(g.a.as_bytes());
+                    out.extend_from_slice(sep.as_bytes());
+                    out.extend_from_slice(g.b.as_bytes());
+                }
+                None => put_str(out, g.a),
+            }
+            out.extend_from_slice(&g.pageviews.to_le_bytes());
+            out.extend_from_slice(&g.events.to_le_bytes());
+            let mine = &visitors[at[i]..at[i + 1]];
+            put_varint(out, mine.len() as u64);
+            for v in mine {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        self.rows = 0;
+        self.texts.clear();
+        self.days.clear();
+        self.index.clear();
+        self.groups.clear();
+        self.visits.clear();
     }
-    Ok(out)
+}
+
+/// A bijection of 64 bits that spreads packed numbers over the whole range, so that a map can
+/// use them as their own hash.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
 }
 
 #[cfg(test)]
@@ -176,7 +315,14 @@ mod tests {
             let dim = text(&mut b);
             let value = text(&mut b);
             let (pv, ev) = (u64_of(&mut b), u64_of(&mut b));
-            let n = usize::from(take(&mut b, 1)[0]);
+            let mut n = 0;
+            for shift in (0..).step_by(7) {
+                let byte = take(&mut b, 1)[0];
+                n |= usize::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    break;
+                }
+            }
             let visitors = (0..n).map(|_| u64_of(&mut b)).collect();
             out.push((site, day, dim, value, pv, ev, visitors));
         }
@@ -239,6 +385,41 @@ mod tests {
         assert_eq!(find(&rows, "os_version", "Linux ")[0].6, vec![1, 2]);
         // Seventeen dimensions of page views on each day, plus the custom event's name.
         assert_eq!(rows.len(), 17 + 1 + 17);
+    }
+
+    #[test]
+    fn unknown_values_are_the_views_too() {
+        let mut data = Vec::new();
+        Event {
+            timestamp: 86_400,
+            site: "a.com",
+            name: "pageview",
+            visitor_id: 1,
+            ..Default::default()
+        }
+        .encode(&mut data);
+        let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
+        // concat('', ' ', '') is one space; an empty region stays empty.
+        assert_eq!(find(&rows, "browser_version", " ").len(), 1);
+        assert_eq!(find(&rows, "os_version", " ").len(), 1);
+        assert_eq!(find(&rows, "region", "").len(), 1);
+        assert_eq!(rows.len(), 17);
+    }
+
+    #[test]
+    fn a_large_segment_is_summed_in_chunks_that_add_up() {
+        let n = CHUNK_ROWS as u64 * 2 + 100;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| row("pageview", "/a", i % 1000, 86_400 * 20_000))
+            .collect();
+        let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
+        let a = find(&rows, "page", "/a");
+        assert_eq!(a.len(), 3, "one row per chunk");
+        assert_eq!(a.iter().map(|r| r.4).sum::<u64>(), n);
+        let mut visitors: Vec<u64> = a.iter().flat_map(|r| r.6.clone()).collect();
+        visitors.sort_unstable();
+        visitors.dedup();
+        assert_eq!(visitors.len(), 1000);
     }
 
     #[test]
