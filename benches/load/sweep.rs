@@ -229,12 +229,7 @@ fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
     let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
     // The merges this point's inserts started are its cost too, and must not run into the next
     // point's measurement.
-    let settled = Instant::now();
-    while ch.count("glimpse", "SELECT count() FROM system.merges") > 0
-        && settled.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    super::wait_for_merges(ch);
     assert_all_landed(exit, stored, &all);
     Measured {
         events_per_s: median(rates),
