@@ -423,6 +423,20 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_spanning_many_days_is_summed_whole() {
+        // Replayed segments can hold rows of many days; a chunk holds 32 of them.
+        let data: Vec<u8> = (0..100u32)
+            .flat_map(|d| row("pageview", "/a", 7, 86_400 * (20_000 + d)))
+            .collect();
+        let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
+        let a = find(&rows, "page", "/a");
+        assert_eq!(a.len(), 100);
+        let days: std::collections::BTreeSet<u16> = a.iter().map(|r| r.1).collect();
+        assert_eq!(days.len(), 100);
+        assert!(a.iter().all(|r| r.4 == 1 && r.6 == vec![7]));
+    }
+
+    #[test]
     fn the_same_rows_give_the_same_bytes() {
         let data: Vec<u8> = (0..200)
             .flat_map(|i| {
