@@ -10,7 +10,7 @@
 //! `scripts/test.sh` unpacks; uses the DB-IP Lite database in `data/` when present). Settings:
 //! `GLIMPSE_LOAD_COMMIT_INTERVAL_MS` sets the collector's `spool.commit_interval_ms` (default 0:
 //! fsync before 202); `GLIMPSE_LOAD_EVENTS_DAYS` its `retention.events_days` (0: aggregates
-//! only). `GLIMPSE_LOAD_SECONDS` per phase (default 5), `GLIMPSE_LOAD_ROUNDS` (3), `GLIMPSE_LOAD_CONNECTIONS`
+//! only); `GLIMPSE_LOAD_BATCH_MAX_DELAY_MS` its `batch.max_delay_ms`. `GLIMPSE_LOAD_SECONDS` per phase (default 5), `GLIMPSE_LOAD_ROUNDS` (3), `GLIMPSE_LOAD_CONNECTIONS`
 //! (64). Phases alternate bare / events per round and the report quotes medians over rounds.
 //! A last phase sends events open-loop at half the measured event throughput for the latency at
 //! moderate load. Prints a table and writes `target/load-report.json`.
@@ -542,6 +542,9 @@ fn main() {
     // The price of fsync before 202 (the default, 0) against answering once written.
     if let Ok(ms) = std::env::var("GLIMPSE_LOAD_COMMIT_INTERVAL_MS") {
         env.push(("GLIMPSE_SPOOL_COMMIT_INTERVAL_MS", ms));
+    }
+    if let Ok(ms) = std::env::var("GLIMPSE_LOAD_BATCH_MAX_DELAY_MS") {
+        env.push(("GLIMPSE_BATCH_MAX_DELAY_MS", ms));
     }
     // Aggregates-only mode (0): ClickHouse's cost without the raw copy.
     if let Ok(days) = std::env::var("GLIMPSE_LOAD_EVENTS_DAYS") {

@@ -86,18 +86,19 @@ impl Deliverer {
         if segment.rows > 0 {
             // Summed before anything is sent, so that rows it cannot read are stored nowhere.
             let daily = if crate::encode::rolled_up(segment.format) {
-                let (data, format) = (segment.data.clone(), segment.format);
-                match tokio::task::spawn_blocking(move || rollup::daily(&data, format)).await {
-                    Ok(Ok(rows)) => Some(rows),
-                    Ok(Err(e)) => {
-                        self.quarantine(seq, &format!("rows unreadable: {e}"));
-                        return;
-                    }
-                    Err(e) => {
-                        self.quarantine(seq, &format!("summing the daily stats failed: {e}"));
-                        return;
+                // A chunk at a time, other tasks running in between (see `rollup::Daily`).
+                let mut daily = rollup::Daily::new(&segment.data, segment.format);
+                loop {
+                    match daily.step() {
+                        Ok(true) => tokio::task::yield_now().await,
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.quarantine(seq, &format!("rows unreadable: {e}"));
+                            return;
+                        }
                     }
                 }
+                Some(daily.finish())
             } else {
                 None
             };

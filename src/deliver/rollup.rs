@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::encode::{Head, Unreadable, heads, put_str, put_varint};
+use crate::encode::{Head, Heads, Unreadable, heads, put_str, put_varint};
 
 /// The dimensions of `stats_daily`, in the old view's order.
 pub(crate) const DIMENSIONS: [&str; 17] = [
@@ -50,7 +50,7 @@ pub(crate) fn insert_sql(table: &str) -> String {
 
 /// Rows summed at a time: bounds the work memory whatever a segment holds, at the price of a
 /// few more rows for the server when a segment is larger.
-const CHUNK_ROWS: usize = 8192;
+const CHUNK_ROWS: usize = 2048;
 /// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
 const CHUNK_DAYS: usize = 32;
 
@@ -122,20 +122,56 @@ fn values<'a>(h: &Head<'a>) -> Option<[Option<(&'a str, &'a str)>; 17]> {
 /// visitors in the order they came), so that a retried insert is recognised as one where the
 /// server deduplicates by content.
 pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
-    let mut out = Vec::new();
-    let mut chunk = Chunk::default();
-    for h in heads(data, format) {
-        let h = h?;
-        if !chunk.add(&h) {
-            chunk.write(&mut out);
-            chunk.add(&h);
-        }
-        if chunk.rows == CHUNK_ROWS {
-            chunk.write(&mut out);
+    let mut d = Daily::new(data, format);
+    while d.step()? {}
+    Ok(d.finish())
+}
+
+/// [`daily`] a chunk at a time, so that the deliverer can sum a segment on its own task and
+/// let other tasks run between chunks (a thread of its own would keep an allocator arena of
+/// its own, several MiB more at peak).
+pub(crate) struct Daily<'a> {
+    heads: Heads<'a>,
+    chunk: Chunk<'a>,
+    out: Vec<u8>,
+}
+
+impl<'a> Daily<'a> {
+    pub(crate) fn new(data: &'a [u8], format: u32) -> Daily<'a> {
+        Daily {
+            heads: heads(data, format),
+            chunk: Chunk {
+                visits: Vec::with_capacity(CHUNK_ROWS * DIMENSIONS.len()),
+                ..Chunk::default()
+            },
+            // Sized once: growing by doubling would copy it and leave the smaller copies behind
+            // in the allocator. The rollup of a segment is rarely larger than its rows.
+            out: Vec::with_capacity(data.len() + data.len() / 4),
         }
     }
-    chunk.write(&mut out);
-    Ok(out)
+
+    /// Sums the next chunk of rows; false once every row is summed.
+    pub(crate) fn step(&mut self) -> Result<bool, Unreadable> {
+        for h in self.heads.by_ref() {
+            let h = h?;
+            if !self.chunk.add(&h) {
+                self.chunk.write(&mut self.out);
+                self.chunk.add(&h);
+            }
+            if self.chunk.rows == CHUNK_ROWS {
+                self.chunk.write(&mut self.out);
+                return Ok(true);
+            }
+        }
+        self.chunk.write(&mut self.out);
+        Ok(false)
+    }
+
+    /// The rollup rows of every row summed.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.chunk.write(&mut self.out);
+        self.out
+    }
 }
 
 struct Group<'a> {
