@@ -19,6 +19,7 @@ pub mod rollup;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -84,29 +85,11 @@ impl Deliverer {
             );
         }
         if segment.rows > 0 {
-            // Summed before anything is sent, so that rows it cannot read are stored nowhere.
-            let daily = if crate::encode::rolled_up(segment.format) {
-                // A chunk at a time, other tasks running in between (see `rollup::Daily`).
-                let mut daily = rollup::Daily::new(&segment.data, segment.format);
-                loop {
-                    match daily.step() {
-                        Ok(true) => tokio::task::yield_now().await,
-                        Ok(false) => break,
-                        Err(e) => {
-                            self.quarantine(seq, &format!("rows unreadable: {e}"));
-                            return;
-                        }
-                    }
-                }
-                Some(daily.finish())
-            } else {
-                None
-            };
             let token = self.spool.token(seq, segment.nonce.as_deref());
             let rows = crate::encode::insert_sql(&self.table, segment.format);
             let started = Instant::now();
             if let Err(code) = self
-                .insert_until_stored(seq, &token, &rows, segment.data.clone(), segment.rows)
+                .insert_until_stored(seq, &token, &rows, &Body::Rows(&segment.data), segment.rows)
                 .await
             {
                 // The server's message can quote row data: it went to the log, and only the
@@ -122,19 +105,20 @@ impl Deliverer {
             }
             self.metrics
                 .record_insert(segment.rows as usize, started.elapsed());
-            if let Some(daily) = daily.filter(|d| !d.is_empty()) {
+            if crate::encode::rolled_up(segment.format) {
                 let sql = rollup::insert_sql(&self.daily_table);
                 let token = format!("{token}-daily");
+                let body = Body::Daily(&segment.data, segment.format);
                 if let Err(code) = self
-                    .insert_until_stored(seq, &token, &sql, daily.into(), segment.rows)
+                    .insert_until_stored(seq, &token, &sql, &body, segment.rows)
                     .await
                 {
                     self.quarantine(
                         seq,
                         &format!(
-                            "Code: {code}: the rows were stored, but ClickHouse rejected their \
-                             daily stats; its message is in the collector's log. Inserting \
-                             this segment again would store its rows twice"
+                            "Code: {code}: the rows were stored, but their daily stats were \
+                             rejected; the reason is in the collector's log. Inserting this \
+                             segment again would store its rows twice"
                         ),
                     );
                     return;
@@ -167,7 +151,7 @@ impl Deliverer {
         seq: u64,
         token: &str,
         sql: &str,
-        data: bytes::Bytes,
+        body: &Body<'_>,
         rows: u64,
     ) -> Result<(), u32> {
         let client = if self.dedup_token {
@@ -179,7 +163,7 @@ impl Deliverer {
         };
         let mut backoff = BACKOFF_START;
         loop {
-            match self.attempt(&client, sql, data.clone()).await {
+            match self.attempt(&client, sql, body).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Deterministic { code, message }) => {
                     self.metrics.insert_rejected.inc();
@@ -200,7 +184,7 @@ impl Deliverer {
         &self,
         client: &clickhouse::Client,
         sql: &str,
-        data: bytes::Bytes,
+        body: &Body<'_>,
     ) -> Result<(), Failure> {
         if let Some(probe) = &self.shards_up {
             let check = client.query(probe).fetch_one::<u64>();
@@ -217,7 +201,10 @@ impl Deliverer {
                 }
             }
         }
-        insert::insert(client, sql, data).await
+        match body {
+            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data)).await,
+            Body::Daily(data, format) => rollup::insert(client, sql, data, *format).await,
+        }
     }
 
     fn quarantine(&self, seq: u64, reason: &str) {
@@ -228,6 +215,14 @@ impl Deliverer {
             Err(e) => tracing::error!(segment = seq, error = %e, "cannot quarantine a segment"),
         }
     }
+}
+
+/// What one insert of a segment sends.
+enum Body<'a> {
+    /// The segment's rows as they are.
+    Rows(&'a Bytes),
+    /// The daily stats of the segment's rows (of this row format), summed as they are sent.
+    Daily(&'a Bytes, u32),
 }
 
 /// ±25 % so that several collectors do not retry in lock-step.

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::insert::{Failure, classify};
 use crate::encode::{Head, Heads, Unreadable, heads, put_str, put_varint};
 
 /// The dimensions of `stats_daily`, in the old view's order.
@@ -123,35 +124,74 @@ fn values<'a>(h: &Head<'a>) -> Option<[Option<(&'a str, &'a str)>; 17]> {
 /// server deduplicates by content.
 pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
     let mut d = Daily::new(data, format);
-    while d.step()? {}
-    Ok(d.finish())
+    let mut out = Vec::new();
+    loop {
+        let more = d.step()?;
+        out.append(&mut d.take());
+        if !more {
+            return Ok(out);
+        }
+    }
 }
 
-/// [`daily`] a chunk at a time, so that the deliverer can sum a segment on its own task and
-/// let other tasks run between chunks (a thread of its own would keep an allocator arena of
-/// its own, several MiB more at peak).
-pub(crate) struct Daily<'a> {
+/// Sends the rollup of `data` (rows of `format`) as one INSERT of `sql`, a chunk at a time: the
+/// collector's memory holds one chunk's rows, not a segment's, which with thousands of sites
+/// barely group and outweigh the segment. Other tasks run between chunks. Nothing is sent when
+/// no row counts.
+pub(crate) async fn insert(
+    client: &clickhouse::Client,
+    sql: &str,
+    data: &[u8],
+    format: u32,
+) -> Result<(), Failure> {
+    let mut d = Daily::new(data, format);
+    let mut insert = None;
+    loop {
+        let more = d.step().map_err(|e| Failure::Deterministic {
+            code: 0,
+            message: format!("the rows cannot be read back: {e}"),
+        })?;
+        let rows = d.take();
+        if !rows.is_empty() {
+            insert
+                .get_or_insert_with(|| client.insert_formatted_with(sql.to_owned()))
+                .send(rows.into())
+                .await
+                .map_err(classify)?;
+        }
+        if !more {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    match insert {
+        Some(i) => i.end().await.map_err(classify),
+        None => Ok(()),
+    }
+}
+
+/// [`daily`] a chunk at a time.
+struct Daily<'a> {
     heads: Heads<'a>,
     chunk: Chunk<'a>,
     out: Vec<u8>,
 }
 
 impl<'a> Daily<'a> {
-    pub(crate) fn new(data: &'a [u8], format: u32) -> Daily<'a> {
+    fn new(data: &'a [u8], format: u32) -> Daily<'a> {
         Daily {
             heads: heads(data, format),
             chunk: Chunk {
                 visits: Vec::with_capacity(CHUNK_ROWS * DIMENSIONS.len()),
                 ..Chunk::default()
             },
-            // Sized once: growing by doubling would copy it and leave the smaller copies behind
-            // in the allocator. The rollup of a segment is rarely larger than its rows.
-            out: Vec::with_capacity(data.len() + data.len() / 4),
+            out: Vec::new(),
         }
     }
 
-    /// Sums the next chunk of rows; false once every row is summed.
-    pub(crate) fn step(&mut self) -> Result<bool, Unreadable> {
+    /// Sums the next chunk of rows into the rows [`Daily::take`] returns; false once every row
+    /// is summed.
+    fn step(&mut self) -> Result<bool, Unreadable> {
         for h in self.heads.by_ref() {
             let h = h?;
             if !self.chunk.add(&h) {
@@ -167,10 +207,9 @@ impl<'a> Daily<'a> {
         Ok(false)
     }
 
-    /// The rollup rows of every row summed.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.chunk.write(&mut self.out);
-        self.out
+    /// The rollup rows summed since the last call.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
     }
 }
 
