@@ -5,8 +5,8 @@ rollup) and the collector's daily rollup (rows marked `rolled_up`, plus one row 
 dimension and value in `stats_daily_in`).
 
 The events are those of `cargo bench --bench dashboard` (one day of them), generated once into a
-staging table, and their rollup rows are summed there once, per insert of CHUNK rows, as the
-collector does per segment; both are written as RowBinary files, one per insert, and none of
+staging table, and their rollup rows are summed there once, per ROLLUP_ROWS rows of each
+insert of CHUNK rows, as the collector sums a segment; both are written as RowBinary files, one per insert, and none of
 that is measured. What is measured is the engine's CPU (this process, every thread) while the
 files are inserted (parsed from RowBinary, as the server parses the collector's inserts), one
 way and then the other, into fresh tables, alternating for ROUNDS rounds; then every table is
@@ -26,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 20_000
+# Rows the collector sums at a time (src/deliver/rollup.rs, CHUNK_ROWS).
+ROLLUP_ROWS = 2048
 
 # stats_daily's dimensions as the fan-out view computes them (schema/0010, 0011).
 DIMENSIONS = [
@@ -79,10 +81,12 @@ def main():
     # Ordered by insert, so that reading one insert's rows reads only those.
     s.query("CREATE TABLE staging.src AS glimpse.events_in ENGINE = Memory")
     s.query("ALTER TABLE staging.src ADD COLUMN chunk UInt32")
+    s.query("ALTER TABLE staging.src ADD COLUMN part UInt32")
     s.query("CREATE TABLE staging.src2 AS staging.src ENGINE = MergeTree ORDER BY chunk")
     day = int(time.time()) // 86400 * 86400 - 86400
-    s.query(f"INSERT INTO staging.src ({generated}, chunk) "
-            f"SELECT *, intDiv(rowNumberInAllBlocks(), {CHUNK}) FROM ("
+    s.query(f"INSERT INTO staging.src ({generated}, chunk, part) "
+            f"SELECT *, intDiv(rowNumberInAllBlocks(), {CHUNK}), "
+            f"intDiv(rowNumberInAllBlocks(), {ROLLUP_ROWS}) FROM ("
             + select.format(n=n, start=day, span=86400) + f" LIMIT {n} OFFSET 0)")
     s.query("INSERT INTO staging.src2 SELECT * FROM staging.src")
     s.query("DROP TABLE staging.src")
@@ -96,7 +100,7 @@ def main():
             "dim.1 AS dimension, dim.2 AS value, countIf(name = 'pageview'), "
             "countIf(name != 'pageview'), groupUniqArray(visitor_id) FROM staging.src "
             f"ARRAY JOIN arrayFilter(d -> d.1 != 'page' OR name = 'pageview', [{dims}]) AS dim "
-            "WHERE name != 'engagement' GROUP BY chunk, site, day, dimension, value")
+            "WHERE name != 'engagement' GROUP BY chunk, part, site, day, dimension, value")
     chunks = int(str(s.query("SELECT max(chunk) + 1 FROM staging.src", "TSV")).strip())
     # Each insert's bytes in RowBinary, as the collector sends them, parsed by every insert.
     files = Path(tempfile.mkdtemp(prefix="glimpse-rollup-files-"))
