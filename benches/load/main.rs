@@ -550,15 +550,17 @@ fn main() {
     if let Ok(days) = std::env::var("GLIMPSE_LOAD_EVENTS_DAYS") {
         env.push(("GLIMPSE_RETENTION_EVENTS_DAYS", days));
     }
+    // The sweep mode, and two points of it after the smoke run.
+    let sweep_run = sweep::Run {
+        backend: &backend,
+        env: &env,
+        connections,
+        phase,
+        rounds,
+        full,
+    };
     if std::env::var("GLIMPSE_LOAD_SWEEP").is_ok_and(|v| v == "1") {
-        sweep::run(&sweep::Run {
-            backend: &backend,
-            env: &env,
-            connections,
-            phase,
-            rounds,
-            full,
-        });
+        sweep::run(&sweep_run);
         return;
     }
     let ch_pids = backend.pids();
@@ -991,14 +993,7 @@ fn main() {
     println!("report: {}", path.display());
     assert_all_landed(exit, stored, &all);
     if !full {
-        sweep::run(&sweep::Run {
-            backend: &backend,
-            env: &env,
-            connections,
-            phase,
-            rounds,
-            full: false,
-        });
+        sweep::run(&sweep_run);
     }
 }
 

@@ -45,25 +45,7 @@ pub const QUERIES: &[(&str, &str)] = &[
 ];
 
 /// The values `stats_daily.dimension` takes; `breakdown` accepts only these.
-pub const DIMENSIONS: &[&str] = &[
-    "page",
-    "hostname",
-    "source",
-    "referrer",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "country",
-    "region",
-    "browser",
-    "browser_version",
-    "os",
-    "os_version",
-    "device",
-    "event",
-];
+pub const DIMENSIONS: &[&str] = &crate::deliver::rollup::DIMENSIONS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
