@@ -153,7 +153,11 @@ fn main() {
         );
         // What the collector does after each midnight: every day but today becomes exact counts.
         let t = Instant::now();
-        let closed = glimpse::store::closing::close_days(&db, &layout, clock.now_millis())
+        // In the grace period after midnight yesterday is not closed yet: close as just after it.
+        let at = clock
+            .now_millis()
+            .max((today + glimpse::store::closing::CLOSE_AFTER_SECS) * 1000);
+        let closed = glimpse::store::closing::close_days(&db, &layout, at)
             .await
             .unwrap();
         let closing = t.elapsed();

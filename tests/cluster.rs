@@ -303,7 +303,10 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
 
     // Closing the day: its sketches become exact counts on both, every shard's sketches are
     // deleted, and the answers stay the same.
-    let tomorrow = glimpse::clock::Clock::default().now_millis() + 86_400_000;
+    // A day closes a grace period after its midnight: a day later plus that period, so that a
+    // run in the first minutes after midnight closes its day too.
+    let tomorrow = glimpse::clock::Clock::default().now_millis()
+        + (86_400 + glimpse::store::closing::CLOSE_AFTER_SECS) * 1000;
     let (_, cluster_db) = glimpse::store::clients(&cluster_config.clickhouse);
     let layout = cluster_config.clickhouse.layout();
     let closed = glimpse::store::closing::close_days(&cluster_db, &layout, tomorrow)
