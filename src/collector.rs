@@ -243,7 +243,7 @@ pub(crate) async fn open_store(config: &Config, clock: &Clock) -> Result<Store, 
     store::apply_aggregate_retention(&db, &layout, aggregates_days, clock.now()).await?;
     store::apply_every_start(&db, &layout, version).await?;
     let salts = Arc::new(Salts::default());
-    store::salts::refresh(&salts, &db, clock.now()).await?;
+    store::salts::refresh(&salts, &db, &layout, clock.now()).await?;
     Ok(Store {
         db,
         layout,
@@ -394,14 +394,16 @@ fn salt_jobs(store: &Store, clock: &Clock, shutdown: &Shutdown) -> [JoinHandle<(
         })
     };
     let (db, clock, salts) = (store.db.clone(), clock.clone(), store.salts.clone());
+    let layout = store.layout.clone();
     let keep = shutdown::every(
         SALT_REFRESH_EVERY,
         First::AfterPeriod,
         shutdown.clone(),
         move || {
             let (db, clock, salts) = (db.clone(), clock.clone(), salts.clone());
+            let layout = layout.clone();
             async move {
-                if let Err(e) = store::salts::keep(&salts, &db, clock.now()).await {
+                if let Err(e) = store::salts::keep(&salts, &db, &layout, clock.now()).await {
                     tracing::warn!(error = %e, "salt refresh failed; will retry");
                 }
             }

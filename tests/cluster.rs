@@ -117,6 +117,12 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
     for node in &cluster.nodes[1..] {
         assert_eq!(salts(node), salts0);
     }
+    // The collectors started together, yet each day got one salt (today's and tomorrow's).
+    assert_eq!(
+        cluster.nodes[0].count(DB, "SELECT count() FROM glimpse_salts"),
+        2,
+        "{salts0}"
+    );
     let setup = started.elapsed();
 
     // Load through nginx while parts fail.

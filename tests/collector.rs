@@ -166,7 +166,9 @@ async fn one_person_gets_unrelated_ids_per_site_and_per_day() {
 
     // Next day: the keeper moves to tomorrow's salt.
     clock.advance(SECS_PER_DAY as i64);
-    salts::refresh(&g.salts, &g.db, clock.now()).await.unwrap();
+    salts::refresh(&g.salts, &g.db, &Layout::single(DB), clock.now())
+        .await
+        .unwrap();
     g.send(&pageview("https://a.com/tomorrow"), UA_FIREFOX, ip)
         .await;
     g.stop().await;
@@ -546,28 +548,47 @@ async fn restart_keeps_todays_salt_and_collectors_share_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_collectors_converge_on_one_salt_per_day() {
+async fn racing_collectors_agree_on_one_salt_per_day_from_the_start() {
     let ch = ClickHouse::start();
     let cfg = test_config(&ch, DB);
     let (server, db) = store::clients(&cfg.clickhouse);
     let version = store::server_version(&server).await.unwrap();
-    store::migrate(&server, &db, &Layout::single(DB), version)
+    let layout = Layout::single(DB);
+    store::migrate(&server, &db, &layout, version)
         .await
         .unwrap();
     let now = Clock::default().now();
-    let (a, b) = (Salts::default(), Salts::default());
-    let (ra, rb) = tokio::join!(salts::refresh(&a, &db, now), salts::refresh(&b, &db, now));
-    ra.unwrap();
-    rb.unwrap();
-    // Whatever the interleaving, a second refresh leaves both on the same salt.
-    salts::refresh(&a, &db, now).await.unwrap();
-    salts::refresh(&b, &db, now).await.unwrap();
+    // Eight collectors create the first salts at once, each through its own connections.
+    let keepers: Vec<std::sync::Arc<Salts>> = (0..8).map(|_| Default::default()).collect();
+    let refreshes: Vec<_> = keepers
+        .iter()
+        .map(|k| {
+            let (k, (_, db), layout) = (k.clone(), store::clients(&cfg.clickhouse), layout.clone());
+            tokio::spawn(async move { salts::refresh(&k, &db, &layout, now).await })
+        })
+        .collect();
+    for r in refreshes {
+        r.await.unwrap().unwrap();
+    }
+    // With no second refresh, all use the same salt: one was created per day.
     let today = day_of(now);
     let ip = "203.0.113.1".parse().unwrap();
     let id = |s: &Salts| {
         glimpse::anonymize::visitor_id(s.load().get(today).unwrap(), "a.com", ip, UA_FIREFOX)
     };
-    assert_eq!(id(&a), id(&b));
+    assert!(keepers.iter().all(|k| id(k) == id(&keepers[0])));
+    let per_day = format!(
+        "SELECT toUInt16(day) - {today}, count() FROM glimpse_salts GROUP BY day ORDER BY day"
+    );
+    assert_eq!(ch.rows(DB, &per_day), [["0", "1"], ["1", "1"]]);
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT count() FROM system.tables WHERE name = 'glimpse_salt_lock'"
+        ),
+        0,
+        "the lock is released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,10 +617,12 @@ async fn salts_are_destroyed_within_48_hours() {
     let midnight = u64::from(today) * SECS_PER_DAY;
 
     // 01:00: yesterday's salt began 25 h ago and stays; older ones go.
-    salts::refresh(&keeper, &db, midnight + 3600).await.unwrap();
+    salts::refresh(&keeper, &db, &Layout::single(DB), midnight + 3600)
+        .await
+        .unwrap();
     assert_eq!(days(), [today - 1, today, today + 1].map(|d| d.to_string()));
     // 23:00: yesterday's began 47 h ago, so it is destroyed before the 48 h mark.
-    salts::refresh(&keeper, &db, midnight + 23 * 3600)
+    salts::refresh(&keeper, &db, &Layout::single(DB), midnight + 23 * 3600)
         .await
         .unwrap();
     assert_eq!(days(), [today, today + 1].map(|d| d.to_string()));
@@ -654,7 +677,9 @@ async fn expired_salts_go_at_start_up_and_from_memory_without_clickhouse() {
     clock.advance(3 * SECS_PER_DAY as i64);
     let now = clock.now();
     assert!(
-        salts::keep(&g.salts, &g.db, now).await.is_err(),
+        salts::keep(&g.salts, &g.db, &Layout::single(DB), now)
+            .await
+            .is_err(),
         "ClickHouse is down"
     );
     assert!(
@@ -682,7 +707,7 @@ async fn salts_leave_memory_on_time_while_clickhouse_hangs() {
     ch.pause();
     let refresh = {
         let (salts, db, now) = (g.salts.clone(), g.db.clone(), clock.now());
-        tokio::spawn(async move { salts::keep(&salts, &db, now).await })
+        tokio::spawn(async move { salts::keep(&salts, &db, &Layout::single(DB), now).await })
     };
     clock.advance(3 * SECS_PER_DAY as i64);
     let start = std::time::Instant::now();
@@ -745,7 +770,9 @@ async fn no_visitor_hash_outlives_48_hours_in_aggregates_only_mode() {
         .await
         .unwrap();
     assert_eq!(closed.len(), 1, "{closed:?}");
-    salts::keep(&g.salts, &g.db, now).await.unwrap();
+    salts::keep(&g.salts, &g.db, &Layout::single(DB), now)
+        .await
+        .unwrap();
     let sketch_rows = "SELECT (SELECT count() FROM stats_hourly) + (SELECT count() FROM stats_daily) \
                        + (SELECT count() FROM props_daily)";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

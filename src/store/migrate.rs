@@ -1,25 +1,25 @@
 //! Applying `schema/`'s migrations, once, to one server or to a whole cluster.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clickhouse::Client;
 
 use super::StoreError;
 use super::cluster::{Cluster, Layout, Renderer, SYSTEM_VIEWS};
+use super::lock::{Kind, Lock};
 use super::schema::{self, MIGRATIONS_TABLE, ServerVersion, render};
 use crate::deliver::insert::server_code;
 
-/// How long a collector waits for another one's migrations before giving up: longer than a
-/// lock takes to be stale, so a lock left by a crash is broken first.
-const LOCK_WAIT: Duration = Duration::from_secs(900);
-/// A lock older than this was left by a collector that died while migrating.
-const LOCK_STALE_SECS: u64 = 600;
 /// 44 ILLEGAL_COLUMN: "column with this name already exists" on servers without
 /// `ADD COLUMN IF NOT EXISTS`, when a migration that added it is run again.
 const COLUMN_EXISTS: u32 = 44;
-/// 57 TABLE_ALREADY_EXISTS, 253 REPLICA_IS_ALREADY_EXIST: the migration lock is held. 999
-/// KEEPER_EXCEPTION "node doesn't exist": it is being released while we look.
-const LOCK_HELD: &[u32] = &[57, 253, 999];
+/// One migrating collector per cluster. A lock older than `stale_after` was left by a collector
+/// that died while migrating.
+const MIGRATION_LOCK: Kind = Kind {
+    name: "migration",
+    stale_after: Duration::from_secs(600),
+    wait: Duration::from_secs(900),
+};
 
 /// Creates the database and applies every migration not yet recorded. Safe to run at every start
 /// and from several collectors: on one server each statement is idempotent; on a cluster one
@@ -136,7 +136,7 @@ async fn migrate_cluster(
         ))
         .execute()
         .await?;
-    let lock = Lock::acquire(db, layout, version).await?;
+    let lock = Lock::acquire(db, layout, MIGRATION_LOCK).await?;
     let result = migrate_locked(db, layout, cluster, version, migrations).await;
     let released = lock.release(db).await;
     let ran = result?;
@@ -258,87 +258,4 @@ async fn check_clusters(server: &Client, cluster: &Cluster) -> Result<(), StoreE
         }
     };
     Err(StoreError::Cluster(problem))
-}
-
-/// One migrating collector per cluster. The lock is a replicated table with a fixed path and
-/// replica name: creating it succeeds on one node, and anywhere else while it exists fails,
-/// atomically in ZooKeeper (or Keeper). Dropping it releases.
-struct Lock {
-    sync: bool,
-}
-
-impl Lock {
-    async fn acquire(
-        db: &Client,
-        layout: &Layout,
-        version: ServerVersion,
-    ) -> Result<Lock, StoreError> {
-        let database = &layout.database;
-        let create = format!(
-            "CREATE TABLE glimpse_migration_lock (at DateTime) \
-             ENGINE = ReplicatedMergeTree('/clickhouse/glimpse/{database}/migration_lock', 'holder') \
-             ORDER BY at"
-        );
-        // Modern servers drop a replicated table lazily unless told to wait.
-        let sync = version.features().uuid_paths;
-        let start = Instant::now();
-        loop {
-            match db.query(&create).execute().await {
-                Ok(()) => return Ok(Lock { sync }),
-                Err(clickhouse::error::Error::BadResponse(msg))
-                    if server_code(&msg).is_some_and(|c| LOCK_HELD.contains(&c)) => {}
-                // 18.x may close the connection after an error answer, and the next request on
-                // it fails to be sent: ask again. (Had such a CREATE run, the lock would be
-                // ours and held until it is stale: a far rarer case, and it heals.)
-                Err(clickhouse::error::Error::Network(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if start.elapsed() > LOCK_WAIT {
-                return Err(StoreError::Cluster(format!(
-                    "another collector has been migrating for over {} s (the table \
-                     glimpse_migration_lock exists)",
-                    LOCK_WAIT.as_secs()
-                )));
-            }
-            match Self::break_if_stale(db, layout).await {
-                Err(StoreError::ClickHouse(clickhouse::error::Error::Network(_))) | Ok(()) => {}
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// A lock held far longer than any migration takes belongs to a collector that died: drop
-    /// it wherever it is.
-    async fn break_if_stale(db: &Client, layout: &Layout) -> Result<(), StoreError> {
-        let ages: Vec<u64> = db
-            .query(
-                "SELECT toUInt64(now() - ctime) FROM system.zookeeper \
-                 WHERE path = ? AND name = 'migration_lock'",
-            )
-            .bind(format!("/clickhouse/glimpse/{}", layout.database))
-            .fetch_all()
-            .await?;
-        if ages.iter().any(|&a| a > LOCK_STALE_SECS) {
-            tracing::warn!("breaking a migration lock left by a collector that stopped");
-            db.query(&format!(
-                "DROP TABLE IF EXISTS `{}`.glimpse_migration_lock{}",
-                layout.database,
-                layout.on_nodes()
-            ))
-            .execute()
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn release(self, db: &Client) -> Result<(), StoreError> {
-        let sync = if self.sync { " SYNC" } else { "" };
-        execute(
-            db,
-            &format!("DROP TABLE IF EXISTS glimpse_migration_lock{sync}"),
-        )
-        .await?;
-        Ok(())
-    }
 }

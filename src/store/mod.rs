@@ -5,6 +5,7 @@
 pub mod tables;
 pub mod cluster;
 pub mod schema;
+mod lock;
 mod migrate;
 pub mod salts;
 pub mod queries;
@@ -103,6 +104,8 @@ pub enum StoreError {
     },
     #[error("ClickHouse cluster: {0}")]
     Cluster(String),
+    #[error("another collector has held the lock table {table} for over {secs} s")]
+    LockHeld { table: String, secs: u64 },
     #[error(transparent)]
     Render(#[from] cluster::Unsupported),
     #[error("unexpected data in {table}: {detail}")]

@@ -1,16 +1,26 @@
 //! The `glimpse_salts` table, and the keeper that makes every collector use the same salts.
 //! Salts are stored hex-encoded; reads select only the days asked for.
 //!
-//! Several collectors may race to create the same day's salt; each then reads all candidates and
-//! uses the smallest, so they converge well before the day starts.
+//! A day's salt is created under a lock, so collectors starting together agree on it from their
+//! first event; each day's salt is made a day ahead.
+
+use std::time::Duration;
 
 use clickhouse::Client;
 
 use super::StoreError;
+use super::cluster::Layout;
+use super::lock::{Kind, Lock};
 use crate::anonymize::{Salt, SaltSet, Salts, expired};
 use crate::clock::day_of;
 
 const TABLE: &str = "glimpse_salts";
+/// Held while a day's salt is created, which takes a few queries.
+const SALT_LOCK: Kind = Kind {
+    name: "salt",
+    stale_after: Duration::from_secs(30),
+    wait: Duration::from_secs(60),
+};
 
 /// Every stored salt for `days`, in (day, salt) order.
 pub async fn load(db: &Client, days: &[u16]) -> Result<Vec<(u16, Salt)>, StoreError> {
@@ -60,31 +70,29 @@ pub async fn purge_expired(db: &Client, now: u64) -> Result<Vec<u16>, StoreError
 
 /// The salt keeper's minute: first forget expired salts in memory (even when ClickHouse cannot
 /// be reached, a salt is never kept past its lifetime), then [`refresh`].
-pub async fn keep(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreError> {
+pub async fn keep(salts: &Salts, db: &Client, layout: &Layout, now: u64) -> Result<(), StoreError> {
     salts.forget_expired(now);
-    refresh(salts, db, now).await
+    refresh(salts, db, layout, now).await
 }
 
 /// Makes sure today's and tomorrow's salts exist in ClickHouse, adopts the stored ones into
 /// `salts`, and destroys expired ones. Run at start-up and then every minute.
-pub async fn refresh(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreError> {
+pub async fn refresh(
+    salts: &Salts,
+    db: &Client,
+    layout: &Layout,
+    now: u64,
+) -> Result<(), StoreError> {
     let today = day_of(now);
     let wanted = [today, today.saturating_add(1)];
     let mut stored = load(db, &wanted).await?;
-    let missing: Vec<u16> = wanted
-        .iter()
-        .copied()
-        .filter(|d| !stored.iter().any(|(s, _)| s == d))
-        .collect();
-    if !missing.is_empty() {
-        for day in &missing {
-            insert(db, *day, &Salt::random()).await?;
-        }
-        // Read back: another collector may have raced us; everyone takes the smallest.
-        stored = load(db, &wanted).await?;
+    if !missing(&stored, &wanted).is_empty() {
+        stored = create_missing(db, layout, &wanted).await?;
     }
     let mut days = Vec::with_capacity(2);
     for day in wanted {
+        // One salt per day, but a day salted by collectors from before the lock may have two:
+        // everyone takes the smallest.
         if let Some((_, salt)) = stored
             .iter()
             .filter(|(d, _)| *d == day)
@@ -96,6 +104,47 @@ pub async fn refresh(salts: &Salts, db: &Client, now: u64) -> Result<(), StoreEr
     salts.publish(SaltSet::from_days(days), now);
     purge_expired(db, now).await?;
     Ok(())
+}
+
+fn missing(stored: &[(u16, Salt)], wanted: &[u16]) -> Vec<u16> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|d| !stored.iter().any(|(s, _)| s == d))
+        .collect()
+}
+
+/// Creates the missing salts of `wanted` one collector at a time, so that a day gets one salt
+/// only: under the lock, with every replica's inserts fetched, the holder looks again before it
+/// creates any. Without it, two collectors starting together would each create and use their
+/// own salt until their next refresh, and a visitor moving between them would count twice.
+async fn create_missing(
+    db: &Client,
+    layout: &Layout,
+    wanted: &[u16],
+) -> Result<Vec<(u16, Salt)>, StoreError> {
+    let lock = Lock::acquire(db, layout, SALT_LOCK).await?;
+    let created = async {
+        if layout.cluster.is_some() {
+            db.query(&format!("SYSTEM SYNC REPLICA {TABLE}"))
+                .execute()
+                .await?;
+        }
+        let stored = load(db, wanted).await?;
+        let missing = missing(&stored, wanted);
+        if missing.is_empty() {
+            return Ok(stored);
+        }
+        for day in missing {
+            insert(db, day, &Salt::random()).await?;
+        }
+        load(db, wanted).await
+    }
+    .await;
+    let released = lock.release(db).await;
+    let stored = created?;
+    released?;
+    Ok(stored)
 }
 
 pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError> {
