@@ -11,9 +11,11 @@ use super::StoreError;
 use super::cluster::Layout;
 use crate::deliver::insert::server_code;
 
-/// 57 TABLE_ALREADY_EXISTS, 253 REPLICA_IS_ALREADY_EXIST: the lock is held. 999
-/// KEEPER_EXCEPTION "node doesn't exist": it is being released while we look.
-const HELD: &[u32] = &[57, 253, 999];
+/// 57 TABLE_ALREADY_EXISTS, 253 REPLICA_IS_ALREADY_EXIST: the lock is held. It is being released
+/// while we look: 999 KEEPER_EXCEPTION "node doesn't exist", or on 18.x 60 UNKNOWN_TABLE, which a
+/// `CREATE` meets when the same name is being dropped.
+const HELD: &[u32] = &[57, UNKNOWN_TABLE, 253, 999];
+const UNKNOWN_TABLE: u32 = 60;
 
 /// What a lock guards, with how long it may take.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +76,9 @@ impl Lock {
             }
             match break_if_stale(db, layout, &table, kind).await {
                 Err(StoreError::ClickHouse(clickhouse::error::Error::Network(_))) | Ok(()) => {}
+                // 18.x: reading `system.tables` while the lock is dropped, it went as we looked.
+                Err(StoreError::ClickHouse(clickhouse::error::Error::BadResponse(msg)))
+                    if server_code(&msg) == Some(UNKNOWN_TABLE) => {}
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
