@@ -27,6 +27,8 @@ pub(crate) struct Kind {
     /// How long to wait before giving up: longer than `stale_after`, so that a lock left by a
     /// crash is broken first.
     pub wait: Duration,
+    /// Between two tries.
+    pub retry: Duration,
 }
 
 pub(crate) struct Lock {
@@ -81,7 +83,7 @@ impl Lock {
                     if server_code(&msg) == Some(UNKNOWN_TABLE) => {}
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(kind.retry).await;
         }
     }
 

@@ -19,6 +19,7 @@ const MIGRATION_LOCK: Kind = Kind {
     name: "migration",
     stale_after: Duration::from_secs(600),
     wait: Duration::from_secs(900),
+    retry: Duration::from_millis(500),
 };
 
 /// Creates the database and applies every migration not yet recorded. Safe to run at every start

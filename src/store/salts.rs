@@ -20,6 +20,7 @@ const SALT_LOCK: Kind = Kind {
     name: "salt",
     stale_after: Duration::from_secs(30),
     wait: Duration::from_secs(60),
+    retry: Duration::from_millis(200),
 };
 
 /// Every stored salt for `days`, in (day, salt) order.

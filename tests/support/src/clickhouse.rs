@@ -219,6 +219,21 @@ impl ClickHouse {
 impl Drop for ClickHouse {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
+            // A test failing because its server died says so, with the server's last words.
+            if std::thread::panicking()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log"))
+                        .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                eprintln!(
+                    "ClickHouse on HTTP port {} had exited ({status}); the end of its error \
+                     log:\n{tail}",
+                    self.http_port
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
