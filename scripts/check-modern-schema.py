@@ -21,7 +21,9 @@ What it does:
   5. Runs every dashboard query in `schema/queries/` with its placeholders
      filled for the test data, and compares each answer with the same question
      asked of the raw events.
-  6. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
+  6. Checks that rows inserted into `events_intake`, the collector's insert
+     table, give every table but `stats_daily` exactly as through `events_in`.
+  7. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
 
 Usage (from anywhere):
 
@@ -276,11 +278,11 @@ def make_rows():
     return rows
 
 
-def insert_rows(engine, rows, settings=""):
+def insert_rows(engine, rows, settings="", table="events_in"):
     values = ",\n".join(
         "(" + ", ".join(sql_literal(r[c]) for c in COLUMNS) + ")" for r in rows)
-    engine.exec(f"INSERT INTO events_in ({', '.join(COLUMNS)}) {settings} VALUES\n{values}",
-                "INSERT into events_in")
+    engine.exec(f"INSERT INTO {table} ({', '.join(COLUMNS)}) {settings} VALUES\n{values}",
+                f"INSERT into {table}")
 
 
 # What the deliverer sends with every INSERT of a spool segment on servers with tokens.
@@ -430,6 +432,46 @@ def check_rollup(engine):
     return len(groups), check_daily(engine)
 
 
+# Tables the insert tables' views write, with `events` (the raw copy).
+INTAKE_TARGETS = ["events", "stats_hourly", "visits_hourly", "visit_pages_daily",
+                  "engagement_daily", "revenue_daily", "props_daily"]
+
+
+def snapshot(engine, table):
+    """A table's rows, each aggregate state finalized, in a fixed order."""
+    columns = engine.rows(
+        f"SELECT name, type FROM system.columns WHERE database = '{DATABASE}' "
+        f"AND table = '{table}' ORDER BY position")
+    exprs = [f"finalizeAggregation({c['name']})" if c["type"].startswith("AggregateFunction")
+             else c["name"] for c in columns]
+    return engine.rows(f"SELECT {', '.join(exprs)} FROM {table} ORDER BY {', '.join(exprs)}")
+
+
+def check_intake(engine, rows):
+    """The collector inserts into `events_intake`: every view of `events_in` but the daily
+    fan-out (the collector sums daily stats itself) must give the same rows from it."""
+    def truncate():
+        for table in INTAKE_TARGETS + ["stats_daily"]:
+            engine.exec(f"TRUNCATE TABLE {table}")
+    truncate()
+    insert_rows(engine, rows)
+    legacy = {t: snapshot(engine, t) for t in INTAKE_TARGETS}
+    truncate()
+    insert_rows(engine, rows, table="events_intake")
+    for table in INTAKE_TARGETS:
+        # The test rows hold no engagement reports: that table is compared empty.
+        if not legacy[table] and table != "engagement_daily":
+            fail(f"the test rows leave {table} empty")
+        if snapshot(engine, table) != legacy[table]:
+            fail(f"{table} differs when the rows go through events_intake")
+    if engine.scalar("SELECT count() FROM stats_daily") != "0":
+        fail("events_intake fanned daily stats out; the collector sends those itself")
+    # Back to the state the later checks expect: the rows through events_in.
+    truncate()
+    insert_rows(engine, rows)
+    return len(INTAKE_TARGETS)
+
+
 def check_features(engine):
     events = engine.scalar("SHOW CREATE TABLE events FORMAT TSVRaw")
     for needle in ("LowCardinality(", "CODEC("):
@@ -451,11 +493,12 @@ def check_features(engine):
     if left != "0":
         fail(f"the salts' TTL left days {left!r} (relative to today); expected only 0")
     engine.exec("TRUNCATE TABLE glimpse_salts")
-    engine_of = engine.scalar(
-        f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
-        f"AND name = 'events_in'")
-    if engine_of != "Null":
-        fail(f"events_in should use the Null engine, found {engine_of!r}")
+    for table in ("events_intake", "events_in"):
+        engine_of = engine.scalar(
+            f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
+            f"AND name = '{table}'")
+        if engine_of != "Null":
+            fail(f"{table} should use the Null engine, found {engine_of!r}")
 
 
 def display(path):
@@ -744,6 +787,9 @@ def main():
         print(f"daily rollup: {rolled} rows inserted twice with one token into stats_daily_in "
               f"give the same {rolled_checked} groups")
         check_features(engine)
+        targets = check_intake(engine, rows)
+        print(f"events_intake: the same rows give the same {targets} tables as events_in, "
+              f"and no daily fan-out")
         print(f"events: {len(rows)} rows match; stats_hourly: {hourly} groups "
               f"match; stats_daily: {daily} groups over "
               f"{len(DAILY_DIMENSIONS)} dimensions match")

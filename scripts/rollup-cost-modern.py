@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """ClickHouse's CPU per event on the modern engine (chdb, 26.x, in-process) for the two ways
 `stats_daily` is filled: the fan-out view over the inserted rows (collectors before the daily
-rollup) and the collector's daily rollup (rows marked `rolled_up`, plus one row per site, day,
-dimension and value in `stats_daily_in`).
+rollup, through `events_in`) and the collector's daily rollup (the rows through `events_intake`,
+whose views do not fan out, plus one row per site, day, dimension and value in
+`stats_daily_in`).
 
 The events are those of `cargo bench --bench dashboard` (one day of them), generated once into a
 staging table, and their rollup rows are summed there once, per ROLLUP_ROWS rows of each
@@ -132,7 +133,7 @@ def main():
                 s.query(f"INSERT INTO glimpse.events_in ({', '.join(rows)}) SELECT * FROM "
                         f"file('{files}/rows-{k}.bin', RowBinary, '{row_structure}')")
             else:
-                s.query(f"INSERT INTO glimpse.events_in ({', '.join(rows)}, rolled_up) "
+                s.query(f"INSERT INTO glimpse.events_intake ({', '.join(rows)}, rolled_up) "
                         f"SELECT * FROM file('{files}/marked-{k}.bin', RowBinary, "
                         f"'{row_structure}, rolled_up UInt8')")
                 s.query("INSERT INTO glimpse.stats_daily_in SELECT * FROM "

@@ -348,6 +348,7 @@ fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliver
     Deliverer {
         client,
         table: schema::INSERT_TABLE.to_string(),
+        legacy_table: schema::LEGACY_INSERT_TABLE.to_string(),
         daily_table: schema::DAILY_INSERT_TABLE.to_string(),
         spool,
         dedup_token,

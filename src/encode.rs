@@ -63,7 +63,8 @@ pub(crate) fn columns_of(format: u32) -> &'static [(&'static str, &'static str)]
 }
 
 /// Whether the deliverer sends the daily stats of rows of `format` itself (`deliver::rollup`).
-/// Older rows carry no `rolled_up` flag, so the server's view still counts them.
+/// Older rows carry no `rolled_up` flag and go to the legacy insert table, whose view counts
+/// them.
 pub(crate) fn rolled_up(format: u32) -> bool {
     format >= 4
 }

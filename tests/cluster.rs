@@ -85,6 +85,8 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
         "events",
         "stats_daily_local",
         "events_raw_mv",
+        "events_intake_local",
+        "events_intake_raw_mv",
     ] {
         assert!(first.split_whitespace().any(|t| t == table), "{first}");
     }

@@ -904,6 +904,7 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
             "0009_engagement.sql",
             "0010_page_views_by_page.sql",
             "0011_daily_rollup.sql",
+            "0012_intake.sql",
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
@@ -933,16 +934,22 @@ async fn insert_table_matches_the_row_encoder() {
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
     g.stop().await;
-    let live: Vec<(String, String)> = ch
-        .rows(DB, "DESCRIBE TABLE events_in")
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        .collect();
     let want: Vec<(String, String)> = glimpse::encode::COLUMNS
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
-    assert_eq!(live, want);
+    // Both insert tables: rows of every format go to one of them.
+    for table in [
+        store::schema::INSERT_TABLE,
+        store::schema::LEGACY_INSERT_TABLE,
+    ] {
+        let live: Vec<(String, String)> = ch
+            .rows(DB, &format!("DESCRIBE TABLE {table}"))
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        assert_eq!(live, want, "{table}");
+    }
 }
 
 /// The daily stats the deliverer sums itself (`deliver::rollup`) are exactly what the server's

@@ -535,7 +535,7 @@ async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
         }
     }
     assert_eq!(granted, read, "the role grants what the queries read");
-    for secret in ["glimpse_salts", "events", "events_in"] {
+    for secret in ["glimpse_salts", "events", "events_in", "events_intake"] {
         assert!(!granted.contains(secret), "{secret} is granted");
     }
     let tables: std::collections::BTreeSet<String> = ch

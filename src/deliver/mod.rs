@@ -38,6 +38,9 @@ pub(crate) struct Deliverer {
     pub client: clickhouse::Client,
     /// The table rows go to; the column list follows each segment's row format.
     pub table: String,
+    /// The table rows of formats before the daily rollup go to: its views sum their daily
+    /// stats.
+    pub legacy_table: String,
     /// The table the daily stats of rolled-up rows go to (`rollup`).
     pub daily_table: String,
     pub spool: Arc<Spool>,
@@ -86,7 +89,13 @@ impl Deliverer {
         }
         if segment.rows > 0 {
             let token = self.spool.token(seq, segment.nonce.as_deref());
-            let rows = crate::encode::insert_sql(&self.table, segment.format);
+            let rolled_up = crate::encode::rolled_up(segment.format);
+            let table = if rolled_up {
+                &self.table
+            } else {
+                &self.legacy_table
+            };
+            let rows = crate::encode::insert_sql(table, segment.format);
             let started = Instant::now();
             if let Err(code) = self
                 .insert_until_stored(seq, &token, &rows, &Body::Rows(&segment.data), segment.rows)
@@ -105,7 +114,7 @@ impl Deliverer {
             }
             self.metrics
                 .record_insert(segment.rows as usize, started.elapsed());
-            if crate::encode::rolled_up(segment.format) {
+            if rolled_up {
                 let sql = rollup::insert_sql(&self.daily_table);
                 let token = format!("{token}-daily");
                 let body = Body::Daily(&segment.data, segment.format);

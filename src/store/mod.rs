@@ -188,8 +188,12 @@ pub async fn apply_retention(
     Ok(dropped)
 }
 
-/// Creates or drops the view that copies inserted rows into `events`. On a cluster, distributed
-/// DDL is sent only when this node lacks or has the view, so that a start with a node down does
+/// The views that copy inserted rows into `events`, one per insert table
+/// (`schema/events_raw_mv.sql`).
+const RAW_VIEWS: [&str; 2] = ["events_raw_mv", "events_intake_raw_mv"];
+
+/// Creates or drops the views that copy inserted rows into `events`. On a cluster, distributed
+/// DDL is sent only when this node lacks or has a view, so that a start with a node down does
 /// not wait for it.
 async fn raw_events_view(
     db: &Client,
@@ -204,18 +208,28 @@ async fn raw_events_view(
                 db.query(&stmt).execute().await?;
             }
         } else {
-            db.query("DROP TABLE IF EXISTS events_raw_mv")
-                .execute()
-                .await?;
+            for view in RAW_VIEWS {
+                db.query(&format!("DROP TABLE IF EXISTS {view}"))
+                    .execute()
+                    .await?;
+            }
         }
         return Ok(());
     };
     let here: u64 = db
-        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'events_raw_mv'")
+        .query(&format!(
+            "SELECT count() FROM system.tables WHERE database = ? AND name IN ('{}')",
+            RAW_VIEWS.join("', '")
+        ))
         .bind(&layout.database)
         .fetch_one()
         .await?;
-    if keep == (here > 0) {
+    let done = if keep {
+        here == RAW_VIEWS.len() as u64
+    } else {
+        here == 0
+    };
+    if done {
         return Ok(());
     }
     let stmts = if keep {
@@ -226,11 +240,16 @@ async fn raw_events_view(
         }
         out
     } else {
-        vec![format!(
-            "DROP TABLE IF EXISTS `{}`.events_raw_mv{}",
-            layout.database,
-            layout.on_nodes()
-        )]
+        RAW_VIEWS
+            .iter()
+            .map(|view| {
+                format!(
+                    "DROP TABLE IF EXISTS `{}`.{view}{}",
+                    layout.database,
+                    layout.on_nodes()
+                )
+            })
+            .collect()
     };
     for stmt in stmts {
         db.query(&stmt).execute().await?;

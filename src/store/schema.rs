@@ -52,12 +52,16 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_daily_rollup.sql",
         include_str!("../../schema/0011_daily_rollup.sql"),
     ),
+    (
+        "0012_intake.sql",
+        include_str!("../../schema/0012_intake.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
 pub(crate) const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
-pub use super::tables::{DAILY_INSERT_TABLE, INSERT_TABLE, MIGRATIONS_TABLE};
+pub use super::tables::{DAILY_INSERT_TABLE, INSERT_TABLE, LEGACY_INSERT_TABLE, MIGRATIONS_TABLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {
