@@ -87,7 +87,20 @@ impl Lock {
         }
     }
 
-    pub(crate) async fn release(self, db: &Client) -> Result<(), StoreError> {
+    /// Releases the lock after the work it guarded, whatever that work's `outcome`; the work's
+    /// error comes first, then the release's.
+    pub(crate) async fn release_after<T>(
+        self,
+        db: &Client,
+        outcome: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let released = self.release(db).await;
+        let value = outcome?;
+        released?;
+        Ok(value)
+    }
+
+    async fn release(self, db: &Client) -> Result<(), StoreError> {
         let sync = if self.sync { " SYNC" } else { "" };
         let sql = format!("DROP TABLE IF EXISTS {}{sync}", self.table);
         // Once more if the request could not be sent (see `acquire`).

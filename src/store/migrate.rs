@@ -139,10 +139,7 @@ async fn migrate_cluster(
         .await?;
     let lock = Lock::acquire(db, layout, MIGRATION_LOCK).await?;
     let result = migrate_locked(db, layout, cluster, version, migrations).await;
-    let released = lock.release(db).await;
-    let ran = result?;
-    released?;
-    Ok(ran)
+    lock.release_after(db, result).await
 }
 
 /// Whether the migrations table and the system views exist here and every migration is

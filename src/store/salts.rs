@@ -142,10 +142,7 @@ async fn create_missing(
         load(db, wanted).await
     }
     .await;
-    let released = lock.release(db).await;
-    let stored = created?;
-    released?;
-    Ok(stored)
+    lock.release_after(db, created).await
 }
 
 pub async fn insert(db: &Client, day: u16, salt: &Salt) -> Result<(), StoreError> {
