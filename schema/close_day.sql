@@ -62,8 +62,37 @@ FROM
 )
 GROUP BY site, day, event, key, value;
 
-INSERT INTO closed_days (site, day, generation, pageviews, events, visitors, merged, sketch_pageviews, sketch_events)
-SELECT {site}, toDate({day}), {generation}, {pageviews}, {events}, sum(v), 1, {sketch_pageviews}, {sketch_events}
+-- The day's visitor days (schema/0013_visitor_days.sql), made afresh from the raw events each
+-- time: they hold late rows too. Empty when no raw events are kept.
+INSERT INTO visitor_days (site, day, generation, visitor_id, referrer_source, referrer, utm_source, utm_medium, utm_campaign, utm_content, utm_term, page, visits, bounces, duration, pageviews, events, name, pathname)
+SELECT
+    site,
+    toDate(timestamp) AS d,
+    {generation},
+    visitor_id,
+    argMinIf(referrer_source, timestamp, visit_entry = 1),
+    argMinIf(referrer, timestamp, visit_entry = 1),
+    argMinIf(utm_source, timestamp, visit_entry = 1),
+    argMinIf(utm_medium, timestamp, visit_entry = 1),
+    argMinIf(utm_campaign, timestamp, visit_entry = 1),
+    argMinIf(utm_content, timestamp, visit_entry = 1),
+    argMinIf(utm_term, timestamp, visit_entry = 1),
+    argMinIf(pathname, timestamp, visit_entry = 1),
+    toUInt32(sum(visit_entry)),
+    toInt32(sum(visit_bounce)),
+    sum(visit_seconds),
+    toUInt32(countIf(name = 'pageview')),
+    toUInt32(countIf(name != 'engagement')),
+    arrayMap(e -> e.1, groupUniqArrayIf((name, pathname), name != 'engagement') AS done),
+    arrayMap(e -> e.2, done)
+FROM events
+WHERE site = {site}
+  AND timestamp >= toDateTime(toDate({day}))
+  AND timestamp < toDateTime(toDate({day}) + 1)
+GROUP BY site, d, visitor_id;
+
+INSERT INTO closed_days (site, day, generation, pageviews, events, visitors, merged, sketch_pageviews, sketch_events, visitor_days)
+SELECT {site}, toDate({day}), {generation}, {pageviews}, {events}, sum(v), 1, {sketch_pageviews}, {sketch_events}, 1
 FROM
 (
     SELECT uniqMerge(visitors) AS v

@@ -612,7 +612,8 @@ domain = "b.org"
 def check_planner(engine, tmpdir):
     """The stats APIs' planner SQL for raw events (`glimpse explain-query`), run on this
     engine, answers as hand-written SQL over the raw events does: each operator, an entry
-    dimension, goals, and time buckets."""
+    dimension (with visit metrics: closed days from visitor_days), goals, and time
+    buckets."""
     glimpse_bin = os.environ.get("GLIMPSE_BIN") or str(DEFAULT_BIN)
     config = os.path.join(tmpdir, "planner.toml")
     with open(config, "w") as f:
@@ -661,6 +662,15 @@ def check_planner(engine, tmpdir):
          f"(SELECT visitor_id, argMin(referrer_source, timestamp) AS s FROM events "
          f"WHERE {rng} AND visit_entry = 1 GROUP BY visitor_id) AS e USING visitor_id "
          f"WHERE {rng} GROUP BY e.s"),
+        ("visit metrics by the first visit's source, of the visitors who read the blog",
+         plan("visitors,visits,bounce_rate,visit_duration", "visit:source", "event:page==/blog/**"),
+         f"SELECT e.s, uniqExactIf(visitor_id, name != 'engagement'), sum(visit_entry) AS v, "
+         f"if(v = 0, 0, round(100 * sum(visit_bounce) / v)), "
+         f"if(v = 0, 0, round(sum(visit_seconds) / v)) FROM events ANY LEFT JOIN "
+         f"(SELECT visitor_id, argMin(referrer_source, timestamp) AS s FROM events "
+         f"WHERE {rng} AND visit_entry = 1 GROUP BY visitor_id) AS e USING visitor_id "
+         f"WHERE {rng} AND visitor_id IN (SELECT visitor_id FROM events WHERE {rng} "
+         f"AND name != 'engagement' AND match(pathname, '^/blog/.*$')) GROUP BY e.s"),
         ("an entry filter: visitors who began a visit from Google",
          plan("visitors,pageviews", "visit:device", "visit:source==Google"),
          f"SELECT device, uniqExact(visitor_id), countIf(name = 'pageview') FROM events "

@@ -186,9 +186,11 @@ pub fn statement(config: &Config, backstop: SaltBackstop) -> String {
         )
     } else {
         format!(
-            "Individual events are deleted after {} days. Aggregated counts per day and hour \
-             (page views, events and the number of distinct daily visitors per page, source, \
-             country, region, browser, operating system and device) are kept longer. \
+            "Individual events are deleted after {} days, together with the summary of each \
+             daily visitor number made from them once the day is over (how its first visit \
+             began, its visits, and the pages and actions it had). Aggregated counts per day \
+             and hour (page views, events and the number of distinct daily visitors per page, \
+             source, country, region, browser, operating system and device) are kept longer. \
              {sketches}",
             config.retention.events_days
         )

@@ -406,6 +406,9 @@ async fn agree(on_cluster: &StatsApi, on_single: &StatsApi, extra: f64) {
         "/api/v1/stats/breakdown?site_id=a.com&property=visit:browser&metrics=visitors,pageviews",
         "/api/v1/stats/timeseries?site_id=a.com&period=day&metrics=visitors,pageviews",
         "/api/v1/stats/aggregate?site_id=a.com&metrics=visitors,pageviews&filters=event:page%3D%3D/e/1**",
+        // By how visits began: raw events grouped by visitor before the day is closed, its
+        // visitor days (sharded like the events) after.
+        "/api/v1/stats/breakdown?site_id=a.com&property=visit:source&metrics=visitors&filters=event:page%3D%3D/e/1**",
     ] {
         let (s1, got) = on_cluster.get(question).await;
         let (s2, want) = on_single.get(question).await;
@@ -414,6 +417,10 @@ async fn agree(on_cluster: &StatsApi, on_single: &StatsApi, extra: f64) {
             numbers(&got, "visitors"),
             numbers(&want, "visitors"),
             "{question}: {got} / {want}"
+        );
+        assert!(
+            numbers(&want, "visitors").iter().sum::<f64>() > 0.0,
+            "{question}: {want}"
         );
         for metric in ["pageviews", "events"] {
             let (a, b) = (numbers(&got, metric), numbers(&want, metric));

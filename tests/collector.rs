@@ -905,6 +905,7 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
             "0010_page_views_by_page.sql",
             "0011_daily_rollup.sql",
             "0012_intake.sql",
+            "0013_visitor_days.sql",
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");

@@ -35,8 +35,10 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     "engaged_pages",
     // When a closed day's copy was made (by the collector's clock), not when anyone visited.
     "generation",
-    // How a closed day's copy was made: whether it added late rows, and the sums it consumed.
+    // How a closed day's copy was made: whether it added late rows, and the sums it consumed,
+    // and whether it made the day's visitor days.
     "merged",
+    "visitor_days",
     "sketch_pageviews",
     "sketch_events",
     // Of the insert table only, which stores nothing: whether the collector sent the row's

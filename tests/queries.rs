@@ -37,6 +37,7 @@ async fn dashboard_queries_agree_with_raw_events() {
     let ch = ClickHouse::start();
     let today = seed_known_traffic(&ch).await;
     check_against_raw(&ch, &today, "open day (sketches)");
+    check_visits_against_raw(&ch, &today, "open day (raw events)", false);
 
     // Close the day as if it were over: the queries then read the exact copies.
     let (_, db) = glimpse::store::clients(&test_config(&ch, DB).clickhouse);
@@ -59,6 +60,7 @@ async fn dashboard_queries_agree_with_raw_events() {
             .is_empty()
     );
     check_against_raw(&ch, &today, "closed day (copies)");
+    check_visits_against_raw(&ch, &today, "closed day (visitor days)", true);
 
     // A late row for the closed day (a spool delivered after an outage): until the day is copied
     // again the copy answers, so the totals lag the raw rows; the next check sees the change.
@@ -96,8 +98,14 @@ async fn dashboard_queries_agree_with_raw_events() {
         .unwrap();
     assert_eq!(again.len(), 1, "the late row reopens the day");
     check_against_raw(&ch, &today, "closed day copied again");
+    check_visits_against_raw(&ch, &today, "closed day copied again", true);
     // The superseded copy is deleted (by a mutation, so eventually).
-    for table in ["closed_days", "stats_hourly_closed", "stats_daily_closed"] {
+    for table in [
+        "closed_days",
+        "stats_hourly_closed",
+        "stats_daily_closed",
+        "visitor_days",
+    ] {
         let generations = format!("SELECT uniqExact(generation) FROM {table}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while ch.count(DB, &generations) > 1 && std::time::Instant::now() < deadline {
@@ -105,6 +113,84 @@ async fn dashboard_queries_agree_with_raw_events() {
         }
         assert_eq!(ch.count(DB, &generations), 1, "{table} keeps one copy");
     }
+}
+
+/// Breakdowns by how visits began, with visit metrics, unfiltered and filtered by what the
+/// visitors did, as the stats APIs' planner writes them: read from `visitor_days` once the day
+/// is closed (`closed`), from the raw events before. Each must give what hand-written SQL over
+/// the raw events gives (a visitor's first visit of the day decides; a filter chooses the
+/// visitors with a matching event other than an engagement report).
+fn check_visits_against_raw(ch: &ClickHouse, today: &str, stage: &str, closed: bool) {
+    use glimpse::dashboard::{filters, params, plan};
+    let day = glimpse::clock::parse_date(today).unwrap();
+    let metrics = "visitors,visits,bounce_rate,visit_duration,views_per_visit";
+    let cases = [
+        ("visit:source", None, "1"),
+        (
+            "visit:source",
+            Some("event:page==/blog/**"),
+            "match(pathname, '^/blog/.*$')",
+        ),
+        (
+            "visit:utm_source",
+            Some("event:page!=/pricing;event:name==pageview"),
+            "pathname != '/pricing' AND name = 'pageview'",
+        ),
+        (
+            "visit:entry_page",
+            Some("event:page~blog|docs"),
+            "(position(pathname, 'blog') > 0 OR position(pathname, 'docs') > 0)",
+        ),
+    ];
+    for (dim, filter, cond) in cases {
+        let q = plan::Question {
+            site: "a.com".into(),
+            from: day,
+            to: day,
+            metrics: params::metrics(Some(metrics)).unwrap(),
+            dims: vec![filters::Dim::parse(dim).unwrap()],
+            time: None,
+            filter: filter.map(|f| filters::parse_v1(f).unwrap()),
+            goals: Vec::new(),
+        };
+        let sql = plan::raw_sql(&q).unwrap();
+        assert!(
+            sql.contains("visitor_days"),
+            "{stage}, {dim} {filter:?}: {sql}"
+        );
+        let got = ch.rows(DB, &sql);
+        let chosen = match filter {
+            Some(_) => format!("name != 'engagement' AND {cond}"),
+            None => cond.to_string(),
+        };
+        let entry = match dim {
+            "visit:source" => "referrer_source",
+            "visit:utm_source" => "utm_source",
+            _ => "pathname",
+        };
+        let want = ch.rows(
+            DB,
+            &format!(
+                "SELECT e, uniqExactIf(visitor_id, name != 'engagement') AS visitors, \
+                 sum(visit_entry) AS v, if(v = 0, 0, round(100 * sum(visit_bounce) / v)), \
+                 if(v = 0, 0, round(sum(visit_seconds) / v)), \
+                 if(v = 0, 0, round(countIf(name = 'pageview') / v, 2)) \
+                 FROM events ANY LEFT JOIN (SELECT visitor_id, {entry} AS e FROM events \
+                 WHERE site = 'a.com' AND visit_entry = 1 ORDER BY timestamp \
+                 LIMIT 1 BY visitor_id) USING visitor_id \
+                 WHERE site = 'a.com' AND visitor_id IN (SELECT visitor_id FROM events \
+                 WHERE site = 'a.com' AND {chosen}) \
+                 GROUP BY e ORDER BY visitors DESC, e"
+            ),
+        );
+        assert!(
+            want.len() > 1,
+            "{stage}, {dim} {filter:?}: the data tells sources apart"
+        );
+        assert_eq!(got, want, "{stage}, {dim} {filter:?}");
+    }
+    let rows = ch.count(DB, "SELECT count() FROM visitor_days");
+    assert_eq!(rows > 0, closed, "{stage}: {rows} visitor days");
 }
 
 /// A clock set to noon today (so that scripted visits cannot cross midnight, which ends a
@@ -535,7 +621,13 @@ async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
         }
     }
     assert_eq!(granted, read, "the role grants what the queries read");
-    for secret in ["glimpse_salts", "events", "events_in", "events_intake"] {
+    for secret in [
+        "glimpse_salts",
+        "events",
+        "events_in",
+        "events_intake",
+        "visitor_days",
+    ] {
         assert!(!granted.contains(secret), "{secret} is granted");
     }
     let tables: std::collections::BTreeSet<String> = ch

@@ -213,6 +213,9 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
         Some(f) => sql_filter(f, q, &range)?,
         None => "1".into(),
     };
+    if by_visitor_days(q) {
+        return Ok(visitor_days_sql(q, &range, &cond));
+    }
     // The entry attributes the question breaks down by, joined per visitor: only for the
     // visitors a filter selects, which keeps the join small.
     let used = entry_dims(q);
@@ -244,9 +247,10 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     // `row_cond`: what the metrics must still test per row, `None` when every row passes.
     let (matched, row_cond) = match &q.filter {
         None => (String::new(), None),
-        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
+        Some(f) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
             format!(
-                " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}))"
+                " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}){})",
+                reports_excluded(f, q)
             ),
             Some(cond.clone()),
         ),
@@ -395,6 +399,173 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
          ORDER BY {order} LIMIT {MAX_RAW_ROWS}",
         select.join(", ")
     ))
+}
+
+/// Metrics a visitor's day holds (`visitor_days`).
+const VISITOR_DAY_METRICS: &[Metric] = &[
+    Metric::Visitors,
+    Metric::Visits,
+    Metric::BounceRate,
+    Metric::VisitDuration,
+    Metric::ViewsPerVisit,
+];
+
+/// Whether `q` is answered per visitor's day rather than per event: a breakdown by how visits
+/// began, with visit metrics, unfiltered or filtered by event names, pages and goals that are
+/// not scroll goals (what a visitor day's (name, page) pairs can tell). Grouping a month of raw
+/// events by visitor is what such questions otherwise cost.
+fn by_visitor_days(q: &Question) -> bool {
+    fn held(f: &Filter, goals: &[Goal]) -> bool {
+        match f {
+            Filter::And(v) | Filter::Or(v) => v.iter().all(|x| held(x, goals)),
+            Filter::Not(x) => held(x, goals),
+            Filter::Cond {
+                dim: Dim::Goal,
+                values,
+                ..
+            } => values.iter().all(|v| {
+                goals
+                    .iter()
+                    .any(|g| &g.name == v && !matches!(g.kind, GoalKind::Scroll { .. }))
+            }),
+            Filter::Cond { dim, .. } => {
+                matches!(dim, Dim::Event("event:page") | Dim::Event("event:name"))
+            }
+        }
+    }
+    !q.dims.is_empty()
+        && q.time.is_none()
+        && q.dims.iter().all(|d| matches!(d, Dim::Entry(_)))
+        && q.metrics.iter().all(|m| VISITOR_DAY_METRICS.contains(m))
+        && q.filter.as_ref().is_none_or(|f| held(f, &q.goals))
+}
+
+/// The SQL of a question [`by_visitor_days`] holds, with the same answer as [`raw_sql`]'s
+/// general form: closed days from `visitor_days` (the latest copy of each day that made them),
+/// the other days of the period from the raw events grouped by visitor. `cond` is the filter
+/// as a condition on one event, which reads the same on a visitor day's (name, pathname) pairs.
+fn visitor_days_sql(q: &Question, range: &str, cond: &str) -> String {
+    let site = quote(&q.site);
+    let from = quote(&date_string(q.from));
+    let to = quote(&date_string(q.to));
+    let days = u32::from(q.to.saturating_sub(q.from)) + 1;
+    // Closed days whose latest copy has visitor days, and those copies.
+    let latest = format!(
+        "FROM closed_days WHERE site = {site} AND day >= toDate({from}) AND day <= toDate({to}) \
+         GROUP BY day HAVING argMax(visitor_days, generation) = 1"
+    );
+    // The other days: after the first of them (a bound the server can prune partitions by),
+    // and not among those.
+    let first_open = format!(
+        "(SELECT if(count() = 0, toDate({to}) + 1, min(d)) FROM (SELECT toDate({from}) + number \
+         AS d FROM system.numbers LIMIT {days}) WHERE d NOT IN (SELECT day {latest}))"
+    );
+    let open = format!("{range} AND timestamp >= toDateTime({first_open})");
+    let used: Vec<(&str, &str)> = filters::entry_columns()
+        .into_iter()
+        .filter(|(alias, _)| {
+            entry_dims(q)
+                .iter()
+                .any(|d| filters::entry_column(d) == *alias)
+        })
+        .collect();
+    let closed_columns: Vec<String> = used
+        .iter()
+        .map(|(alias, expr)| {
+            // visitor_days names its columns as the raw events do, but for the entry page.
+            let column = if *alias == "page" { "page" } else { expr };
+            format!("{column} AS entry_{alias}")
+        })
+        .collect();
+    let open_columns: Vec<String> = used
+        .iter()
+        .map(|(alias, expr)| {
+            format!("argMinIf({expr}, timestamp, visit_entry = 1) AS entry_{alias}")
+        })
+        .collect();
+    let (closed_match, open_match) = match &q.filter {
+        None => (String::new(), String::new()),
+        Some(_) => (
+            // The lambda's parameters take the events' column names, so `cond` reads as is.
+            format!(" AND arrayExists((name, pathname) -> {cond}, name, pathname)"),
+            // GLOBAL: on a cluster the set is made once, where `closed_days` (which bounds
+            // `open`) is known by its database; it holds the open days' visitors only.
+            format!(
+                " AND visitor_id GLOBAL IN (SELECT visitor_id FROM events WHERE {open} AND \
+                 ({cond}) AND name != 'engagement')"
+            ),
+        ),
+    };
+    let visits = "sum(n_visits)";
+    let mut select: Vec<String> = q
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("{} AS d{i}", d.expression()))
+        .collect();
+    for m in &q.metrics {
+        let expr = match m {
+            Metric::Visits => visits.to_string(),
+            Metric::BounceRate => {
+                format!("if({visits} = 0, 0, round(100 * sum(n_bounces) / {visits}))")
+            }
+            Metric::VisitDuration => {
+                format!("if({visits} = 0, 0, round(sum(n_seconds) / {visits}))")
+            }
+            Metric::ViewsPerVisit => {
+                format!("if({visits} = 0, 0, round(sum(n_pageviews) / {visits}, 2))")
+            }
+            // Visitors with events other than engagement reports, as the aggregates count.
+            _ => "uniqIf(visitor_id, n_events > 0)".to_string(),
+        };
+        select.push(format!("{expr} AS {}", m.name()));
+    }
+    let group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
+    let first = q.metrics.first().map_or("d0", |m| m.name());
+    format!(
+        "SELECT {select} FROM (\
+         SELECT visitor_id, {closed_columns}, visits AS n_visits, bounces AS n_bounces, \
+         duration AS n_seconds, pageviews AS n_pageviews, events AS n_events FROM visitor_days \
+         WHERE site = {site} AND day >= toDate({from}) AND day <= toDate({to}) \
+         AND generation GLOBAL IN (SELECT max(generation) {latest}){closed_match} \
+         UNION ALL \
+         SELECT visitor_id, {open_columns}, toUInt32(sum(visit_entry)) AS n_visits, \
+         toInt32(sum(visit_bounce)) AS n_bounces, sum(visit_seconds) AS n_seconds, \
+         toUInt32(countIf(name = 'pageview')) AS n_pageviews, \
+         toUInt32(countIf(name != 'engagement')) AS n_events FROM events \
+         WHERE {open} AND toDate(timestamp) GLOBAL NOT IN (SELECT day {latest}){open_match} \
+         GROUP BY toDate(timestamp), visitor_id) \
+         GROUP BY {group} ORDER BY {first} DESC, {group} LIMIT {MAX_RAW_ROWS}",
+        select = select.join(", "),
+        closed_columns = closed_columns.join(", "),
+        open_columns = open_columns.join(", "),
+        group = group.join(", "),
+    )
+}
+
+/// The condition that leaves engagement reports out of the events a filter's visitors are
+/// chosen by, as a visitor day's (name, page) pairs do: empty when the filter names a scroll
+/// goal, which engagement reports are what complete.
+fn reports_excluded(f: &Filter, q: &Question) -> &'static str {
+    fn scroll(f: &Filter, goals: &[Goal]) -> bool {
+        match f {
+            Filter::And(v) | Filter::Or(v) => v.iter().any(|x| scroll(x, goals)),
+            Filter::Not(x) => scroll(x, goals),
+            Filter::Cond {
+                dim: Dim::Goal,
+                values,
+                ..
+            } => goals
+                .iter()
+                .any(|g| values.contains(&g.name) && matches!(g.kind, GoalKind::Scroll { .. })),
+            Filter::Cond { .. } => false,
+        }
+    }
+    if scroll(f, &q.goals) {
+        ""
+    } else {
+        " AND name != 'engagement'"
+    }
 }
 
 /// Names of the entry dimensions a question breaks down by (filters read them as sets).
@@ -546,6 +717,53 @@ mod tests {
         );
         let q = question(&[Metric::BounceRate], &["visit:source"], None);
         assert_eq!(q.source(30, today), Ok(Source::Raw));
+    }
+
+    #[test]
+    fn visit_questions_by_how_visits_began_read_visitor_days() {
+        let mut q = question(
+            &[Metric::Visitors, Metric::Visits, Metric::BounceRate],
+            &["visit:source"],
+            Some("event:page==/blog/**|/docs/*;event:goal==Signup"),
+        );
+        let sql = raw_sql(&q).unwrap();
+        assert!(sql.contains("FROM visitor_days"), "{sql}");
+        assert!(
+            sql.contains("arrayExists((name, pathname) -> ((match(pathname, '^/blog/.*$')"),
+            "{sql}"
+        );
+        assert!(sql.contains("referrer_source AS entry_source"), "{sql}");
+        assert!(!sql.contains("JOIN"), "{sql}");
+        // What a visitor day cannot tell: the raw events, grouped per event.
+        for (dims, filter) in [
+            (&["visit:source"][..], Some("visit:country==GB")),
+            (&["visit:source"][..], Some("event:props:plan==pro")),
+            (&["visit:country"][..], Some("event:page==/blog")),
+            (&["event:page"][..], None),
+        ] {
+            let mut other = question(&[Metric::Visitors, Metric::Visits], dims, filter);
+            if dims == ["event:page"] {
+                other.metrics = vec![Metric::Visitors, Metric::Pageviews];
+            }
+            let sql = raw_sql(&other).unwrap();
+            assert!(!sql.contains("visitor_days"), "{dims:?} {filter:?}: {sql}");
+        }
+        q.metrics.push(Metric::Pageviews);
+        assert!(!raw_sql(&q).unwrap().contains("visitor_days"));
+        q.metrics.pop();
+        q.goals.push(Goal {
+            name: "Scroll".into(),
+            kind: GoalKind::Scroll {
+                page: "/blog/**".into(),
+                percent: 50,
+            },
+        });
+        q.filter = Some(filters::parse_v1("event:goal==Scroll").unwrap());
+        let sql = raw_sql(&q).unwrap();
+        assert!(!sql.contains("visitor_days"), "{sql}");
+        // Engagement reports complete scroll goals, so they choose the visitors here (the one
+        // exclusion left is the visitor count's).
+        assert_eq!(sql.matches("name != 'engagement'").count(), 1, "{sql}");
     }
 
     #[test]

@@ -27,10 +27,11 @@ pub const CLOSE_AFTER_SECS: u64 = 15 * 60;
 /// Generations per millisecond: room for the random part of [`generation_at`].
 const GENERATIONS_PER_MS: u64 = 1_000_000;
 /// The tables a copy writes, each with a `generation` column.
-const CLOSED_TABLES: [(&str, &str); 4] = [
+const CLOSED_TABLES: [(&str, &str); 5] = [
     ("stats_hourly_closed", "toDate(hour)"),
     ("stats_daily_closed", "day"),
     ("props_daily_closed", "day"),
+    ("visitor_days", "day"),
     ("closed_days", "day"),
 ];
 /// The sketch tables (their uniq() states hold hashed visitor ids), with their day expression.
@@ -361,15 +362,21 @@ mod tests {
             events: 3,
         };
         let stmts = render(&day, 1_795_000_000_000, 17, (20, 5));
-        assert_eq!(stmts.len(), 4);
+        assert_eq!(stmts.len(), 5);
         for s in &stmts {
             assert!(!s.contains('{'), "{s}");
             assert!(s.starts_with("INSERT INTO"), "{s}");
+        }
+        for s in &stmts[..3] {
             assert!(s.contains("generation = 17"), "adds to the base: {s}");
         }
-        assert!(stmts[3].starts_with("INSERT INTO closed_days"));
-        assert!(stmts[3].contains(
-            "'o\\'neil.example', toDate('2025-11-23'), 1795000000000, 20, 5, sum(v), 1, 12, 3"
+        // Visitor days are made afresh from the raw events, not added to the base.
+        assert!(stmts[3].starts_with("INSERT INTO visitor_days"));
+        assert!(!stmts[3].contains("generation = 17"), "{}", stmts[3]);
+        assert!(stmts[3].contains("'o\\'neil.example'"));
+        assert!(stmts[4].starts_with("INSERT INTO closed_days"));
+        assert!(stmts[4].contains(
+            "'o\\'neil.example', toDate('2025-11-23'), 1795000000000, 20, 5, sum(v), 1, 12, 3, 1"
         ));
     }
 }

@@ -345,7 +345,7 @@ impl<'a> Renderer<'a> {
 /// Rows of one visitor stay on one shard; other tables spread evenly.
 fn shard_key(table: &str) -> &'static str {
     match table {
-        "events_intake" | "events_in" | "events" => "visitor_id",
+        "events_intake" | "events_in" | "events" | "visitor_days" => "visitor_id",
         _ => "rand()",
     }
 }

@@ -166,7 +166,8 @@ pub(crate) async fn apply_every_start(
 }
 
 /// Applies the retention policy: raw rows are copied into `events` only when kept, and whole
-/// days older than `events_days` are dropped. With `events_days == 0`, every raw partition goes.
+/// days older than `events_days` are dropped, with the visitor days made from them. With
+/// `events_days == 0`, every raw partition goes. Returns the days dropped from `events`.
 pub async fn apply_retention(
     db: &Client,
     layout: &Layout,
@@ -178,15 +179,22 @@ pub async fn apply_retention(
     let today = day_of(now);
     let mut dropped = Vec::new();
     let parts = layout.system("parts");
-    let table = layout.local("events");
-    for day in partition_days(db, Some(&layout.database), &parts, &table).await? {
-        if u32::from(day) + events_days <= u32::from(today) {
-            drop_day_partition(db, &layout.alter_target("events"), day).await?;
-            dropped.push(day);
+    for table in RAW_TABLES {
+        let local = layout.local(table);
+        for day in partition_days(db, Some(&layout.database), &parts, &local).await? {
+            if u32::from(day) + events_days <= u32::from(today) {
+                drop_day_partition(db, &layout.alter_target(table), day).await?;
+                if table == "events" {
+                    dropped.push(day);
+                }
+            }
         }
     }
     Ok(dropped)
 }
+
+/// Tables under the raw events' retention, a day per partition: they hold daily visitor ids.
+pub const RAW_TABLES: [&str; 2] = ["events", "visitor_days"];
 
 /// The views that copy inserted rows into `events`, one per insert table
 /// (`schema/events_raw_mv.sql`).

@@ -56,6 +56,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_intake.sql",
         include_str!("../../schema/0012_intake.sql"),
     ),
+    (
+        "0013_visitor_days.sql",
+        include_str!("../../schema/0013_visitor_days.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
