@@ -362,6 +362,11 @@ async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_f
                 1,
                 "the expired day is gone from every node"
             );
+            assert_eq!(
+                node.wait_count(DB, "SELECT count() = 0 FROM visitor_days_local", 1),
+                1,
+                "and its visitor days"
+            );
         }
     });
     // Aggregate retention drops the month on every node, and expired salts go from every node

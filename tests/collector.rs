@@ -1068,6 +1068,14 @@ async fn retention_drops_whole_expired_days() {
                 "INSERT INTO events (timestamp, site, name) VALUES ({ts}, 'a.com', 'pageview')"
             ),
         );
+        // The visitor days made from them hold daily visitor ids too, and go with them.
+        ch.sql(
+            DB,
+            &format!(
+                "INSERT INTO visitor_days (site, day, visitor_id) \
+                 VALUES ('a.com', toDate(toDateTime({ts})), 7)"
+            ),
+        );
     }
     let (_, db) = store::clients(&test_config(&ch, DB).clickhouse);
     let version = store::server_version(&db).await.unwrap();
@@ -1078,6 +1086,11 @@ async fn retention_drops_whole_expired_days() {
     let left = ch.rows(
         DB,
         &format!("SELECT intDiv({now} - toUInt32(timestamp), 86400) AS d FROM events ORDER BY d"),
+    );
+    assert_eq!(left.concat(), ["0", "1", "29"]);
+    let left = ch.rows(
+        DB,
+        &format!("SELECT intDiv({now} - toUInt32(toDateTime(day)), 86400) AS d FROM visitor_days ORDER BY d"),
     );
     assert_eq!(left.concat(), ["0", "1", "29"]);
 }
