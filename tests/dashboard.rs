@@ -762,6 +762,23 @@ async fn filtered_questions_agree_with_raw_events() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(got.len(), 3, "each goal was completed: {got:?}");
+    // Each goal as a filter: the visitors and events of its row (a scroll goal's events are
+    // the engagement reports that reached it).
+    for row in &got {
+        let goal = row[0].replace('%', "%25").replace(' ', "%20");
+        let r = ask(format!(
+            "aggregate?site_id=a.com&period=day&metrics=visitors,events&filters=event:goal=={goal}"
+        ))
+        .await;
+        assert_eq!(
+            [
+                r["visitors"]["value"].to_string(),
+                r["events"]["value"].to_string()
+            ],
+            [row[1].clone(), row[2].clone()],
+            "{goal}"
+        );
+    }
     // Revenue per goal: the seeded purchases (12.50 EUR each) are no goal; a Signup carries
     // none, so its revenue is 0 and its average null.
     let rows = ask("breakdown?site_id=a.com&period=day&property=event:name&metrics=events,total_revenue,average_revenue&filters=visit:country!=ZZ".into()).await;
