@@ -6,9 +6,10 @@
 //! (30 days, 5 sites, 2 million daily visitors, long-tailed pages, 10 % custom events) and go
 //! through the same materialized views as collected ones, and are kept raw as well (30 days of
 //! retention), because filtered questions and goals are answered from the raw events. The 29
-//! finished days are then closed into exact counts, as the collector does after each midnight,
-//! and today stays open. Times every unfiltered panel (aggregates) and a set of filtered
-//! questions (raw events) separately; prints p50/p95 per request and writes
+//! finished days are then closed into exact counts and visitor days, as the collector does
+//! after each midnight, and today stays open. Times every unfiltered panel (aggregates) and a
+//! set of filtered questions (raw events and visitor days) separately; prints p50/p95 per
+//! request and the bytes on disk of the raw events and visitor days, and writes
 //! `target/dashboard-report.json`.
 
 use std::sync::Arc;
@@ -167,6 +168,24 @@ fn main() {
             closed.len(),
             closing.as_secs_f64()
         );
+        // What the raw events and the visitor days made from them (the 29 closed days) take.
+        let bytes = |table: &str| {
+            ch.count(
+                "glimpse",
+                &format!(
+                    "SELECT sum(bytes_on_disk) FROM system.parts \
+                     WHERE database = 'glimpse' AND table = '{table}' AND active"
+                ),
+            )
+        };
+        let (raw_bytes, visitor_day_bytes) = (bytes("events"), bytes("visitor_days"));
+        let visitor_days = ch.count("glimpse", "SELECT count() FROM visitor_days");
+        eprintln!(
+            "on disk: raw events {:.1} bytes per event; {visitor_days} visitor days {:.1} bytes \
+             per event",
+            raw_bytes as f64 / n as f64,
+            visitor_day_bytes as f64 / n as f64
+        );
 
         let app = Arc::new(Dashboard {
             db,
@@ -286,6 +305,9 @@ fn main() {
             "server_cpu_us_per_generated_event": cpu_us_per_event,
             "closed_site_days": closed.len(),
             "close_seconds": closing.as_secs_f64(),
+            "raw_event_bytes": raw_bytes,
+            "visitor_days": visitor_days,
+            "visitor_day_bytes": visitor_day_bytes,
             "panels": report,
             "worst_p95_ms": worst,
             "worst_filtered_p95_ms": worst_filtered,

@@ -1,6 +1,7 @@
 -- Copies one closed (site, day) into the *_closed tables as generation {generation}: the sketch
 -- rows the day has now, added to the rows of generation {base} (the previous copy when it was
--- made this way, so the sketches it consumed are deleted; 0, which no copy has, otherwise).
+-- made this way, so the sketches it consumed are deleted; 0, which no copy has, otherwise);
+-- and makes the day's visitor days from its raw events, as the same generation.
 -- The closed_days row goes last: until it exists, queries keep reading the previous copy (or
 -- the sketches). {pageviews} and {events} are the copy's totals, {sketch_pageviews} and
 -- {sketch_events} the sums of the sketch rows consumed, as read before copying.

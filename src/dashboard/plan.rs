@@ -463,10 +463,13 @@ fn visitor_days_sql(q: &Question, range: &str, cond: &str) -> String {
          GROUP BY day HAVING argMax(visitor_days, generation) = 1"
     );
     // The other days: after the first of them (a bound the server can prune partitions by),
-    // and not among those.
+    // and not among those. Before the last closed day, only days closed without visitor days
+    // can hold rows: a day with none is not closed, as the aggregate queries also assume.
     let first_open = format!(
         "(SELECT if(count() = 0, toDate({to}) + 1, min(d)) FROM (SELECT toDate({from}) + number \
-         AS d FROM system.numbers LIMIT {days}) WHERE d NOT IN (SELECT day {latest}))"
+         AS d FROM system.numbers LIMIT {days}) WHERE d NOT IN (SELECT day {latest}) \
+         AND (d > (SELECT max(day) FROM closed_days WHERE site = {site}) \
+         OR d IN (SELECT day FROM closed_days WHERE site = {site})))"
     );
     let open = format!("{range} AND timestamp >= toDateTime({first_open})");
     let used: Vec<(&str, &str)> = filters::entry_columns()
