@@ -244,13 +244,21 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     // metrics need not test the filter again (on 18.16 each repeat of a visitor-set filter is
     // another pass over its set, and it tripled the time of a filtered breakdown).
     let by_event = q.filter.as_ref().is_some_and(mentions_events);
+    let reports_count = q
+        .filter
+        .as_ref()
+        .is_some_and(|f| names_scroll_goal(f, &q.goals));
     // `row_cond`: what the metrics must still test per row, `None` when every row passes.
     let (matched, row_cond) = match &q.filter {
         None => (String::new(), None),
-        Some(f) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
+        Some(_) if by_event && q.metrics.iter().any(|m| m.of_visits()) => (
             format!(
                 " AND visitor_id IN (SELECT visitor_id FROM events WHERE {range} AND ({cond}){})",
-                reports_excluded(f, q)
+                if reports_count {
+                    ""
+                } else {
+                    " AND name != 'engagement'"
+                }
             ),
             Some(cond.clone()),
         ),
@@ -265,12 +273,7 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     // Events that count, per metric family; a page counts its page views, as the aggregates'
     // page dimension does.
     let viewed = when("name = 'pageview'");
-    // Engagement reports are no events, but they are what completes a scroll goal: a filter
-    // naming one counts the reports that match it, as the goal's breakdown row does.
-    let reports_count = q
-        .filter
-        .as_ref()
-        .is_some_and(|f| reports_excluded(f, q).is_empty());
+    // A scroll-goal filter counts the reports that match it, as the goal's breakdown row does.
     let counted = if goal_dim {
         when("goal != ''")
     } else if page_dim {
@@ -554,28 +557,21 @@ fn visitor_days_sql(q: &Question, range: &str, cond: &str) -> String {
     )
 }
 
-/// The condition that leaves engagement reports out of the events a filter's visitors are
-/// chosen by, as a visitor day's (name, page) pairs do: empty when the filter names a scroll
-/// goal, which engagement reports are what complete.
-fn reports_excluded(f: &Filter, q: &Question) -> &'static str {
-    fn scroll(f: &Filter, goals: &[Goal]) -> bool {
-        match f {
-            Filter::And(v) | Filter::Or(v) => v.iter().any(|x| scroll(x, goals)),
-            Filter::Not(x) => scroll(x, goals),
-            Filter::Cond {
-                dim: Dim::Goal,
-                values,
-                ..
-            } => goals
-                .iter()
-                .any(|g| values.contains(&g.name) && matches!(g.kind, GoalKind::Scroll { .. })),
-            Filter::Cond { .. } => false,
-        }
-    }
-    if scroll(f, &q.goals) {
-        ""
-    } else {
-        " AND name != 'engagement'"
+/// Whether a filter names a scroll goal. Engagement reports are no events, so they choose no
+/// visitors and count in no metric, as in a visitor day's (name, page) pairs; but they are
+/// what completes a scroll goal, so a filter naming one is matched and counted by them.
+fn names_scroll_goal(f: &Filter, goals: &[Goal]) -> bool {
+    match f {
+        Filter::And(v) | Filter::Or(v) => v.iter().any(|x| names_scroll_goal(x, goals)),
+        Filter::Not(x) => names_scroll_goal(x, goals),
+        Filter::Cond {
+            dim: Dim::Goal,
+            values,
+            ..
+        } => goals
+            .iter()
+            .any(|g| values.contains(&g.name) && matches!(g.kind, GoalKind::Scroll { .. })),
+        Filter::Cond { .. } => false,
     }
 }
 
