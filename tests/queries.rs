@@ -141,6 +141,11 @@ fn check_visits_against_raw(ch: &ClickHouse, today: &str, stage: &str, closed: b
             Some("event:page~blog|docs"),
             "(position(pathname, 'blog') > 0 OR position(pathname, 'docs') > 0)",
         ),
+        (
+            "visit:referrer",
+            Some("event:goal!=Visit /docs"),
+            "NOT (name = 'pageview' AND pathname = '/docs')",
+        ),
     ];
     for (dim, filter, cond) in cases {
         let q = plan::Question {
@@ -151,7 +156,10 @@ fn check_visits_against_raw(ch: &ClickHouse, today: &str, stage: &str, closed: b
             dims: vec![filters::Dim::parse(dim).unwrap()],
             time: None,
             filter: filter.map(|f| filters::parse_v1(f).unwrap()),
-            goals: Vec::new(),
+            goals: vec![glimpse::model::Goal {
+                name: "Visit /docs".into(),
+                kind: glimpse::model::GoalKind::Page("/docs".into()),
+            }],
         };
         let sql = plan::raw_sql(&q).unwrap();
         assert!(
@@ -165,6 +173,7 @@ fn check_visits_against_raw(ch: &ClickHouse, today: &str, stage: &str, closed: b
         };
         let entry = match dim {
             "visit:source" => "referrer_source",
+            "visit:referrer" => "referrer",
             "visit:utm_source" => "utm_source",
             _ => "pathname",
         };
