@@ -99,6 +99,36 @@ async fn dashboard_queries_agree_with_raw_events() {
     assert_eq!(again.len(), 1, "the late row reopens the day");
     check_against_raw(&ch, &today, "closed day copied again");
     check_visits_against_raw(&ch, &today, "closed day copied again", true);
+
+    // A day copied by a release before visitor days (its copy says it made none): the next
+    // check copies it again with its visitor days, and every answer stays the same.
+    ch.sql(
+        DB,
+        "ALTER TABLE closed_days UPDATE visitor_days = 0 WHERE 1",
+    );
+    ch.sql(DB, "TRUNCATE TABLE visitor_days");
+    ch.wait_count(
+        DB,
+        "SELECT count() = 0 FROM system.mutations WHERE database = 'glimpse' AND NOT is_done",
+        1,
+    );
+    assert_eq!(ch.count(DB, "SELECT max(visitor_days) FROM closed_days"), 0);
+    let again = closing::close_days(&db, &Layout::single(DB), after * 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "the day is copied again for its visitor days"
+    );
+    check_against_raw(&ch, &today, "closed day copied for its visitor days");
+    check_visits_against_raw(&ch, &today, "closed day copied for its visitor days", true);
+    assert!(
+        closing::days_to_close(&db, &Layout::single(DB), after)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The superseded copy is deleted (by a mutation, so eventually).
     for table in [
         "closed_days",

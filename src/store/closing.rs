@@ -60,6 +60,8 @@ struct Copy {
     merged: bool,
     sketch_pageviews: u64,
     sketch_events: u64,
+    /// Made the day's visitor days (copies of releases before them did not).
+    visitor_days: bool,
 }
 
 impl Copy {
@@ -89,8 +91,9 @@ pub fn render(day: &OpenDay, generation: u64, base: u64, totals: (u64, u64)) -> 
 }
 
 /// Days before `day_of(now - CLOSE_AFTER_SECS)` whose sketches hold rows: not yet copied,
-/// arrived late after a copy, or copied by an older release. None while a deletion of sketches
-/// is still running, so that rows already copied are never read as new.
+/// arrived late after a copy, or copied by an older release; and copied days that lack the
+/// visitor days of their kept raw events. None while a deletion of sketches is still running,
+/// so that rows already copied are never read as new.
 pub async fn days_to_close(
     db: &Client,
     layout: &Layout,
@@ -137,6 +140,33 @@ pub async fn days_to_close(
                 .is_some_and(|c| c.consumed(d))
         })
         .collect();
+    // Days copied by a release before visitor days whose raw events are still kept: copied
+    // again (no sketch rows to add), which makes their visitor days, so that questions over
+    // them need not wait for those days to leave the retention to be fast. Only copies the
+    // next one adds to (`merged`): another would start from nothing.
+    let raw_days = super::partition_days(
+        db,
+        Some(&layout.database),
+        &layout.system("parts"),
+        &layout.local("events"),
+    )
+    .await?;
+    for ((site, day), copy) in copies {
+        let sketched = open.iter().any(|d| d.site == site && d.day == day);
+        if copy.merged
+            && !copy.visitor_days
+            && !sketched
+            && raw_days.contains(&day)
+            && day < first_open
+        {
+            open.push(OpenDay {
+                site,
+                day,
+                pageviews: 0,
+                events: 0,
+            });
+        }
+    }
     open.sort_by(|a, b| (a.day, &a.site).cmp(&(b.day, &b.site)));
     Ok(open)
 }
@@ -154,20 +184,20 @@ async fn latest_copies(
         ),
         None => String::new(),
     };
-    type Row = (String, u16, u64, u64, u64, u8, u64, u64);
+    type Row = (String, u16, u64, u64, u64, u8, u64, u64, u8);
     let rows: Vec<Row> = db
         .query(&format!(
             "SELECT site, toUInt16(day) AS d, max(generation), argMax(pageviews, generation), \
              argMax(events, generation), argMax(merged, generation), \
-             argMax(sketch_pageviews, generation), argMax(sketch_events, generation) \
-             FROM closed_days {filter} GROUP BY site, d"
+             argMax(sketch_pageviews, generation), argMax(sketch_events, generation), \
+             argMax(visitor_days, generation) FROM closed_days {filter} GROUP BY site, d"
         ))
         .fetch_all()
         .await?;
     Ok(rows
         .into_iter()
         .map(
-            |(site, day, generation, pageviews, events, merged, spv, sev)| {
+            |(site, day, generation, pageviews, events, merged, spv, sev, visitor_days)| {
                 let copy = Copy {
                     generation,
                     pageviews,
@@ -175,6 +205,7 @@ async fn latest_copies(
                     merged: merged == 1,
                     sketch_pageviews: spv,
                     sketch_events: sev,
+                    visitor_days: visitor_days == 1,
                 };
                 ((site, day), copy)
             },
