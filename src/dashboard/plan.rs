@@ -155,14 +155,11 @@ impl Question {
 
     /// Whether event:goal is a dimension or appears in the filter.
     pub(crate) fn about_goals(&self) -> bool {
-        fn mentions(f: &Filter) -> bool {
-            match f {
-                Filter::And(v) | Filter::Or(v) => v.iter().any(mentions),
-                Filter::Not(x) => mentions(x),
-                Filter::Cond { dim, .. } => *dim == Dim::Goal,
-            }
-        }
-        self.dims.contains(&Dim::Goal) || self.filter.as_ref().is_some_and(mentions)
+        self.dims.contains(&Dim::Goal)
+            || self
+                .filter
+                .as_ref()
+                .is_some_and(|f| any_condition(f, &|dim, _| *dim == Dim::Goal))
     }
 
     /// The question without its goal conditions: the visitors a conversion rate divides by.
@@ -218,11 +215,10 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     }
     // The entry attributes the question breaks down by, joined per visitor: only for the
     // visitors a filter selects, which keeps the join small.
-    let used = entry_dims(q);
+    let used = entry_columns_used(q);
     let entry_join = (!used.is_empty()).then(|| {
-        let columns: Vec<String> = filters::entry_columns()
+        let columns: Vec<String> = used
             .iter()
-            .filter(|(alias, _)| used.iter().any(|d| filters::entry_column(d) == *alias))
             .map(|(alias, expr)| format!("argMin({expr}, timestamp) AS entry_{alias}"))
             .collect();
         let selected = match &q.filter {
@@ -243,7 +239,10 @@ pub fn raw_sql(q: &Question) -> Result<String, String> {
     // metrics count only matching events anyway: then the rows themselves are filtered, and the
     // metrics need not test the filter again (on 18.16 each repeat of a visitor-set filter is
     // another pass over its set, and it tripled the time of a filtered breakdown).
-    let by_event = q.filter.as_ref().is_some_and(mentions_events);
+    let by_event = q
+        .filter
+        .as_ref()
+        .is_some_and(|f| any_condition(f, &|dim, _| dim.of_events()));
     let reports_count = q
         .filter
         .as_ref()
@@ -426,29 +425,21 @@ const VISITOR_DAY_METRICS: &[Metric] = &[
 /// not scroll goals (what a visitor day's (name, page) pairs can tell). Grouping a month of raw
 /// events by visitor is what such questions otherwise cost.
 fn by_visitor_days(q: &Question) -> bool {
-    fn held(f: &Filter, goals: &[Goal]) -> bool {
-        match f {
-            Filter::And(v) | Filter::Or(v) => v.iter().all(|x| held(x, goals)),
-            Filter::Not(x) => held(x, goals),
-            Filter::Cond {
-                dim: Dim::Goal,
-                values,
-                ..
-            } => values.iter().all(|v| {
-                goals
-                    .iter()
-                    .any(|g| &g.name == v && !matches!(g.kind, GoalKind::Scroll { .. }))
-            }),
-            Filter::Cond { dim, .. } => {
-                matches!(dim, Dim::Event("event:page") | Dim::Event("event:name"))
-            }
-        }
-    }
+    let held = |dim: &Dim, values: &[String]| match dim {
+        Dim::Goal => values.iter().all(|v| {
+            q.goals
+                .iter()
+                .any(|g| &g.name == v && !matches!(g.kind, GoalKind::Scroll { .. }))
+        }),
+        _ => matches!(dim, Dim::Event("event:page") | Dim::Event("event:name")),
+    };
     !q.dims.is_empty()
         && q.time.is_none()
         && q.dims.iter().all(|d| matches!(d, Dim::Entry(_)))
         && q.metrics.iter().all(|m| VISITOR_DAY_METRICS.contains(m))
-        && q.filter.as_ref().is_none_or(|f| held(f, &q.goals))
+        && q.filter
+            .as_ref()
+            .is_none_or(|f| !any_condition(f, &|dim, values| !held(dim, values)))
 }
 
 /// The SQL of a question [`by_visitor_days`] holds, with the same answer as [`raw_sql`]'s
@@ -475,14 +466,7 @@ fn visitor_days_sql(q: &Question, range: &str, cond: &str) -> String {
          OR d IN (SELECT day FROM closed_days WHERE site = {site})))"
     );
     let open = format!("{range} AND timestamp >= toDateTime({first_open})");
-    let used: Vec<(&str, &str)> = filters::entry_columns()
-        .into_iter()
-        .filter(|(alias, _)| {
-            entry_dims(q)
-                .iter()
-                .any(|d| filters::entry_column(d) == *alias)
-        })
-        .collect();
+    let used = entry_columns_used(q);
     let closed_columns: Vec<String> = used
         .iter()
         .map(|(alias, expr)| {
@@ -561,38 +545,34 @@ fn visitor_days_sql(q: &Question, range: &str, cond: &str) -> String {
 /// visitors and count in no metric, as in a visitor day's (name, page) pairs; but they are
 /// what completes a scroll goal, so a filter naming one is matched and counted by them.
 fn names_scroll_goal(f: &Filter, goals: &[Goal]) -> bool {
+    any_condition(f, &|dim, values| {
+        *dim == Dim::Goal
+            && goals
+                .iter()
+                .any(|g| values.contains(&g.name) && matches!(g.kind, GoalKind::Scroll { .. }))
+    })
+}
+
+/// Whether any condition of a filter, however nested, passes `hit` (its dimension, values).
+fn any_condition(f: &Filter, hit: &dyn Fn(&Dim, &[String]) -> bool) -> bool {
     match f {
-        Filter::And(v) | Filter::Or(v) => v.iter().any(|x| names_scroll_goal(x, goals)),
-        Filter::Not(x) => names_scroll_goal(x, goals),
-        Filter::Cond {
-            dim: Dim::Goal,
-            values,
-            ..
-        } => goals
-            .iter()
-            .any(|g| values.contains(&g.name) && matches!(g.kind, GoalKind::Scroll { .. })),
-        Filter::Cond { .. } => false,
+        Filter::And(v) | Filter::Or(v) => v.iter().any(|x| any_condition(x, hit)),
+        Filter::Not(x) => any_condition(x, hit),
+        Filter::Cond { dim, values, .. } => hit(dim, values),
     }
 }
 
-/// Names of the entry dimensions a question breaks down by (filters read them as sets).
-fn entry_dims(q: &Question) -> Vec<&'static str> {
-    q.dims
-        .iter()
-        .filter_map(|d| match d {
-            Dim::Entry(n) => Some(*n),
-            _ => None,
+/// The entry columns, (alias, raw expression), of the entry dimensions a question breaks down
+/// by (filters read them as sets).
+fn entry_columns_used(q: &Question) -> Vec<(&'static str, &'static str)> {
+    filters::entry_columns()
+        .into_iter()
+        .filter(|(alias, _)| {
+            q.dims
+                .iter()
+                .any(|d| matches!(d, Dim::Entry(n) if filters::entry_column(n) == *alias))
         })
         .collect()
-}
-
-/// Whether a filter names an event dimension (page, name, props, goal).
-fn mentions_events(f: &Filter) -> bool {
-    match f {
-        Filter::And(v) | Filter::Or(v) => v.iter().any(mentions_events),
-        Filter::Not(x) => mentions_events(x),
-        Filter::Cond { dim, .. } => dim.of_events(),
-    }
 }
 
 fn sql_filter(f: &Filter, q: &Question, range: &str) -> Result<String, String> {

@@ -194,7 +194,7 @@ pub async fn apply_retention(
 }
 
 /// Tables under the raw events' retention, a day per partition: they hold daily visitor ids.
-pub const RAW_TABLES: [&str; 2] = ["events", "visitor_days"];
+const RAW_TABLES: [&str; 2] = ["events", "visitor_days"];
 
 /// The views that copy inserted rows into `events`, one per insert table
 /// (`schema/events_raw_mv.sql`).
