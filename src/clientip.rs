@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, header};
 use ipnet::IpNet;
 
 use crate::settings::Reader;
@@ -82,29 +82,28 @@ impl Peer {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 pub fn peer(peer: IpAddr, headers: &HeaderMap, proxy: &Settings) -> Peer {
     let peer = canonical(peer);
     let trusted = &proxy.trusted;
     if !is_trusted(peer, trusted) {
         return Peer::Visitor(peer);
     }
-    let (name, item): (&str, fn(&str) -> Option<IpAddr>) = match proxy.header {
-        Header::XForwardedFor => ("x-forwarded-for", parse_host),
-        Header::Forwarded => ("forwarded", parse_forwarded_item),
+    let (name, item): (&HeaderName, fn(&str) -> Option<IpAddr>) = match proxy.header {
+        Header::XForwardedFor => (&X_FORWARDED_FOR, parse_host),
+        Header::Forwarded => (&header::FORWARDED, parse_forwarded_item),
     };
-    if !headers.contains_key(name) {
-        return Peer::Proxy(peer);
-    }
-    // Every element of every line of the header, in order; an element that is not text
+    // Every element of every line of the header, from the right; an element that is not text
     // parses as nothing.
-    let elements: Vec<Option<&str>> = headers
+    let elements = headers
         .get_all(name)
         .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .map(|e| std::str::from_utf8(e).ok().map(str::trim))
-        .collect();
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
+        .map(|e| std::str::from_utf8(e).ok().map(str::trim));
     let mut leftmost = peer;
-    for element in elements.into_iter().rev() {
+    for element in elements {
         let Some(ip) = element.and_then(item).map(canonical) else {
             return Peer::Unknown { peer };
         };

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -121,24 +121,49 @@ pub(crate) async fn read_body(
     max: usize,
     timeout: Duration,
 ) -> Result<Bytes, Reply> {
-    let body = Limited::new(body, max);
-    match tokio::time::timeout(timeout, body.collect()).await {
+    match tokio::time::timeout(timeout, collect_at_most(body, max)).await {
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
             "request body not received in time",
         )),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large(max))
-        }
-        Ok(Err(_)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "could not read request body",
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(body) => body,
     }
+}
+
+/// The body's data frames joined, refusing more than `max` bytes. A body that arrives in one
+/// frame, as a small request's does with its head, is returned as it is, without a copy.
+async fn collect_at_most(mut body: Incoming, max: usize) -> Result<Bytes, Reply> {
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large(max));
+    }
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "could not read request body",
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we read
+        };
+        let len = joined.as_ref().map_or(whole.len(), BytesMut::len) + data.len();
+        if len > max {
+            return Err(too_large(max));
+        }
+        match joined.as_mut() {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(len);
+                buf.extend_from_slice(&whole);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(joined.map_or(whole, BytesMut::freeze))
 }
 
 /// Whether the request carries `Authorization: Bearer <token>`; never for an empty token.

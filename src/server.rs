@@ -149,9 +149,15 @@ async fn route(routes: &Routes, peer: SocketAddr, req: Request<Incoming>) -> Rep
 }
 
 async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        if !(ct.starts_with("text/plain") || ct.starts_with("application/json")) {
+    let (head, body) = req.into_parts();
+    let headers = &head.headers;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.as_bytes();
+        let is = |prefix: &str| {
+            ct.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+        };
+        if !(is("text/plain") || is("application/json")) {
             return cors(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content-type must be text/plain or application/json",
@@ -159,32 +165,29 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
         }
     }
     let max = routes.ingest.max_body_bytes;
-    let declared = req
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return cors(too_large(max));
     }
-    let client = clientip::peer(peer, req.headers(), &routes.proxy);
+    let client = clientip::peer(peer, headers, &routes.proxy);
     if !admit(routes, client) {
         return cors(rate_limited());
     }
-    let user_agent = req
-        .headers()
+    let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let signals = Signals::from_headers(req.headers());
-    let body = match front::read_body(req.into_body(), max, routes.body_timeout).await {
+        .unwrap_or("");
+    let signals = Signals::from_headers(headers);
+    let body = match front::read_body(body, max, routes.body_timeout).await {
         Ok(body) => body,
         Err(reply) => return cors(reply),
     };
     let requester = Requester {
         ip: client.address(),
-        user_agent: &user_agent,
+        user_agent,
         signals,
     };
     cors(outcome_response(

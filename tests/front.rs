@@ -72,6 +72,33 @@ async fn http_surface() {
     assert_eq!(g.stop().await, 2, "two rows recorded");
 }
 
+/// A body that arrives in several pieces is read whole, and the size limit holds across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_pieces() {
+    let g = Front::start(front_config()).await;
+    let addr = g.addr;
+    let ua = format!("User-Agent: {UA_FIREFOX}");
+    let status = tokio::task::spawn_blocking(move || {
+        let headers = [
+            "Content-Type: text/plain",
+            "Accept-Language: en",
+            ua.as_str(),
+        ];
+        let event = pageview("https://a.com/in-pieces");
+        let (a, rest) = event.as_bytes().split_at(10);
+        let (b, c) = rest.split_at(10);
+        let whole = support::post_in_pieces(addr, "/api/event", &headers, &[a, b, c]).unwrap();
+        let big = vec![b'x'; 30_000];
+        let over =
+            support::post_in_pieces(addr, "/api/event", &headers, &[&big, &big, &big]).unwrap();
+        (whole, over)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, (202, 413));
+    assert_eq!(g.stop().await, 1, "the event in pieces is recorded once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_the_probes_answer() {
     let failing: Probe = Arc::new(|| Box::pin(async { Err("connection refused".to_string()) }));

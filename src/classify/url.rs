@@ -72,7 +72,12 @@ struct Parts<'a> {
 
 fn split(url: &str) -> Result<Parts<'_>, UrlError> {
     let url = url.trim();
-    let (scheme, rest) = url.split_once("://").ok_or(UrlError::NotAbsolute)?;
+    // The scheme ends at the first ':', as it cannot hold one: a byte search, where the
+    // pattern "://" would build a substring searcher for every URL.
+    let (scheme, rest) = url
+        .split_once(':')
+        .and_then(|(scheme, rest)| Some((scheme, rest.strip_prefix("//")?)))
+        .ok_or(UrlError::NotAbsolute)?;
     if scheme.is_empty()
         || !scheme
             .bytes()

@@ -23,29 +23,35 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// One pass over the headers: names arrive lowercase, and this runs on every event, where
+    /// a lookup by string name would parse the name again for each of the eight asked about.
     pub(crate) fn from_headers(h: &HeaderMap) -> Signals {
-        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let speculative = ["purpose", "sec-purpose", "x-moz", "x-purpose"]
-            .iter()
-            .any(|name| {
-                let v = get(name).to_ascii_lowercase();
-                v.contains("prefetch") || v.contains("prerender") || v.contains("preview")
-            });
-        let mode = get("sec-fetch-mode");
-        let dest = get("sec-fetch-dest");
-        let navigation = mode.eq_ignore_ascii_case("navigate")
-            || ["document", "iframe", "frame", "embed", "object"]
-                .iter()
-                .any(|d| dest.eq_ignore_ascii_case(d))
-            || h.contains_key("sec-fetch-user");
-        Signals {
-            accept_language: h
-                .get(http::header::ACCEPT_LANGUAGE)
-                .is_some_and(|v| !v.is_empty()),
-            speculative,
-            navigation,
-            fetch_metadata: h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
+        let mut s = Signals::default();
+        for (name, value) in h {
+            let name = name.as_str();
+            let value = value.as_bytes();
+            match name {
+                "accept-language" => s.accept_language |= !value.is_empty(),
+                "purpose" | "sec-purpose" | "x-moz" | "x-purpose" => {
+                    s.speculative |= ["prefetch", "prerender", "preview"]
+                        .iter()
+                        .any(|word| contains_ignore_case(value, word.as_bytes()));
+                }
+                _ => {}
+            }
+            if let Some(field) = name.strip_prefix("sec-fetch-") {
+                s.fetch_metadata = true;
+                s.navigation |= match field {
+                    "mode" => value.eq_ignore_ascii_case(b"navigate"),
+                    "dest" => ["document", "iframe", "frame", "embed", "object"]
+                        .iter()
+                        .any(|d| value.eq_ignore_ascii_case(d.as_bytes())),
+                    "user" => true,
+                    _ => false,
+                };
+            }
         }
+        s
     }
 
     /// What a real browser's beacon request looks like; for callers without headers (tests,
@@ -64,6 +70,12 @@ impl Signals {
     pub(crate) fn mismatch(&self, browser_only: bool) -> bool {
         self.navigation || (!self.accept_language && (self.fetch_metadata || browser_only))
     }
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -100,6 +112,13 @@ mod tests {
         assert!(signals(&[("sec-fetch-dest", "document")]).navigation);
         assert!(signals(&[("sec-fetch-user", "?1")]).navigation);
         assert!(!signals(&[]).accept_language);
+        assert!(!signals(&[("accept-language", "")]).accept_language);
+        // Values are compared without regard to case; names arrive lowercase.
+        assert!(signals(&[("Sec-Purpose", "Prefetch")]).speculative);
+        assert!(signals(&[("sec-fetch-mode", "NAVIGATE")]).navigation);
+        assert!(!signals(&[("sec-purpose", "pre")]).speculative);
+        let fetch = signals(&[("sec-fetch-site", "cross-site")]);
+        assert!(fetch.fetch_metadata && !fetch.navigation);
     }
 
     #[test]

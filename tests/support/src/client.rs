@@ -30,6 +30,44 @@ pub fn http(method: &str, port: u16, path: &str, body: &str) -> std::io::Result<
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// `POST path` with `body` sent chunked, one chunk per piece and a pause between pieces, so that
+/// the server reads it in several frames; `headers` are `Name: value` lines. The status.
+pub fn post_in_pieces(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+    pieces: &[&[u8]],
+) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    let mut send = || -> std::io::Result<()> {
+        for piece in pieces {
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+            s.write_all(piece)?;
+            s.write_all(b"\r\n")?;
+        }
+        s.write_all(b"0\r\n\r\n")
+    };
+    // The server may answer early (413) and close while pieces are still on the way.
+    let _ = send();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let head = String::from_utf8_lossy(&raw);
+    Ok(head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0))
+}
+
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
-pub use client::{Endpoint, Reply, Send, browser_client, browser_client_builder, http};
+pub use client::{
+    Endpoint, Reply, Send, browser_client, browser_client_builder, http, post_in_pieces,
+};
 pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
 pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
