@@ -353,7 +353,7 @@ impl Batcher {
     /// Closes the open segment and hands it to the deliverer.
     fn seal(&mut self) {
         if let Some(w) = self.open.as_mut()
-            && let Err(e) = w.sync()
+            && let Err(e) = w.finish()
         {
             self.fail(&e);
         }

