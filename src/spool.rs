@@ -289,7 +289,7 @@ impl Spool {
     /// Reads a sealed segment's records into one contiguous RowBinary buffer.
     pub fn read(&self, seq: u64) -> io::Result<Segment> {
         let raw = fs::read(self.path(seq))?;
-        Ok(decode_records(&raw))
+        Ok(decode_records(raw))
     }
 
     /// Deletes a segment ClickHouse has acknowledged.
@@ -481,8 +481,10 @@ impl SegmentWriter {
 /// Concatenates the data of every intact record; stops at the first torn or corrupt one. A
 /// record cut short by the end of the file, or a damaged last record, is a torn write; a damaged
 /// record with data after it is corruption, reported in `corrupt_at`.
-pub(crate) fn decode_records(raw: &[u8]) -> Segment {
-    let mut data = Vec::with_capacity(raw.len());
+pub(crate) fn decode_records(mut raw: Vec<u8>) -> Segment {
+    // The data is moved to the front of the buffer over the record headers, not copied out: the
+    // deliverer holds one segment's bytes, not two.
+    let mut kept = 0usize;
     let mut format = 1;
     let mut rows = 0u64;
     let mut at = 0usize;
@@ -518,15 +520,20 @@ pub(crate) fn decode_records(raw: &[u8]) -> Segment {
                 format = number.parse().unwrap_or(0);
                 nonce = rest.strip_prefix("nonce=").map(str::to_owned);
             }
-            _ => data.extend_from_slice(body),
+            _ => {
+                raw.copy_within(start..start + len, kept);
+                kept += len;
+            }
         }
         rows += u64::from(n);
         at = start + len;
     }
+    let torn_bytes = (end.max(at) - at) as u64;
+    raw.truncate(kept);
     Segment {
         rows,
-        data: Bytes::from(data),
-        torn_bytes: (end.max(at) - at) as u64,
+        data: Bytes::from(raw),
+        torn_bytes,
         corrupt_at,
         format,
         nonce,
@@ -601,7 +608,7 @@ mod tests {
         raw.extend_from_slice(&1u32.to_le_bytes());
         raw.extend_from_slice(&crc32fast::hash(b"old").to_le_bytes());
         raw.extend_from_slice(b"old");
-        let seg = decode_records(&raw);
+        let seg = decode_records(raw.clone());
         assert_eq!((seg.format, seg.rows, &seg.data[..]), (1, 1, &b"old"[..]));
     }
 
@@ -634,7 +641,7 @@ mod tests {
         // A crash in the middle of a write: half a record at the end.
         let mut raw = fs::read(spool.path(7)).unwrap();
         raw.extend_from_slice(&[9, 0, 0, 0, 1, 7]);
-        let seg = decode_records(&raw);
+        let seg = decode_records(raw.clone());
         assert_eq!(
             (seg.rows, &seg.data[..], seg.torn_bytes),
             (3, &b"abcdef"[..], 6)
@@ -643,7 +650,7 @@ mod tests {
         let mut raw = fs::read(spool.path(7)).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        let seg = decode_records(&raw);
+        let seg = decode_records(raw.clone());
         assert_eq!((seg.rows, &seg.data[..]), (2, &b"abcd"[..]));
         assert_eq!(
             seg.corrupt_at, None,
@@ -664,7 +671,7 @@ mod tests {
         let mut raw = fs::read(spool.path(1)).unwrap();
         let second = header() as usize + RECORD_HEADER + 3;
         raw[second + RECORD_HEADER] ^= 1;
-        let seg = decode_records(&raw);
+        let seg = decode_records(raw.clone());
         assert_eq!((seg.rows, &seg.data[..]), (1, &b"one"[..]));
         assert_eq!(seg.corrupt_at, Some(second as u64));
         assert_eq!(seg.torn_bytes as usize, raw.len() - second);
@@ -686,7 +693,7 @@ mod tests {
         let raw = fs::read(spool.path(1)).unwrap();
         assert!(raw.len() as u64 > written, "zeros ahead of the records");
         assert!(raw[written as usize..].iter().all(|b| *b == 0));
-        let seg = decode_records(&raw);
+        let seg = decode_records(raw.clone());
         assert_eq!((seg.rows, seg.torn_bytes, seg.corrupt_at), (300, 0, None));
         assert!(seg.data.starts_with(b"row 0000 ") && seg.data.ends_with(b"x"));
 
@@ -700,13 +707,13 @@ mod tests {
         ]
         .concat();
         torn[written as usize..written as usize + record.len()].copy_from_slice(&record);
-        let seg = decode_records(&torn);
+        let seg = decode_records(torn.clone());
         assert_eq!((seg.rows, seg.corrupt_at), (300, None));
         assert_eq!(seg.torn_bytes as usize, record.len());
         // Damage before the last record, with data after it, is still corruption.
         let mut damaged = raw.clone();
         damaged[header() as usize + RECORD_HEADER] ^= 1;
-        let seg = decode_records(&damaged);
+        let seg = decode_records(damaged.clone());
         assert_eq!((seg.rows, seg.corrupt_at), (0, Some(header())));
         // Sealing cuts the zeros off.
         w.finish().unwrap();

@@ -74,7 +74,7 @@ impl Deliverer {
 
     async fn deliver(&self, seq: u64) {
         let segment = match tokio::fs::read(self.spool.path(seq)).await {
-            Ok(raw) => crate::spool::decode_records(&raw),
+            Ok(raw) => crate::spool::decode_records(raw),
             Err(e) => {
                 self.quarantine(seq, &format!("segment unreadable: {e}"));
                 return;
