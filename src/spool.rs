@@ -12,9 +12,9 @@
 //! commit interval, within that interval).
 //!
 //! The segment being written is filled with zeros ahead of its records, and cut back to them when
-//! it is sealed. A group's fsync then finds the file's size and blocks unchanged and writes only
-//! the data, without a journal commit: on this project's test machine that halves the CPU time of
-//! each fsync and cuts its latency and the bytes written to the disk by a third or more. A record
+//! it is sealed. A group's fsync then finds the file's size and blocks unchanged, so it need not
+//! commit the file system's journal: on this project's test machine that halved the CPU time and
+//! nearly halved the latency of each fsync, and wrote 30 % fewer bytes to the disk. A record
 //! header of zeros is where the data of a segment left by a crash ends.
 //!
 //! A segment opens with a record of no rows naming its row format, so that segments left by an
