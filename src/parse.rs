@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::model::text::truncate;
 
 pub use crate::model::payload::{PropList, Revenue};
 
@@ -89,7 +91,11 @@ fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
             "p" | "props" | "m" | "meta" => raw.props = parse_props_string(&v)?,
             "sd" => raw.scroll_depth = Some(query_count("sd", &v)?),
             "e" => raw.engaged_ms = Some(query_count("e", &v)?),
-            _ => {}
+            "v" => {}
+            "w" | "screen_width" => {
+                query_count(k, &v)?;
+            }
+            other => return Err(ParseError(unknown_field(other, QUERY_FORM))),
         }
     }
     Ok(raw)
@@ -221,6 +227,25 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// A field this API does not have. Rejected rather than skipped: a misspelt `revenue` or
+/// `props` would otherwise be accepted and its data silently lost.
+fn unknown_field(field: &str, form: &str) -> String {
+    format!(
+        "unknown field `{}`; {form} takes n, u, d, r, p, h, i{}, sd and e (or name, url, domain, \
+         referrer, props or meta, hashMode, interactive), and v and w, which Plausible's \
+         scripts send and which are not stored",
+        truncate(field, 64),
+        if form == JSON_FORM {
+            ", revenue ($)"
+        } else {
+            ""
+        },
+    )
+}
+
+const JSON_FORM: &str = "the JSON body";
+const QUERY_FORM: &str = "the query string";
+
 fn field_err<E: de::Error>(field: &str, e: impl fmt::Display) -> E {
     E::custom(format!("`{field}`: {e}"))
 }
@@ -242,7 +267,8 @@ impl<'de> Visitor<'de> for PayloadVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawPayload::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        // A key borrows from the body: `Cow`'s own deserializer would copy every one.
+        while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             match key.as_ref() {
                 "n" | "name" => raw.name = Some(next_string(&mut map, "n")?),
                 "u" | "url" => raw.url = Some(next_string(&mut map, "u")?),
@@ -269,9 +295,14 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                         .map_err(|e| field_err(&key, e))?
                         .map(|r| r.0)
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                "v" => {
+                    map.next_value::<Version>()
+                        .map_err(|e| field_err(&key, e))?;
                 }
+                "w" | "screen_width" => {
+                    next_count(&mut map, &key)?;
+                }
+                other => return Err(de::Error::custom(unknown_field(other, JSON_FORM))),
             }
         }
         Ok(raw)
@@ -334,6 +365,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// The tracker script's version (`v`), a number or a string; checked, never stored.
+struct Version;
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a version number or string")
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Version, E> {
+                Ok(Version)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Version, E> {
+                Ok(Version)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Version, E> {
+                Ok(Version)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Version, E> {
+                Ok(Version)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Version, E> {
+                Ok(Version)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -695,18 +757,59 @@ mod tests {
         let props: Vec<String> = (0..31).map(|i| format!("\"k{i}\":\"v\"")).collect();
         let body = format!(r#"{{"n":"a","u":"x","p":{{{}}}}}"#, props.join(","));
         assert!(err(&body).contains("at most 30"));
-        // Nesting never recurses in our code: unknown fields are skipped iteratively, known
-        // fields reject a nested value at its first level.
+        // Nesting never recurses in our code: an unknown field is refused at its name, and
+        // known fields reject a nested value at its first level.
         let open = "[".repeat(100_000);
         let close = "]".repeat(100_000);
-        assert!(
-            parse_json(format!(r#"{{"n":"a","u":"x","zz":{open}{close}}}"#).as_bytes()).is_ok()
-        );
+        assert!(err(&format!(r#"{{"n":"a","u":"x","zz":{open}{close}}}"#)).contains("`zz`"));
+        assert!(err(&format!(r#"{{"n":"a","u":"x","v":{open}{close}}}"#)).contains("`v`"));
         assert!(
             err(&format!(r#"{{"n":"a","u":"x","p":{{"k":{open}{close}}}}}"#))
                 .contains("not arrays")
         );
         assert!(err(&format!(r#"{{"n":{open}{close},"u":"x"}}"#)).contains("`n`"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        for body in [
+            r#"{"n":"pageview","u":"https://a.com/","revnue":{"amount":1,"currency":"EUR"}}"#,
+            r#"{"n":"pageview","u":"https://a.com/","prop":{"a":"b"}}"#,
+            r#"{"n":"pageview","u":"https://a.com/","N":"x"}"#,
+        ] {
+            let e = err(body);
+            assert!(e.starts_with("unknown field `"), "{body}: {e}");
+            assert!(e.contains("revenue"), "the message lists the fields: {e}");
+        }
+        assert!(err(r#"{"n":"a","u":"x","revnue":1}"#).contains("`revnue`"));
+        let long = "k".repeat(500);
+        let e = err(&format!(r#"{{"n":"a","u":"x","{long}":1}}"#));
+        assert!(e.len() < 400, "the echoed name is cut: {e}");
+        // What Plausible's scripts send besides: the script version, and the screen width of
+        // older versions. Checked, not stored.
+        for body in [
+            r#"{"n":"pageview","u":"https://a.com/","v":36}"#,
+            r#"{"n":"pageview","u":"https://a.com/","v":"1.0.0"}"#,
+            r#"{"n":"pageview","u":"https://a.com/","w":1280,"screen_width":1280.5}"#,
+        ] {
+            assert_eq!(
+                ok(body),
+                ok(r#"{"n":"pageview","u":"https://a.com/"}"#),
+                "{body}"
+            );
+        }
+        assert!(err(r#"{"n":"a","u":"x","w":-1}"#).contains("`w`"));
+        assert!(err(r#"{"n":"a","u":"x","v":{}}"#).contains("`v`"));
+        // The query-string form the same way (it has no revenue).
+        let q = parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&utm_source=x").unwrap_err();
+        assert!(
+            q.0.contains("`utm_source`") && !q.0.contains("revenue"),
+            "{}",
+            q.0
+        );
+        assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&revenue=1").is_err());
+        assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&v=36&w=1280").is_ok());
+        assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&w=wide").is_err());
     }
 
     #[test]

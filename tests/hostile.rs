@@ -103,6 +103,13 @@ async fn bad_input_gets_a_clear_4xx() {
             400,
             "missing field `u`",
         ),
+        (
+            "misspelt field",
+            br#"{"n":"Purchase","u":"https://a.com/","revnue":{"amount":9,"currency":"EUR"}}"#
+                .to_vec(),
+            400,
+            "unknown field `revnue`",
+        ),
     ];
     for (what, body, status, needle) in cases {
         let r = Send::event(g.addr, body).ua(UA_FIREFOX).send().await;
@@ -141,6 +148,16 @@ async fn bad_input_gets_a_clear_4xx() {
     .await
     .unwrap();
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    // The pixel refuses a parameter it does not have, by name.
+    let r = reqwest::get(format!(
+        "http://{}/api/event.gif?d=a.com&u=https%3A%2F%2Fa.com%2F&utm_source=x",
+        g.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("unknown field `utm_source`"), "{text}");
     let r = Send::event(g.addr, pageview("https://a.com/"))
         .header("x-padding", &"p".repeat(32 * 1024))
         .send()
