@@ -18,6 +18,7 @@
 //! The rate limiter is off on the address and visit axes, where a few addresses send thousands
 //! of events a second (it would answer 429 to them); elsewhere it is on, as by default.
 //! Writes `target/load-sweep.json`, a Markdown table and a chart, `target/load-sweep.svg`.
+//! `GLIMPSE_LOAD_SWEEP_AXIS` (the first word of an axis's name) measures that axis alone.
 
 use super::*;
 
@@ -152,7 +153,15 @@ pub(crate) struct Run<'a> {
 
 /// Measures every point of every axis, then writes the table, the JSON report and the chart.
 pub(crate) fn run(run: &Run) {
-    let axes = axes(run.full);
+    let mut axes = axes(run.full);
+    // One axis alone (its name's first word: sites, distinct, open), for a change that moves one.
+    if let Ok(only) = std::env::var("GLIMPSE_LOAD_SWEEP_AXIS") {
+        axes.retain(|a| a.name.split(' ').next() == Some(only.as_str()));
+        assert!(
+            !axes.is_empty(),
+            "GLIMPSE_LOAD_SWEEP_AXIS={only}: no such axis"
+        );
+    }
     let mut serial = 0u64;
     let results: Vec<Vec<Measured>> = axes
         .iter()
