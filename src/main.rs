@@ -77,12 +77,27 @@ enum Command {
     },
 }
 
+/// The configuration as a fresh copy, with the parser's garbage handed back to the system.
+/// Parsing leaves its freed tables in the heap with the settings' own small allocations
+/// scattered among them, so most of those pages stay resident: 17 MiB with 10 000 sites,
+/// which no request thread (each has its own malloc arena) would ever reuse.
+fn compact(config: Config) -> Config {
+    let copy = config.clone();
+    drop(config);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the system; no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    copy
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The config path comes from clap, so GLIMPSE_CONFIG is not a setting.
     // SAFETY: single-threaded at this point; no other thread reads the environment.
     unsafe { std::env::remove_var("GLIMPSE_CONFIG") };
-    let config = Config::from_file_and_env(cli.config.as_deref())?;
+    let config = compact(Config::from_file_and_env(cli.config.as_deref())?);
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
