@@ -164,6 +164,13 @@ async fn ingest(routes: &Routes, peer: IpAddr, req: Request<Incoming>) -> Reply 
             ));
         }
     }
+    // The fields travel in the body; a query string here would be ignored, so it is refused.
+    if head.uri.query().is_some_and(|q| !q.is_empty()) {
+        return cors(error(
+            StatusCode::BAD_REQUEST,
+            "POST /api/event takes its fields in the body, not in a query string",
+        ));
+    }
     let max = routes.ingest.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -148,6 +148,16 @@ async fn bad_input_gets_a_clear_4xx() {
     .await
     .unwrap();
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    // The event endpoint takes no query string: it would be ignored.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/event?n=pageview", g.addr))
+        .header("content-type", "text/plain")
+        .body(pageview("https://a.com/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("not in a query string"));
     // The pixel refuses a parameter it does not have, by name.
     let r = reqwest::get(format!(
         "http://{}/api/event.gif?d=a.com&u=https%3A%2F%2Fa.com%2F&utm_source=x",
