@@ -78,8 +78,10 @@ pub fn parse_query(query: &str) -> Result<Payload<'_>, ParseError> {
 
 fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
     let mut raw = RawPayload::default();
+    let mut seen = 0;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        once(&mut seen, k).map_err(ParseError)?;
         let v = decode_component(v);
         match k {
             "n" | "name" => raw.name = Some(v),
@@ -243,6 +245,33 @@ fn unknown_field(field: &str, form: &str) -> String {
     )
 }
 
+/// Each field at most once, under either of its names: of two values, one would be dropped
+/// without a word. `seen` holds a bit per field; unknown names are left to the caller.
+fn once(seen: &mut u16, key: &str) -> Result<(), String> {
+    let bit = match key {
+        "n" | "name" => 1,
+        "u" | "url" => 1 << 1,
+        "d" | "domain" => 1 << 2,
+        "r" | "referrer" => 1 << 3,
+        "p" | "props" | "m" | "meta" => 1 << 4,
+        "h" | "hashMode" => 1 << 5,
+        "i" | "interactive" => 1 << 6,
+        "sd" => 1 << 7,
+        "e" => 1 << 8,
+        "revenue" | "$" => 1 << 9,
+        "v" => 1 << 10,
+        "w" | "screen_width" => 1 << 11,
+        _ => 0,
+    };
+    if *seen & bit != 0 {
+        return Err(format!(
+            "`{key}`: given more than once (or under both of its names)"
+        ));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
 const JSON_FORM: &str = "the JSON body";
 const QUERY_FORM: &str = "the query string";
 
@@ -267,8 +296,10 @@ impl<'de> Visitor<'de> for PayloadVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawPayload::default();
+        let mut seen = 0;
         // A key borrows from the body: `Cow`'s own deserializer would copy every one.
         while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
+            once(&mut seen, &key).map_err(de::Error::custom)?;
             match key.as_ref() {
                 "n" | "name" => raw.name = Some(next_string(&mut map, "n")?),
                 "u" | "url" => raw.url = Some(next_string(&mut map, "u")?),
@@ -463,6 +494,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
                     if value.len() > MAX_PROP_VALUE_LEN {
                         return Err(de::Error::custom(format!(
                             "`{key}`: value longer than {MAX_PROP_VALUE_LEN} bytes"
+                        )));
+                    }
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format!(
+                            "`{key}`: property given more than once"
                         )));
                     }
                     out.push((key, value));
@@ -790,7 +826,8 @@ mod tests {
         for body in [
             r#"{"n":"pageview","u":"https://a.com/","v":36}"#,
             r#"{"n":"pageview","u":"https://a.com/","v":"1.0.0"}"#,
-            r#"{"n":"pageview","u":"https://a.com/","w":1280,"screen_width":1280.5}"#,
+            r#"{"n":"pageview","u":"https://a.com/","w":1280}"#,
+            r#"{"n":"pageview","u":"https://a.com/","screen_width":1280.5}"#,
         ] {
             assert_eq!(
                 ok(body),
@@ -810,6 +847,24 @@ mod tests {
         assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&revenue=1").is_err());
         assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&v=36&w=1280").is_ok());
         assert!(parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&w=wide").is_err());
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        for body in [
+            r#"{"n":"pageview","u":"https://a.com/","u":"https://b.com/"}"#,
+            r#"{"n":"pageview","url":"https://a.com/","u":"https://b.com/"}"#,
+            r#"{"n":"pageview","u":"https://a.com/","p":{"a":"1"},"meta":{"b":"2"}}"#,
+        ] {
+            assert!(err(body).contains("more than once"), "{body}");
+        }
+        let q = parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&n=signup").unwrap_err();
+        assert!(q.0.starts_with("`n`: given more than once"), "{}", q.0);
+        // A property, too.
+        let body = r#"{"n":"pageview","u":"https://a.com/","p":{"a":"1","b":"2","a":"3"}}"#;
+        assert!(err(body).contains("`a`: property given more than once"));
+        let q = parse_query(r#"n=pageview&u=https%3A%2F%2Fa.com%2F&p={"a":1,"a":2}"#).unwrap_err();
+        assert!(q.0.contains("more than once"), "{}", q.0);
     }
 
     #[test]
