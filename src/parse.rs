@@ -90,7 +90,10 @@ fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
             "r" | "referrer" => raw.referrer = Some(v),
             "h" | "hashMode" => raw.hash_mode = v != "0" && v != "false" && !v.is_empty(),
             "i" | "interactive" => raw.interactive = Some(v != "0" && v != "false"),
-            "p" | "props" | "m" | "meta" => raw.props = parse_props_string(&v)?,
+            "p" | "props" | "m" | "meta" => {
+                merge_props(&mut raw.props, parse_props_string(&v)?)
+                    .map_err(|e| ParseError(format!("`{k}`: {e}")))?;
+            }
             "sd" => raw.scroll_depth = Some(query_count("sd", &v)?),
             "e" => raw.engaged_ms = Some(query_count("e", &v)?),
             "v" => {}
@@ -245,6 +248,25 @@ fn unknown_field(field: &str, form: &str) -> String {
     )
 }
 
+/// `more` properties after those of `props`: `m` and `p` together give both sets, within
+/// one limit, and a key in both is given twice.
+fn merge_props<'a>(props: &mut PropList<'a>, more: PropList<'a>) -> Result<(), String> {
+    if props.is_empty() {
+        *props = more;
+        return Ok(());
+    }
+    for (key, value) in more {
+        if props.iter().any(|(k, _)| *k == key) {
+            return Err(format!("`{key}`: property given more than once"));
+        }
+        if props.len() == MAX_PROPS {
+            return Err(format!("at most {MAX_PROPS} properties"));
+        }
+        props.push((key, value));
+    }
+    Ok(())
+}
+
 /// Each field at most once, under either of its names: of two values, one would be dropped
 /// without a word. `seen` holds a bit per field; unknown names are left to the caller.
 fn once(seen: &mut u16, key: &str) -> Result<(), String> {
@@ -253,7 +275,9 @@ fn once(seen: &mut u16, key: &str) -> Result<(), String> {
         "u" | "url" => 1 << 1,
         "d" | "domain" => 1 << 2,
         "r" | "referrer" => 1 << 3,
-        "p" | "props" | "m" | "meta" => 1 << 4,
+        "p" | "props" => 1 << 4,
+        // Plausible's legacy script sends `meta` as `m` beside `props` as `p`: two fields.
+        "m" | "meta" => 1 << 12,
         "h" | "hashMode" => 1 << 5,
         "i" | "interactive" => 1 << 6,
         "sd" => 1 << 7,
@@ -306,10 +330,11 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                 "d" | "domain" => raw.domain = next_opt_string(&mut map, "d")?,
                 "r" | "referrer" => raw.referrer = next_opt_string(&mut map, "r")?,
                 "p" | "props" | "m" | "meta" => {
-                    raw.props = map
+                    let props = map
                         .next_value::<Props<'de>>()
                         .map_err(|e| field_err(&key, e))?
                         .0;
+                    merge_props(&mut raw.props, props).map_err(|e| field_err(&key, e))?;
                 }
                 "h" | "hashMode" => {
                     raw.hash_mode = map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0
@@ -854,12 +879,36 @@ mod tests {
         for body in [
             r#"{"n":"pageview","u":"https://a.com/","u":"https://b.com/"}"#,
             r#"{"n":"pageview","url":"https://a.com/","u":"https://b.com/"}"#,
-            r#"{"n":"pageview","u":"https://a.com/","p":{"a":"1"},"meta":{"b":"2"}}"#,
+            r#"{"n":"pageview","u":"https://a.com/","p":{"a":"1"},"props":{"b":"2"}}"#,
+            r#"{"n":"pageview","u":"https://a.com/","m":{"a":"1"},"meta":{"b":"2"}}"#,
         ] {
             assert!(err(body).contains("more than once"), "{body}");
         }
         let q = parse_query("n=pageview&u=https%3A%2F%2Fa.com%2F&n=signup").unwrap_err();
         assert!(q.0.starts_with("`n`: given more than once"), "{}", q.0);
+        // `m` (meta) beside `p`, as Plausible's legacy script sends them: both sets, within one
+        // limit, and a key in both is given twice.
+        let both =
+            ok(r#"{"n":"Signup","u":"https://a.com/","m":"{\"plan\":\"pro\"}","p":{"via":"ad"}}"#);
+        assert_eq!(both.props.len(), 2);
+        let body = r#"{"n":"e","u":"https://a.com/","m":{"a":"1"},"p":{"a":"2"}}"#;
+        assert!(
+            err(body).contains("`a`: property given more than once"),
+            "{}",
+            err(body)
+        );
+        let many = |from: usize| -> String {
+            let kv: Vec<String> = (from..from + 20)
+                .map(|i| format!("\"k{i}\":\"v\""))
+                .collect();
+            format!("{{{}}}", kv.join(","))
+        };
+        let body = format!(
+            r#"{{"n":"e","u":"https://a.com/","m":{},"p":{}}}"#,
+            many(0),
+            many(20)
+        );
+        assert!(err(&body).contains("at most 30"), "{}", err(&body));
         // A property, too.
         let body = r#"{"n":"pageview","u":"https://a.com/","p":{"a":"1","b":"2","a":"3"}}"#;
         assert!(err(body).contains("`a`: property given more than once"));
