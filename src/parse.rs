@@ -81,26 +81,26 @@ fn parse_query_raw(query: &str) -> Result<RawPayload<'_>, ParseError> {
     let mut seen = 0;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        once(&mut seen, k).map_err(ParseError)?;
+        let field = Field::once(k, &mut seen, QUERY_FORM).map_err(ParseError)?;
         let v = decode_component(v);
-        match k {
-            "n" | "name" => raw.name = Some(v),
-            "u" | "url" => raw.url = Some(v),
-            "d" | "domain" => raw.domain = Some(v),
-            "r" | "referrer" => raw.referrer = Some(v),
-            "h" | "hashMode" => raw.hash_mode = v != "0" && v != "false" && !v.is_empty(),
-            "i" | "interactive" => raw.interactive = Some(v != "0" && v != "false"),
-            "p" | "props" | "m" | "meta" => {
+        match field {
+            Field::Name => raw.name = Some(v),
+            Field::Url => raw.url = Some(v),
+            Field::Domain => raw.domain = Some(v),
+            Field::Referrer => raw.referrer = Some(v),
+            Field::HashMode => raw.hash_mode = v != "0" && v != "false" && !v.is_empty(),
+            Field::Interactive => raw.interactive = Some(v != "0" && v != "false"),
+            Field::Props | Field::Meta => {
                 merge_props(&mut raw.props, parse_props_string(&v)?)
                     .map_err(|e| ParseError(format!("`{k}`: {e}")))?;
             }
-            "sd" => raw.scroll_depth = Some(query_count("sd", &v)?),
-            "e" => raw.engaged_ms = Some(query_count("e", &v)?),
-            "v" => {}
-            "w" | "screen_width" => {
+            Field::ScrollDepth => raw.scroll_depth = Some(query_count("sd", &v)?),
+            Field::Engaged => raw.engaged_ms = Some(query_count("e", &v)?),
+            Field::Version => {}
+            Field::ScreenWidth => {
                 query_count(k, &v)?;
             }
-            other => return Err(ParseError(unknown_field(other, QUERY_FORM))),
+            Field::Revenue => return Err(ParseError(unknown_field(k, QUERY_FORM))),
         }
     }
     Ok(raw)
@@ -255,45 +255,79 @@ fn merge_props<'a>(props: &mut PropList<'a>, more: PropList<'a>) -> Result<(), S
         *props = more;
         return Ok(());
     }
-    for (key, value) in more {
-        if props.iter().any(|(k, _)| *k == key) {
-            return Err(format!("`{key}`: property given more than once"));
-        }
-        if props.len() == MAX_PROPS {
-            return Err(format!("at most {MAX_PROPS} properties"));
-        }
-        props.push((key, value));
+    more.into_iter()
+        .try_for_each(|(key, value)| add_prop(props, key, value))
+}
+
+/// One more property, within the limit and not given before.
+fn add_prop<'a>(
+    props: &mut PropList<'a>,
+    key: Cow<'a, str>,
+    value: Cow<'a, str>,
+) -> Result<(), String> {
+    if props.len() == MAX_PROPS {
+        return Err(format!("at most {MAX_PROPS} properties"));
     }
+    if props.iter().any(|(k, _)| *k == key) {
+        return Err(format!("`{key}`: property given more than once"));
+    }
+    props.push((key, value));
     Ok(())
 }
 
-/// Each field at most once, under either of its names: of two values, one would be dropped
-/// without a word. `seen` holds a bit per field; unknown names are left to the caller.
-fn once(seen: &mut u16, key: &str) -> Result<(), String> {
-    let bit = match key {
-        "n" | "name" => 1,
-        "u" | "url" => 1 << 1,
-        "d" | "domain" => 1 << 2,
-        "r" | "referrer" => 1 << 3,
-        "p" | "props" => 1 << 4,
-        // Plausible's legacy script sends `meta` as `m` beside `props` as `p`: two fields.
-        "m" | "meta" => 1 << 12,
-        "h" | "hashMode" => 1 << 5,
-        "i" | "interactive" => 1 << 6,
-        "sd" => 1 << 7,
-        "e" => 1 << 8,
-        "revenue" | "$" => 1 << 9,
-        "v" => 1 << 10,
-        "w" | "screen_width" => 1 << 11,
-        _ => 0,
-    };
-    if *seen & bit != 0 {
-        return Err(format!(
-            "`{key}`: given more than once (or under both of its names)"
-        ));
+/// The payload's fields, whichever of their names a client uses.
+#[derive(Clone, Copy)]
+enum Field {
+    Name,
+    Url,
+    Domain,
+    Referrer,
+    Props,
+    /// Plausible's legacy script sends `meta` as `m` beside `props` as `p`: a field of its own.
+    Meta,
+    HashMode,
+    Interactive,
+    ScrollDepth,
+    Engaged,
+    Revenue,
+    Version,
+    ScreenWidth,
+}
+
+impl Field {
+    fn named(key: &str) -> Option<Field> {
+        Some(match key {
+            "n" | "name" => Field::Name,
+            "u" | "url" => Field::Url,
+            "d" | "domain" => Field::Domain,
+            "r" | "referrer" => Field::Referrer,
+            "p" | "props" => Field::Props,
+            "m" | "meta" => Field::Meta,
+            "h" | "hashMode" => Field::HashMode,
+            "i" | "interactive" => Field::Interactive,
+            "sd" => Field::ScrollDepth,
+            "e" => Field::Engaged,
+            "revenue" | "$" => Field::Revenue,
+            "v" => Field::Version,
+            "w" | "screen_width" => Field::ScreenWidth,
+            _ => return None,
+        })
     }
-    *seen |= bit;
-    Ok(())
+
+    /// The field `key` names, the first time it is given. Each field at most once, under
+    /// either of its names: of two values, one would be dropped without a word. `seen` holds
+    /// a bit per field.
+    fn once(key: &str, seen: &mut u16, form: &str) -> Result<Field, String> {
+        let field = Field::named(key).ok_or_else(|| unknown_field(key, form))?;
+        let bit = 1 << field as u16;
+        if *seen & bit != 0 {
+            return Err(format!(
+                "`{key}`: given more than once (or under both of its names)"
+            ));
+        }
+        *seen |= bit;
+        Ok(field)
+    }
 }
 
 const JSON_FORM: &str = "the JSON body";
@@ -323,42 +357,41 @@ impl<'de> Visitor<'de> for PayloadVisitor {
         let mut seen = 0;
         // A key borrows from the body: `Cow`'s own deserializer would copy every one.
         while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
-            once(&mut seen, &key).map_err(de::Error::custom)?;
-            match key.as_ref() {
-                "n" | "name" => raw.name = Some(next_string(&mut map, "n")?),
-                "u" | "url" => raw.url = Some(next_string(&mut map, "u")?),
-                "d" | "domain" => raw.domain = next_opt_string(&mut map, "d")?,
-                "r" | "referrer" => raw.referrer = next_opt_string(&mut map, "r")?,
-                "p" | "props" | "m" | "meta" => {
+            let field = Field::once(&key, &mut seen, JSON_FORM).map_err(de::Error::custom)?;
+            match field {
+                Field::Name => raw.name = Some(next_string(&mut map, "n")?),
+                Field::Url => raw.url = Some(next_string(&mut map, "u")?),
+                Field::Domain => raw.domain = next_opt_string(&mut map, "d")?,
+                Field::Referrer => raw.referrer = next_opt_string(&mut map, "r")?,
+                Field::Props | Field::Meta => {
                     let props = map
                         .next_value::<Props<'de>>()
                         .map_err(|e| field_err(&key, e))?
                         .0;
                     merge_props(&mut raw.props, props).map_err(|e| field_err(&key, e))?;
                 }
-                "h" | "hashMode" => {
+                Field::HashMode => {
                     raw.hash_mode = map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0
                 }
-                "i" | "interactive" => {
+                Field::Interactive => {
                     raw.interactive =
                         Some(map.next_value::<Flag>().map_err(|e| field_err(&key, e))?.0);
                 }
-                "sd" => raw.scroll_depth = next_count(&mut map, "sd")?,
-                "e" => raw.engaged_ms = next_count(&mut map, "e")?,
-                "revenue" | "$" => {
+                Field::ScrollDepth => raw.scroll_depth = next_count(&mut map, "sd")?,
+                Field::Engaged => raw.engaged_ms = next_count(&mut map, "e")?,
+                Field::Revenue => {
                     raw.revenue = map
                         .next_value::<Option<RevenueIn>>()
                         .map_err(|e| field_err(&key, e))?
                         .map(|r| r.0)
                 }
-                "v" => {
+                Field::Version => {
                     map.next_value::<Version>()
                         .map_err(|e| field_err(&key, e))?;
                 }
-                "w" | "screen_width" => {
+                Field::ScreenWidth => {
                     next_count(&mut map, &key)?;
                 }
-                other => return Err(de::Error::custom(unknown_field(other, JSON_FORM))),
             }
         }
         Ok(raw)
@@ -508,9 +541,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
                         .next_value::<PropValue<'de>>()
                         .map_err(|e| field_err(&key, e))?;
                     let Some(value) = value.0 else { continue };
-                    if out.len() == MAX_PROPS {
-                        return Err(de::Error::custom(format!("at most {MAX_PROPS} properties")));
-                    }
                     if key.is_empty() || key.len() > MAX_PROP_KEY_LEN {
                         return Err(de::Error::custom(format!(
                             "property names must be 1 to {MAX_PROP_KEY_LEN} bytes"
@@ -521,12 +551,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
                             "`{key}`: value longer than {MAX_PROP_VALUE_LEN} bytes"
                         )));
                     }
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format!(
-                            "`{key}`: property given more than once"
-                        )));
-                    }
-                    out.push((key, value));
+                    add_prop(&mut out, key, value).map_err(de::Error::custom)?;
                 }
                 Ok(Props(out))
             }

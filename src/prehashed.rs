@@ -32,17 +32,19 @@ pub(crate) type TagSet = std::collections::HashSet<u32, BuildHasherDefault<Sprea
 #[derive(Default)]
 pub(crate) struct Spread(u64);
 
+/// An odd constant whose product with a tag mixes every bit of it into the top ones.
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
 impl Hasher for Spread {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-        self.0 = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut folded = Prehashed::default();
+        folded.write(bytes);
+        self.0 = folded.0.wrapping_mul(SPREAD);
     }
     fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = u64::from(n).wrapping_mul(SPREAD);
     }
 }
