@@ -80,7 +80,7 @@ enum Command {
 /// The configuration as a fresh copy, with the parser's garbage handed back to the system.
 /// Parsing leaves its freed tables in the heap with the settings' own small allocations
 /// scattered among them, so most of those pages stay resident: 16.5 MiB with 10 000 sites,
-/// which no request thread (each has its own malloc arena) would ever reuse.
+/// which the request threads, allocating from malloc arenas of their own, mostly do not reuse.
 fn compact(config: Config) -> Config {
     let copy = config.clone();
     drop(config);
