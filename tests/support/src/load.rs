@@ -127,6 +127,9 @@ pub struct Landed {
     pub rows: std::collections::BTreeMap<u64, u64>,
     /// Page views counted by the daily aggregate (one dimension: each view counts once there).
     pub aggregated: u64,
+    /// Page views counted by the hourly totals, which the collector sends apart from the
+    /// daily stats.
+    pub hourly: u64,
 }
 
 impl Landed {
@@ -146,13 +149,9 @@ impl Landed {
                 database,
                 "SELECT uniqExact(pathname) FROM events WHERE pathname LIKE '/e/%'",
             );
-            // The views are written one after another: wait for the aggregate too.
-            let aggregated = ch.count(
-                database,
-                "SELECT sumMerge(pageviews) FROM stats_daily \
-                 WHERE dimension = 'device' AND site = 'a.com'",
-            );
-            let done = n as usize >= want && aggregated >= n;
+            // The rows and each rollup are inserts of their own: wait for the aggregates too.
+            let (aggregated, hourly) = Landed::aggregates(ch, database);
+            let done = n as usize >= want && aggregated >= n && hourly >= n;
             if done || start.elapsed() > limit {
                 break;
             }
@@ -167,12 +166,26 @@ impl Landed {
             .into_iter()
             .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
             .collect();
-        let aggregated = ch.count(
+        let (aggregated, hourly) = Landed::aggregates(ch, database);
+        Landed {
+            rows,
+            aggregated,
+            hourly,
+        }
+    }
+
+    /// Page views of `a.com` in the daily stats (one dimension) and in the hourly totals.
+    fn aggregates(ch: &ClickHouse, database: &str) -> (u64, u64) {
+        let daily = ch.count(
             database,
             "SELECT sumMerge(pageviews) FROM stats_daily \
              WHERE dimension = 'device' AND site = 'a.com'",
         );
-        Landed { rows, aggregated }
+        let hourly = ch.count(
+            database,
+            "SELECT sumMerge(pageviews) FROM stats_hourly WHERE site = 'a.com'",
+        );
+        (daily, hourly)
     }
 
     /// Accepted events with no row.
