@@ -23,11 +23,7 @@ What it does:
      asked of the raw events.
   6. Checks that rows inserted into `events_intake`, the collector's insert
      table, give every table but `stats_daily` exactly as through `events_in`.
-  7. Checks that rows inserted into `events_raw_in`, the collector's insert table since
-     it sums every aggregate itself, reach only `events`, and that rows shaped like its
-     aggregates, inserted twice with one token into `aggregates_in`, give every other
-     aggregate table exactly as the rows through `events_in` do.
-  8. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
+  7. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
 
 Usage (from anywhere):
 
@@ -476,96 +472,6 @@ def check_intake(engine, rows):
     return len(INTAKE_TARGETS)
 
 
-# Every aggregate of `aggregates_in`'s rows, as the collector sums them (src/deliver/aggregates.rs),
-# written here as SQL over the raw rows: (target, day, hour, k1, k2, k3, s1..s5, visitors).
-AGGREGATE_ROWS = """
-SELECT 'hour' AS target, site, toDate(hour) AS day, toStartOfHour(timestamp) AS hour,
-       '' AS k1, '' AS k2, '' AS k3,
-       countIf(name = 'pageview') AS s1, countIf(name NOT IN ('pageview', 'engagement')) AS s2,
-       sum(visit_entry) AS s3, sum(visit_bounce) AS s4, sum(visit_seconds) AS s5,
-       groupUniqArrayIf(visitor_id, name != 'engagement') AS visitors
-FROM events GROUP BY site, hour
-UNION ALL
-SELECT 'visit_page', site, toDate(timestamp) AS day, toDateTime(day), step.1, step.2, '',
-       sum(step.3), 0, 0, 0, 0, []
-FROM events ARRAY JOIN arrayFilter(x -> x.3 != 0, [
-    ('entry', pathname, toInt64(visit_entry)),
-    ('exit', pathname, toInt64(name = 'pageview')),
-    ('exit', visit_exit_prev, -toInt64(name = 'pageview' AND visit_exit_prev != ''))
-]) AS step
-GROUP BY site, day, step.1, step.2
-UNION ALL
-SELECT 'engagement', site, toDate(timestamp) AS day, toDateTime(day), pathname, '', '',
-       sum(scroll_gain), sum(scroll_first), sum(engaged_ms), sum(engaged_first), 0, []
-FROM events WHERE name = 'engagement' GROUP BY site, day, pathname
-UNION ALL
-SELECT 'revenue', site, toDate(timestamp) AS day, toDateTime(day), name, revenue_currency, '',
-       sum(revenue_micros), count(), 0, 0, 0, []
-FROM events WHERE revenue_currency != '' GROUP BY site, day, name, revenue_currency
-UNION ALL
-SELECT 'prop', site, toDate(timestamp) AS day, toDateTime(day), name, key, value,
-       count(), 0, 0, 0, 0, groupUniqArray(visitor_id)
-FROM events ARRAY JOIN prop_keys AS key, prop_values AS value
-GROUP BY site, day, name, key, value
-"""
-
-
-def merged(engine, table):
-    """A table's answer: each aggregate merged per key, in a fixed order."""
-    columns = engine.rows(
-        f"SELECT name, type FROM system.columns WHERE database = '{DATABASE}' "
-        f"AND table = '{table}' ORDER BY position")
-    keys = [c["name"] for c in columns if not c["type"].startswith("AggregateFunction")]
-    aggs = [f"{c['type'].split('(')[1].split(',')[0]}Merge({c['name']})"
-            for c in columns if c["type"].startswith("AggregateFunction")]
-    return engine.rows(f"SELECT {', '.join(keys + aggs)} FROM {table} "
-                       f"GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}")
-
-
-def check_aggregates_rollup(engine, rows):
-    """The collector inserts rows into `events_raw_in`, whose one view copies them into
-    `events`, and sums every other aggregate itself into `aggregates_in`. Its views must give
-    the same answers as the views over `events_in`, and a retried insert must count once."""
-    targets = INTAKE_TARGETS[1:]
-
-    def truncate():
-        for table in INTAKE_TARGETS + ["stats_daily"]:
-            engine.exec(f"TRUNCATE TABLE {table}")
-    truncate()
-    insert_rows(engine, rows)
-    legacy = {t: merged(engine, t) for t in targets}
-    truncate()
-    insert_rows(engine, rows, table="events_raw_in")
-    if engine.scalar("SELECT count() FROM events") != str(len(rows)):
-        fail("events_raw_in did not copy its rows into events")
-    for table in targets + ["stats_daily"]:
-        if engine.scalar(f"SELECT count() FROM {table}") != "0":
-            fail(f"events_raw_in filled {table}; the collector sends its aggregates itself")
-    groups = engine.rows(AGGREGATE_ROWS)
-    SUMS = ["s1", "s2", "s3", "s4", "s5"]
-    columns = ["target", "site", "day", "hour", "k1", "k2", "k3"] + SUMS
-
-    def literal(g, c):
-        return str(int(g[c])) if c in SUMS else sql_literal(str(g[c]))
-    values = ",\n".join(
-        "(" + ", ".join([literal(g, c) for c in columns]
-                        + ["[" + ", ".join(str(int(v)) for v in g["visitors"]) + "]"]) + ")"
-        for g in groups)
-    for _ in range(2):
-        engine.exec(
-            f"INSERT INTO aggregates_in ({', '.join(columns)}, visitors) "
-            f"{dedup_settings('glimpse-check-aggregates')} VALUES\n{values}",
-            "INSERT into aggregates_in")
-    for table in targets:
-        if table != "engagement_daily" and not legacy[table]:
-            fail(f"the test rows leave {table} empty")
-        if merged(engine, table) != legacy[table]:
-            fail(f"{table} differs when the collector sums it")
-    truncate()
-    insert_rows(engine, rows)
-    return len(groups), len(targets)
-
-
 def check_features(engine):
     events = engine.scalar("SHOW CREATE TABLE events FORMAT TSVRaw")
     for needle in ("LowCardinality(", "CODEC("):
@@ -587,7 +493,7 @@ def check_features(engine):
     if left != "0":
         fail(f"the salts' TTL left days {left!r} (relative to today); expected only 0")
     engine.exec("TRUNCATE TABLE glimpse_salts")
-    for table in ("events_raw_in", "aggregates_in", "events_intake", "events_in"):
+    for table in ("events_intake", "events_in"):
         engine_of = engine.scalar(
             f"SELECT engine FROM system.tables WHERE database = '{DATABASE}' "
             f"AND name = '{table}'")
@@ -894,9 +800,6 @@ def main():
         targets = check_intake(engine, rows)
         print(f"events_intake: the same rows give the same {targets} tables as events_in, "
               f"and no daily fan-out")
-        summed, targets = check_aggregates_rollup(engine, rows)
-        print(f"aggregates rollup: {summed} rows inserted twice with one token into "
-              f"aggregates_in give the same {targets} tables as events_in")
         print(f"events: {len(rows)} rows match; stats_hourly: {hourly} groups "
               f"match; stats_daily: {daily} groups over "
               f"{len(DAILY_DIMENSIONS)} dimensions match")

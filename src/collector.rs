@@ -110,13 +110,7 @@ impl Collector {
         )?;
         // Delivery: the backlog first, then what the batcher seals.
         let deliverer = tokio::spawn(
-            deliverer(
-                &store,
-                config.retention.events_days,
-                spool.clone(),
-                metrics.clone(),
-            )
-            .run(backlog, ingest.sealed),
+            deliverer(&store, spool.clone(), metrics.clone()).run(backlog, ingest.sealed),
         );
         // Background jobs, stopped by one trigger; then the routes.
         let (trigger, shutdown) = shutdown::channel();
@@ -337,12 +331,7 @@ fn serving_routes(
 }
 
 /// Inserts sealed segments into ClickHouse, deduplicated where the server can.
-fn deliverer(
-    store: &Store,
-    events_days: u32,
-    spool: Arc<Spool>,
-    metrics: Arc<Metrics>,
-) -> Deliverer {
+fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliverer {
     let dedup_token = store.version.features().dedup;
     let client = if dedup_token {
         // On a cluster the base client turns content deduplication off; a token is exact.
@@ -358,11 +347,9 @@ fn deliverer(
         .then(|| format!("SELECT count() FROM {}", schema::INSERT_TABLE));
     Deliverer {
         client,
-        // In aggregates-only mode no view reads the rows (events_raw_mv.sql is not applied).
-        table: (events_days > 0).then(|| schema::INSERT_TABLE.to_string()),
+        table: schema::INSERT_TABLE.to_string(),
         legacy_table: schema::LEGACY_INSERT_TABLE.to_string(),
         daily_table: schema::DAILY_INSERT_TABLE.to_string(),
-        aggregates_table: schema::AGGREGATES_INSERT_TABLE.to_string(),
         spool,
         dedup_token,
         shards_up,

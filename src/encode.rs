@@ -224,7 +224,7 @@ impl<'a> Event<'a> {
     }
 }
 
-/// A stored row read back: what the rollups read.
+/// The leading fields of a stored row: what the daily rollup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head<'a> {
     pub timestamp: u32,
@@ -233,48 +233,6 @@ pub(crate) struct Head<'a> {
     /// `hostname` to `device`, in [`COLUMNS`]'s order.
     pub texts: [&'a str; TEXTS],
     pub visitor_id: u64,
-    /// The columns after `visitor_id`; zero where the row's format has none.
-    pub tail: Tail<'a>,
-}
-
-/// The columns after `visitor_id` that an aggregate reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Tail<'a> {
-    pub revenue_micros: i64,
-    pub revenue_currency: &'a str,
-    pub props: Props<'a>,
-    pub visit_entry: u8,
-    pub visit_seconds: u32,
-    pub visit_bounce: i8,
-    pub visit_exit_prev: &'a str,
-    pub scroll_gain: u8,
-    pub scroll_first: u8,
-    pub engaged_ms: u32,
-    pub engaged_first: u8,
-}
-
-/// A row's properties as stored: the RowBinary of its keys and of its values, checked when
-/// read, decoded pair by pair.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Props<'a> {
-    keys: &'a [u8],
-    values: &'a [u8],
-}
-
-impl<'a> Props<'a> {
-    /// The (name, value) pairs.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut keys = Reader {
-            data: self.keys,
-            at: 0,
-        };
-        let mut values = Reader {
-            data: self.values,
-            at: 0,
-        };
-        // Both were read whole, with as many values as keys, when the row was read.
-        std::iter::from_fn(move || Some((keys.text()?, values.text()?)))
-    }
 }
 
 /// How many text columns lie between `name` and `visitor_id`.
@@ -293,15 +251,15 @@ pub struct Unreadable {
 pub(crate) fn heads(data: &[u8], format: u32) -> Heads<'_> {
     Heads {
         reader: Reader { data, at: 0 },
-        tail: columns_of(format).len() - (3 + TEXTS + 1),
+        rest: &columns_of(format)[3 + TEXTS + 1..],
         row: 0,
     }
 }
 
 pub(crate) struct Heads<'a> {
     reader: Reader<'a>,
-    /// How many columns follow `visitor_id`.
-    tail: usize,
+    /// The columns after `visitor_id`, which are stepped over.
+    rest: &'static [(&'static str, &'static str)],
     row: usize,
 }
 
@@ -316,14 +274,15 @@ impl<'a> Heads<'a> {
             *t = r.text()?;
         }
         let visitor_id = u64::from_le_bytes(r.fixed::<8>()?);
-        let tail = r.tail(self.tail)?;
+        for (_, ty) in self.rest {
+            r.skip(ty)?;
+        }
         Some(Head {
             timestamp,
             site,
             name,
             texts,
             visitor_id,
-            tail,
         })
     }
 }
@@ -382,48 +341,21 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes(len)?).ok()
     }
 
-    /// The `n` columns after `visitor_id` (a format holds a prefix of [`COLUMNS`]: 5 before
-    /// visits, 9 before engagement, 13 before the rollup, 14 since).
-    fn tail(&mut self, n: usize) -> Option<Tail<'a>> {
-        let mut t = Tail::default();
-        self.bytes(1)?; // interactive
-        t.revenue_micros = i64::from_le_bytes(self.fixed::<8>()?);
-        t.revenue_currency = self.text()?;
-        let keys = self.texts()?;
-        let values = self.texts()?;
-        if keys.0 != values.0 {
-            return None;
+    /// Steps over one value of a type that [`COLUMNS`] uses.
+    fn skip(&mut self, ty: &str) -> Option<()> {
+        match ty {
+            "UInt8" | "Int8" => self.bytes(1).map(drop),
+            "UInt32" | "DateTime" => self.bytes(4).map(drop),
+            "UInt64" | "Int64" => self.bytes(8).map(drop),
+            "String" => self.text().map(drop),
+            "Array(String)" => {
+                for _ in 0..self.varint()? {
+                    self.text()?;
+                }
+                Some(())
+            }
+            _ => None,
         }
-        t.props = Props {
-            keys: keys.1,
-            values: values.1,
-        };
-        if n > 5 {
-            t.visit_entry = self.fixed::<1>()?[0];
-            t.visit_seconds = u32::from_le_bytes(self.fixed::<4>()?);
-            t.visit_bounce = self.fixed::<1>()?[0] as i8;
-            t.visit_exit_prev = self.text()?;
-        }
-        if n > 9 {
-            t.scroll_gain = self.fixed::<1>()?[0];
-            t.scroll_first = self.fixed::<1>()?[0];
-            t.engaged_ms = u32::from_le_bytes(self.fixed::<4>()?);
-            t.engaged_first = self.fixed::<1>()?[0];
-        }
-        if n > 13 {
-            self.bytes(1)?; // rolled_up
-        }
-        Some(t)
-    }
-
-    /// An `Array(String)`: its length and the bytes of its strings.
-    fn texts(&mut self) -> Option<(u64, &'a [u8])> {
-        let n = self.varint()?;
-        let start = self.at;
-        for _ in 0..n {
-            self.text()?;
-        }
-        Some((n, &self.data[start..self.at]))
     }
 }
 
@@ -525,21 +457,11 @@ mod tests {
             (h.texts[1], h.texts[15], h.visitor_id),
             ("/p", "mobile", u64::MAX)
         );
-        assert_eq!(h.tail.revenue_currency, "EUR");
-        assert_eq!(h.tail.visit_exit_prev, "/q");
-        assert_eq!(h.tail.props.iter().collect::<Vec<_>>(), [("plan", "pro")]);
         // A format-1 row ends after the properties: the same bytes up to there.
         let mut one = Vec::new();
         e.encode(&mut one);
         let cut = one.len() - (1 + 4 + 1 + 3 + 7 + 1);
-        let old = read(&one[..cut], 1).unwrap();
-        assert_eq!(old[0].tail.props.iter().count(), 1);
-        assert_eq!(old[0].tail.visit_exit_prev, "");
-        // Every format holds a prefix of the columns that the tail reader knows.
-        for format in 1..=ROW_FORMAT {
-            let n = columns_of(format).len() - (3 + TEXTS + 1);
-            assert!([5, 9, 13, 14].contains(&n), "format {format}: {n}");
-        }
+        assert_eq!(read(&one[..cut], 1).unwrap().len(), 1);
         // The extra bytes of a newer row do not read as an older one.
         assert!(read(&one, 1).is_err());
         assert!(read(&one[..one.len() - 1], ROW_FORMAT).is_err());

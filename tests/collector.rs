@@ -906,7 +906,6 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
             "0011_daily_rollup.sql",
             "0012_intake.sql",
             "0013_visitor_days.sql",
-            "0014_aggregates_rollup.sql",
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
@@ -940,35 +939,15 @@ async fn insert_table_matches_the_row_encoder() {
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
-    // Every insert table: rows of every format go to one of them (`events_intake` takes those
-    // of the release before during an upgrade).
+    // Both insert tables: rows of every format go to one of them.
     for table in [
         store::schema::INSERT_TABLE,
-        store::schema::INTAKE_TABLE,
         store::schema::LEGACY_INSERT_TABLE,
     ] {
         let live: Vec<(String, String)> = ch
             .rows(DB, &format!("DESCRIBE TABLE {table}"))
             .into_iter()
             .map(|r| (r[0].clone(), r[1].clone()))
-            .collect();
-        assert_eq!(live, want, "{table}");
-    }
-    // The rollups' insert tables and what the deliverer sends them.
-    use glimpse::deliver::rollup::Rollup;
-    for (table, rollup) in [
-        (store::schema::DAILY_INSERT_TABLE, Rollup::Daily),
-        (store::schema::AGGREGATES_INSERT_TABLE, Rollup::Aggregates),
-    ] {
-        let live: Vec<(String, String)> = ch
-            .rows(DB, &format!("DESCRIBE TABLE {table}"))
-            .into_iter()
-            .map(|r| (r[0].clone(), r[1].clone()))
-            .collect();
-        let want: Vec<(String, String)> = rollup
-            .columns()
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
         assert_eq!(live, want, "{table}");
     }
@@ -1028,101 +1007,6 @@ async fn daily_stats_summed_by_the_collector_equal_the_fan_out_view() {
         assert!(summed.iter().any(|r| r[2] == dim), "no {dim} rows");
     }
     assert_eq!(summed, viewed);
-}
-
-/// Every other aggregate the deliverer sums itself (`deliver::aggregates`) is exactly what the
-/// views of `events_intake`, which grouped the rows on the server, make of the same rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aggregates_summed_by_the_collector_equal_the_views() {
-    let ch = ClickHouse::start();
-    support::seed_known_traffic(&ch).await;
-    // Copies of the intake views, as the migration defines them, over a second insert table
-    // and into copies of their tables.
-    let migration = std::fs::read_to_string(support::repo_path("schema/0012_intake.sql")).unwrap();
-    ch.sql(DB, "CREATE TABLE check_in AS events_intake ENGINE = Null");
-    // (table, its merged answer by key)
-    let tables = [
-        (
-            "stats_hourly",
-            "site, hour, sumMerge(pageviews), sumMerge(events), uniqMerge(visitors)",
-            "site, hour",
-        ),
-        (
-            "visits_hourly",
-            "site, hour, sumMerge(visits), sumMerge(bounces), sumMerge(duration), \
-             sumMerge(pageviews)",
-            "site, hour",
-        ),
-        (
-            "visit_pages_daily",
-            "site, day, kind, page, sumMerge(visits)",
-            "site, day, kind, page",
-        ),
-        (
-            "engagement_daily",
-            "site, day, page, sumMerge(scroll_sum), sumMerge(scroll_pages), \
-             sumMerge(engaged_ms), sumMerge(engaged_pages)",
-            "site, day, page",
-        ),
-        (
-            "revenue_daily",
-            "site, day, event, currency, sumMerge(revenue), sumMerge(events)",
-            "site, day, event, currency",
-        ),
-        (
-            "props_daily",
-            "site, day, event, key, value, sumMerge(events), uniqMerge(visitors)",
-            "site, day, event, key, value",
-        ),
-    ];
-    for (table, _, _) in tables {
-        let head =
-            format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_intake_mv TO {table} AS");
-        let at = migration
-            .find(&head)
-            .unwrap_or_else(|| panic!("no view of {table}"));
-        let view = &migration[at..];
-        let view = &view[..view.find(";").unwrap()];
-        assert!(view.contains("FROM events_intake\n"), "{view}");
-        ch.sql(DB, &format!("CREATE TABLE check_{table} AS {table}"));
-        ch.sql(
-            DB,
-            &view
-                .replace(
-                    &head,
-                    &format!("CREATE MATERIALIZED VIEW check_{table}_mv TO check_{table} AS"),
-                )
-                .replace("FROM events_intake\n", "FROM check_in\n"),
-        );
-    }
-    let columns: Vec<&str> = glimpse::encode::COLUMNS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| *n != "rolled_up")
-        .collect();
-    let columns = columns.join(", ");
-    ch.sql(
-        DB,
-        &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
-    );
-    for (table, answer, key) in tables {
-        let merged = |t: &str| {
-            ch.rows(
-                DB,
-                &format!("SELECT {answer} FROM {t} GROUP BY {key} ORDER BY {key}"),
-            )
-        };
-        let (summed, viewed) = (merged(table), merged(&format!("check_{table}")));
-        assert!(!summed.is_empty(), "{table} is empty");
-        assert_eq!(summed, viewed, "{table}");
-    }
-    // The traffic has what each table counts: entries and exits, revenue, properties.
-    let count = |sql: &str| ch.count(DB, sql);
-    assert!(count("SELECT count() FROM (SELECT DISTINCT kind FROM visit_pages_daily)") == 2);
-    assert!(count("SELECT sumMerge(events) FROM revenue_daily") > 0);
-    assert!(count("SELECT sumMerge(engaged_pages) FROM engagement_daily") > 0);
-    assert!(count("SELECT sumMerge(bounces) FROM visits_hourly") > 0);
-    assert!(count("SELECT uniqMerge(visitors) FROM props_daily") > 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,15 +35,13 @@ fn report(scenario: &str, tally: &Tally, landed: &Landed) {
         .count();
     println!(
         "{scenario}: accepted {}, other answers {:?}, landed {} distinct ({} duplicate rows, \
-         {} stored without a 202 reaching the client), aggregate page views {} daily, {} \
-         hourly",
+         {} stored without a 202 reaching the client), aggregate page views {}",
         tally.accepted.len(),
         tally.other,
         landed.rows.len(),
         landed.duplicates(),
         extra,
         landed.aggregated,
-        landed.hourly,
     );
 }
 

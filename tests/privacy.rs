@@ -44,17 +44,6 @@ const AGGREGATE_COLUMNS: &[&str] = &[
     // Of the insert table only, which stores nothing: whether the collector sent the row's
     // daily stats itself.
     "rolled_up",
-    // Of the rollup insert table, which stores nothing either: the table a group counts toward,
-    // its keys and its sums, which its views write into the tables above.
-    "target",
-    "k1",
-    "k2",
-    "k3",
-    "s1",
-    "s2",
-    "s3",
-    "s4",
-    "s5",
 ];
 
 fn columns(ch: &ClickHouse, table: &str) -> Vec<String> {

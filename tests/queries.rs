@@ -665,9 +665,6 @@ async fn dashboards_user_reads_the_aggregates_and_nothing_else() {
         "events",
         "events_in",
         "events_intake",
-        "events_raw_in",
-        "aggregates_in",
-        "stats_daily_in",
         "visitor_days",
     ] {
         assert!(!granted.contains(secret), "{secret} is granted");

@@ -9,12 +9,10 @@
 //! Every INSERT of a segment carries the same deduplication token where the server supports it,
 //! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
 //!
-//! A segment is up to three inserts: its rows (not sent in aggregates-only mode, where no view
-//! reads them), their daily stats summed here (`rollup`), then their other aggregates
-//! (`aggregates`). A retry repeats only the one that failed; a replay after a crash repeats
-//! them all, each with its own token.
+//! A segment is two inserts: its rows, then their daily stats summed here (`rollup`). A retry
+//! repeats only the one that failed; a replay after a crash repeats both, each with its own
+//! token.
 
-pub mod aggregates;
 pub mod insert;
 pub mod rollup;
 
@@ -28,7 +26,6 @@ use crate::metrics::Metrics;
 use crate::spool::Spool;
 
 pub use insert::Failure;
-use rollup::Rollup;
 
 pub(crate) const BACKOFF_START: Duration = Duration::from_millis(100);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -39,15 +36,13 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Deliverer {
     pub client: clickhouse::Client,
-    /// The table rows go to, the column list following each segment's row format; `None` in
-    /// aggregates-only mode, where the rows themselves are not kept.
-    pub table: Option<String>,
-    /// The table rows of formats before the daily rollup go to: its views sum every aggregate.
+    /// The table rows go to; the column list follows each segment's row format.
+    pub table: String,
+    /// The table rows of formats before the daily rollup go to: its views sum their daily
+    /// stats.
     pub legacy_table: String,
     /// The table the daily stats of rolled-up rows go to (`rollup`).
     pub daily_table: String,
-    /// The table the other aggregates of rolled-up rows go to (`aggregates`).
-    pub aggregates_table: String,
     pub spool: Arc<Spool>,
     /// Whether the server deduplicates by `insert_deduplication_token`.
     pub dedup_token: bool,
@@ -94,36 +89,50 @@ impl Deliverer {
         }
         if segment.rows > 0 {
             let token = self.spool.token(seq, segment.nonce.as_deref());
+            let rolled_up = crate::encode::rolled_up(segment.format);
+            let table = if rolled_up {
+                &self.table
+            } else {
+                &self.legacy_table
+            };
+            let rows = crate::encode::insert_sql(table, segment.format);
             let started = Instant::now();
-            let inserts = self.inserts(&segment.data, segment.format, &token);
-            for (i, (what, sql, token, body)) in inserts.iter().enumerate() {
-                let Err(code) = self
-                    .insert_until_stored(seq, token, sql, body, segment.rows)
-                    .await
-                else {
-                    continue;
-                };
+            if let Err(code) = self
+                .insert_until_stored(seq, &token, &rows, &Body::Rows(&segment.data), segment.rows)
+                .await
+            {
                 // The server's message can quote row data: it went to the log, and only the
                 // code sits next to the rows.
-                let reason = if i == 0 {
-                    format!(
-                        "Code: {code}: ClickHouse rejected {what} as invalid; its message is in \
-                         the collector's log"
-                    )
-                } else {
-                    let stored: Vec<&str> = inserts[..i].iter().map(|x| x.0).collect();
-                    format!(
-                        "Code: {code}: {} were stored, but {what} were rejected; the reason is \
-                         in the collector's log. Inserting this segment again would store those \
-                         twice",
-                        stored.join(" and ")
-                    )
-                };
-                self.quarantine(seq, &reason);
+                self.quarantine(
+                    seq,
+                    &format!(
+                        "Code: {code}: ClickHouse rejected the rows as invalid; its message is \
+                         in the collector's log"
+                    ),
+                );
                 return;
             }
             self.metrics
                 .record_insert(segment.rows as usize, started.elapsed());
+            if rolled_up {
+                let sql = rollup::insert_sql(&self.daily_table);
+                let token = format!("{token}-daily");
+                let body = Body::Daily(&segment.data, segment.format);
+                if let Err(code) = self
+                    .insert_until_stored(seq, &token, &sql, &body, segment.rows)
+                    .await
+                {
+                    self.quarantine(
+                        seq,
+                        &format!(
+                            "Code: {code}: the rows were stored, but their daily stats were \
+                             rejected; the reason is in the collector's log. Inserting this \
+                             segment again would store its rows twice"
+                        ),
+                    );
+                    return;
+                }
+            }
         }
         if let Some(at) = segment.corrupt_at {
             // Never deleted: what follows the damage stays on disk for an operator.
@@ -142,44 +151,6 @@ impl Deliverer {
             // server supports tokens). Nothing better to do than to say so.
             tracing::error!(segment = seq, error = %e, "cannot delete a delivered segment");
         }
-    }
-
-    /// What a segment of rows of `format` is sent as, in order: (what it holds, the INSERT, its
-    /// deduplication token, the body).
-    fn inserts<'a>(
-        &self,
-        data: &'a Bytes,
-        format: u32,
-        token: &str,
-    ) -> Vec<(&'static str, String, String, Body<'a>)> {
-        if !crate::encode::rolled_up(format) {
-            let sql = crate::encode::insert_sql(&self.legacy_table, format);
-            return vec![("the rows", sql, token.to_owned(), Body::Rows(data))];
-        }
-        let mut out = Vec::with_capacity(3);
-        if let Some(table) = &self.table {
-            let sql = crate::encode::insert_sql(table, format);
-            out.push(("the rows", sql, token.to_owned(), Body::Rows(data)));
-        }
-        for (what, rollup, table, suffix) in [
-            (
-                "their daily stats",
-                Rollup::Daily,
-                &self.daily_table,
-                "daily",
-            ),
-            (
-                "their other aggregates",
-                Rollup::Aggregates,
-                &self.aggregates_table,
-                "aggregates",
-            ),
-        ] {
-            let sql = rollup.insert_sql(table);
-            let body = Body::Sums(rollup, data, format);
-            out.push((what, sql, format!("{token}-{suffix}"), body));
-        }
-        out
     }
 
     /// Sends one insert of the segment `seq` until the server has it, retrying transient
@@ -241,9 +212,7 @@ impl Deliverer {
         }
         match body {
             Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data)).await,
-            Body::Sums(rollup, data, format) => {
-                rollup::insert(client, sql, *rollup, data, *format).await
-            }
+            Body::Daily(data, format) => rollup::insert(client, sql, data, *format).await,
         }
     }
 
@@ -261,8 +230,8 @@ impl Deliverer {
 enum Body<'a> {
     /// The segment's rows as they are.
     Rows(&'a Bytes),
-    /// A rollup of the segment's rows (of this row format), summed as it is sent.
-    Sums(Rollup, &'a Bytes, u32),
+    /// The daily stats of the segment's rows (of this row format), summed as they are sent.
+    Daily(&'a Bytes, u32),
 }
 
 /// ±25 % so that several collectors do not retry in lock-step.

@@ -34,7 +34,7 @@ pub const DIMENSIONS: [&str; 17] = [
     "event",
 ];
 
-/// Columns of the daily rollup's insert table, in RowBinary order.
+/// Columns of the rollup's insert table, in RowBinary order.
 pub const COLUMNS: &[(&str, &str)] = &[
     ("site", "String"),
     ("day", "Date"),
@@ -45,27 +45,9 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("visitors", "Array(UInt64)"),
 ];
 
-/// What a rollup sums: the daily stats (`stats_daily_in`), or every other aggregate
-/// (`aggregates_in`, [`super::aggregates`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rollup {
-    Daily,
-    Aggregates,
-}
-
-impl Rollup {
-    /// The columns of its insert table, in RowBinary order.
-    pub fn columns(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Rollup::Daily => COLUMNS,
-            Rollup::Aggregates => super::aggregates::COLUMNS,
-        }
-    }
-
-    pub(crate) fn insert_sql(self, table: &str) -> String {
-        let cols: Vec<&str> = self.columns().iter().map(|(n, _)| *n).collect();
-        format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
-    }
+pub(crate) fn insert_sql(table: &str) -> String {
+    let cols: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+    format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
 }
 
 /// Rows summed at a time: bounds the work memory whatever a segment holds, at the price of a
@@ -137,18 +119,12 @@ fn values<'a>(h: &Head<'a>) -> Option<[Option<(&'a str, &'a str)>; 17]> {
     ])
 }
 
-/// The daily rollup rows (RowBinary, [`COLUMNS`]) of `data`, rows of `format`; empty when no
-/// row counts.
+/// The rollup rows (RowBinary, [`COLUMNS`]) of `data`, rows of `format`; empty when no row
+/// counts. The same rows always give the same bytes (groups in the order they first appear,
+/// visitors in the order they came), so that a retried insert is recognised as one where the
+/// server deduplicates by content.
 pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
-    sum(Rollup::Daily, data, format)
-}
-
-/// The rows of `rollup` (RowBinary, [`Rollup::columns`]) of `data`, rows of `format`; empty when
-/// no row counts. The same rows always give the same bytes (groups in the order they first
-/// appear, visitors in the order they came), so that a retried insert is recognised as one
-/// where the server deduplicates by content.
-pub fn sum(rollup: Rollup, data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
-    let mut d = Summer::new(rollup, data, format);
+    let mut d = Daily::new(data, format);
     let mut out = Vec::new();
     loop {
         let more = d.step()?;
@@ -159,18 +135,17 @@ pub fn sum(rollup: Rollup, data: &[u8], format: u32) -> Result<Vec<u8>, Unreadab
     }
 }
 
-/// Sends `rollup` of `data` (rows of `format`) as one INSERT of `sql`, a chunk at a time: the
+/// Sends the rollup of `data` (rows of `format`) as one INSERT of `sql`, a chunk at a time: the
 /// collector's memory holds one chunk's rows, not a segment's, which with thousands of sites
 /// barely group and outweigh the segment. Other tasks run between chunks. Nothing is sent when
 /// no row counts.
 pub(crate) async fn insert(
     client: &clickhouse::Client,
     sql: &str,
-    rollup: Rollup,
     data: &[u8],
     format: u32,
 ) -> Result<(), Failure> {
-    let mut d = Summer::new(rollup, data, format);
+    let mut d = Daily::new(data, format);
     let mut insert = None;
     loop {
         let more = d.step().map_err(|e| Failure::Deterministic {
@@ -196,63 +171,27 @@ pub(crate) async fn insert(
     }
 }
 
-/// [`sum`] a chunk at a time.
-struct Summer<'a> {
+/// [`daily`] a chunk at a time.
+struct Daily<'a> {
     heads: Heads<'a>,
-    chunk: Sums<'a>,
+    chunk: Chunk<'a>,
     out: Vec<u8>,
 }
 
-/// One chunk's groups of either rollup.
-enum Sums<'a> {
-    Daily(Chunk<'a>),
-    Aggregates(super::aggregates::Chunk<'a>),
-}
-
-impl<'a> Sums<'a> {
-    /// Adds a row; false (and nothing added) when it does not fit the chunk.
-    fn add(&mut self, h: &Head<'a>) -> bool {
-        match self {
-            Sums::Daily(c) => c.add(h),
-            Sums::Aggregates(c) => {
-                c.add(h);
-                true
-            }
-        }
-    }
-
-    fn rows(&self) -> usize {
-        match self {
-            Sums::Daily(c) => c.rows,
-            Sums::Aggregates(c) => c.rows,
-        }
-    }
-
-    fn write(&mut self, out: &mut Vec<u8>) {
-        match self {
-            Sums::Daily(c) => c.write(out),
-            Sums::Aggregates(c) => c.write(out),
-        }
-    }
-}
-
-impl<'a> Summer<'a> {
-    fn new(rollup: Rollup, data: &'a [u8], format: u32) -> Summer<'a> {
-        Summer {
+impl<'a> Daily<'a> {
+    fn new(data: &'a [u8], format: u32) -> Daily<'a> {
+        Daily {
             heads: heads(data, format),
-            chunk: match rollup {
-                Rollup::Daily => Sums::Daily(Chunk {
-                    visits: Vec::with_capacity(CHUNK_ROWS * DIMENSIONS.len()),
-                    ..Chunk::default()
-                }),
-                Rollup::Aggregates => Sums::Aggregates(Default::default()),
+            chunk: Chunk {
+                visits: Vec::with_capacity(CHUNK_ROWS * DIMENSIONS.len()),
+                ..Chunk::default()
             },
             out: Vec::new(),
         }
     }
 
-    /// Sums the next chunk of rows into the rows [`Summer::take`] returns; false once every
-    /// row is summed.
+    /// Sums the next chunk of rows into the rows [`Daily::take`] returns; false once every row
+    /// is summed.
     fn step(&mut self) -> Result<bool, Unreadable> {
         for h in self.heads.by_ref() {
             let h = h?;
@@ -260,7 +199,7 @@ impl<'a> Summer<'a> {
                 self.chunk.write(&mut self.out);
                 self.chunk.add(&h);
             }
-            if self.chunk.rows() == CHUNK_ROWS {
+            if self.chunk.rows == CHUNK_ROWS {
                 self.chunk.write(&mut self.out);
                 return Ok(true);
             }
@@ -373,8 +312,20 @@ impl<'a> Chunk<'a> {
 
     /// Appends the chunk's rows to `out` and empties it.
     fn write(&mut self, out: &mut Vec<u8>) {
-        let (at, visitors) =
-            super::aggregates::by_group(self.groups.iter().map(|g| g.visits), &self.visits);
+        // The visitors, grouped by a counting sort (arrival order within a group).
+        let mut at = Vec::with_capacity(self.groups.len() + 1);
+        let mut total = 0usize;
+        for g in &self.groups {
+            at.push(total);
+            total += g.visits as usize;
+        }
+        at.push(total);
+        let mut visitors = vec![0u64; total];
+        let mut fill = at.clone();
+        for &(g, v) in &self.visits {
+            visitors[fill[g as usize]] = v;
+            fill[g as usize] += 1;
+        }
         for (i, g) in self.groups.iter().enumerate() {
             put_str(out, g.site);
             out.extend_from_slice(&g.day.to_le_bytes());

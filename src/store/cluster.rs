@@ -3,7 +3,7 @@
 //! Every table that holds rows becomes a `Replicated*MergeTree` table named `<table>_local` on
 //! each shard, plus a `Distributed` table under the original name, so that every query Glimpse
 //! runs (dashboards, both APIs, Grafana, closing days) reads the whole cluster unchanged. The
-//! insert tables (`events_raw_in`, and `events_intake` and `events_in` of earlier releases) become `Null` tables on
+//! insert tables (`events_intake`, and `events_in` of earlier releases) become `Null` tables on
 //! every node behind `Distributed` tables sharded by `visitor_id`; the materialized views run on every node and write the shard's
 //! local tables. All of a visitor's rows of a day are therefore on one shard, so the planner's
 //! visitor subqueries run shard-locally (`distributed_product_mode = 'local'`).
@@ -319,7 +319,6 @@ impl<'a> Renderer<'a> {
         match self.kinds.get(name) {
             Some(k) => *k,
             None if name == super::tables::INSERT_TABLE
-                || name == super::tables::INTAKE_TABLE
                 || name == super::tables::LEGACY_INSERT_TABLE =>
             {
                 Kind::Null
@@ -346,7 +345,7 @@ impl<'a> Renderer<'a> {
 /// Rows of one visitor stay on one shard; other tables spread evenly.
 fn shard_key(table: &str) -> &'static str {
     match table {
-        "events_raw_in" | "events_intake" | "events_in" | "events" | "visitor_days" => "visitor_id",
+        "events_intake" | "events_in" | "events" | "visitor_days" => "visitor_id",
         _ => "rand()",
     }
 }

@@ -198,11 +198,7 @@ const RAW_TABLES: [&str; 2] = ["events", "visitor_days"];
 
 /// The views that copy inserted rows into `events`, one per insert table
 /// (`schema/events_raw_mv.sql`).
-const RAW_VIEWS: [&str; 3] = [
-    "events_raw_mv",
-    "events_intake_raw_mv",
-    "events_raw_in_raw_mv",
-];
+const RAW_VIEWS: [&str; 2] = ["events_raw_mv", "events_intake_raw_mv"];
 
 /// Creates or drops the views that copy inserted rows into `events`. On a cluster, distributed
 /// DDL is sent only when this node lacks or has a view, so that a start with a node down does

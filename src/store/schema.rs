@@ -60,19 +60,12 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_visitor_days.sql",
         include_str!("../../schema/0013_visitor_days.sql"),
     ),
-    (
-        "0014_aggregates_rollup.sql",
-        include_str!("../../schema/0014_aggregates_rollup.sql"),
-    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
 pub(crate) const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
-pub use super::tables::{
-    AGGREGATES_INSERT_TABLE, DAILY_INSERT_TABLE, INSERT_TABLE, INTAKE_TABLE, LEGACY_INSERT_TABLE,
-    MIGRATIONS_TABLE,
-};
+pub use super::tables::{DAILY_INSERT_TABLE, INSERT_TABLE, LEGACY_INSERT_TABLE, MIGRATIONS_TABLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {

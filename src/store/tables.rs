@@ -6,13 +6,8 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS glimpse_migration
      (name String, checksum String, applied_at DateTime DEFAULT now()) \
      ENGINE = MergeTree ORDER BY name";
 
-/// Table the collector inserts rows into: rows whose aggregates it sums itself (row format 4
-/// on). Its one view copies them into `events` within retention.
-pub const INSERT_TABLE: &str = "events_raw_in";
-
-/// Table the release before inserted rows of format 4 into: its views fill every aggregate but
-/// the daily stats. Kept for collectors of that release during an upgrade.
-pub const INTAKE_TABLE: &str = "events_intake";
+/// Table the collector inserts into: rows whose daily stats it sums itself (row format 4 on).
+pub const INSERT_TABLE: &str = "events_intake";
 
 /// Table that rows of the formats before the daily rollup go to: its views fan their daily
 /// stats out (collectors of earlier releases insert there, and spooled segments of theirs do).
@@ -20,6 +15,3 @@ pub const LEGACY_INSERT_TABLE: &str = "events_in";
 
 /// Table the deliverer inserts each segment's daily stats into (`deliver::rollup`).
 pub const DAILY_INSERT_TABLE: &str = "stats_daily_in";
-
-/// Table the deliverer inserts each segment's other aggregates into (`deliver::rollup`).
-pub const AGGREGATES_INSERT_TABLE: &str = "aggregates_in";

@@ -127,9 +127,6 @@ pub struct Landed {
     pub rows: std::collections::BTreeMap<u64, u64>,
     /// Page views counted by the daily aggregate (one dimension: each view counts once there).
     pub aggregated: u64,
-    /// Page views counted by the hourly totals, which the collector sends apart from the
-    /// daily stats.
-    pub hourly: u64,
 }
 
 impl Landed {
@@ -149,9 +146,13 @@ impl Landed {
                 database,
                 "SELECT uniqExact(pathname) FROM events WHERE pathname LIKE '/e/%'",
             );
-            // The rows and each rollup are inserts of their own: wait for the aggregates too.
-            let (aggregated, hourly) = Landed::aggregates(ch, database);
-            let done = n as usize >= want && aggregated >= n && hourly >= n;
+            // The views are written one after another: wait for the aggregate too.
+            let aggregated = ch.count(
+                database,
+                "SELECT sumMerge(pageviews) FROM stats_daily \
+                 WHERE dimension = 'device' AND site = 'a.com'",
+            );
+            let done = n as usize >= want && aggregated >= n;
             if done || start.elapsed() > limit {
                 break;
             }
@@ -166,26 +167,12 @@ impl Landed {
             .into_iter()
             .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
             .collect();
-        let (aggregated, hourly) = Landed::aggregates(ch, database);
-        Landed {
-            rows,
-            aggregated,
-            hourly,
-        }
-    }
-
-    /// Page views of `a.com` in the daily stats (one dimension) and in the hourly totals.
-    fn aggregates(ch: &ClickHouse, database: &str) -> (u64, u64) {
-        let daily = ch.count(
+        let aggregated = ch.count(
             database,
             "SELECT sumMerge(pageviews) FROM stats_daily \
              WHERE dimension = 'device' AND site = 'a.com'",
         );
-        let hourly = ch.count(
-            database,
-            "SELECT sumMerge(pageviews) FROM stats_hourly WHERE site = 'a.com'",
-        );
-        (daily, hourly)
+        Landed { rows, aggregated }
     }
 
     /// Accepted events with no row.
