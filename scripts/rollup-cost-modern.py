@@ -7,7 +7,7 @@ whose views do not fan out, plus one row per site, day, dimension and value in
 
 The events are those of `cargo bench --bench dashboard` (one day of them), generated once into a
 staging table, and their rollup rows are summed there once, per ROLLUP_ROWS rows of each
-insert of CHUNK rows, as the collector sums a segment; both are written as RowBinary files, one per insert, and none of
+insert of CHUNK rows (a chunk never spans two inserts), as the collector sums a segment; both are written as RowBinary files, one per insert, and none of
 that is measured. What is measured is the engine's CPU (this process, every thread) while the
 files are inserted (parsed from RowBinary, as the server parses the collector's inserts), one
 way and then the other, into fresh tables, alternating for ROUNDS rounds; then every table is
@@ -27,8 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 20_000
-# Rows the collector sums at a time (src/deliver/rollup.rs, CHUNK_ROWS).
-ROLLUP_ROWS = 2048
+# Rows the collector sums at a time, at most, for this data (src/deliver/rollup.rs): a chunk
+# holds 262 144 (group, visitor) pairs (CHUNK_VISITS), a row adds one per dimension it counts in
+# (all 17 for a page view), so a chunk of an insert is at most 15 420 rows when its visitors
+# change from row to row, fewer when its 32 768 groups fill first (not with 5 sites).
+ROLLUP_ROWS = 15_420
 
 # stats_daily's dimensions as the fan-out view computes them (schema/0010, 0011).
 DIMENSIONS = [
@@ -87,7 +90,8 @@ def main():
     day = int(time.time()) // 86400 * 86400 - 86400
     s.query(f"INSERT INTO staging.src ({generated}, chunk, part) "
             f"SELECT *, intDiv(rowNumberInAllBlocks(), {CHUNK}), "
-            f"intDiv(rowNumberInAllBlocks(), {ROLLUP_ROWS}) FROM ("
+            f"intDiv(rowNumberInAllBlocks(), {CHUNK}) * 1000 "
+            f"+ intDiv(rowNumberInAllBlocks() % {CHUNK}, {ROLLUP_ROWS}) FROM ("
             + select.format(n=n, start=day, span=86400) + f" LIMIT {n} OFFSET 0)")
     s.query("INSERT INTO staging.src2 SELECT * FROM staging.src")
     s.query("DROP TABLE staging.src")

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub insert_rows: Counter,
     pub insert_errors: Counter,
     pub insert_rejected: Counter,
+    /// Rows of daily stats sent, summed from the inserted rows (`deliver::rollup`).
+    pub rollup_rows: Counter,
     insert_micros_total: Counter,
     insert_buckets: [Counter; INSERT_BUCKETS.len()],
     pub spool_errors: Counter,
@@ -147,6 +149,11 @@ impl Metrics {
             "glimpse_insert_rows_total",
             "Rows inserted.",
             &[("", self.insert_rows.get())],
+        );
+        counter(
+            "glimpse_insert_rollup_rows_total",
+            "Grouped rows of daily stats sent for the inserted rows.",
+            &[("", self.rollup_rows.get())],
         );
         counter(
             "glimpse_insert_errors_total",

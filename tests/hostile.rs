@@ -434,8 +434,9 @@ async fn metrics_cover_the_pipeline_and_name_no_visitor() {
     let start = Instant::now();
     let text = loop {
         let text = g.metrics().await;
-        if text.contains("glimpse_insert_rows_total 5") || start.elapsed() > Duration::from_secs(5)
-        {
+        let done = text.contains("glimpse_insert_rows_total 5")
+            && !text.contains("glimpse_insert_rollup_rows_total 0");
+        if done || start.elapsed() > Duration::from_secs(5) {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -461,6 +462,14 @@ async fn metrics_cover_the_pipeline_and_name_no_visitor() {
     for secret in ["192.0.2.5", "MetricsMarker", "secret", "/m/"] {
         assert!(!text.contains(secret), "metrics contain {secret:?}");
     }
+    // The daily stats went as grouped rows: at least one per dimension.
+    let rollup: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("glimpse_insert_rollup_rows_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rollup >= 17, "{rollup}");
     let salt_age: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("glimpse_salt_age_seconds "))

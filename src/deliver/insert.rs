@@ -22,8 +22,24 @@ pub(crate) const DETERMINISTIC_CODES: &[u32] =
 
 pub async fn insert(client: &clickhouse::Client, sql: &str, data: Bytes) -> Result<(), Failure> {
     let mut insert = client.insert_formatted_with(sql.to_owned());
-    insert.send(data).await.map_err(classify)?;
+    send(&mut insert, data).await?;
     insert.end().await.map_err(classify)
+}
+
+/// Bytes compressed and queued at a time.
+const PIECE_BYTES: usize = 256 * 1024;
+
+/// Sends `data` on `insert` a piece at a time: the client compresses what it is given whole, and
+/// a segment of megabytes compressed at once would hold a second copy of it.
+pub(crate) async fn send(
+    insert: &mut clickhouse::insert_formatted::InsertFormatted,
+    mut data: Bytes,
+) -> Result<(), Failure> {
+    while !data.is_empty() {
+        let piece = data.split_to(data.len().min(PIECE_BYTES));
+        insert.send(piece).await.map_err(classify)?;
+    }
+    Ok(())
 }
 
 pub fn classify(e: clickhouse::error::Error) -> Failure {

@@ -155,6 +155,7 @@ impl Deliverer {
 
     /// Sends one insert of the segment `seq` until the server has it, retrying transient
     /// failures with backoff; a deterministic one returns its code (after logging its message).
+    /// The daily stats' rows are counted once stored.
     async fn insert_until_stored(
         &self,
         seq: u64,
@@ -173,7 +174,12 @@ impl Deliverer {
         let mut backoff = BACKOFF_START;
         loop {
             match self.attempt(&client, sql, body).await {
-                Ok(()) => return Ok(()),
+                Ok(sent) => {
+                    if let Body::Daily(..) = body {
+                        self.metrics.rollup_rows.add(sent);
+                    }
+                    return Ok(());
+                }
                 Err(Failure::Deterministic { code, message }) => {
                     self.metrics.insert_rejected.inc();
                     tracing::error!(segment = seq, rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
@@ -194,7 +200,7 @@ impl Deliverer {
         client: &clickhouse::Client,
         sql: &str,
         body: &Body<'_>,
-    ) -> Result<(), Failure> {
+    ) -> Result<u64, Failure> {
         if let Some(probe) = &self.shards_up {
             let check = client.query(probe).fetch_one::<u64>();
             match tokio::time::timeout(PROBE_TIMEOUT, check).await {
@@ -211,7 +217,9 @@ impl Deliverer {
             }
         }
         match body {
-            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data)).await,
+            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data))
+                .await
+                .map(|()| 0),
             Body::Daily(data, format) => rollup::insert(client, sql, data, *format).await,
         }
     }

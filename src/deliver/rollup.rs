@@ -50,11 +50,21 @@ pub(crate) fn insert_sql(table: &str) -> String {
     format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
 }
 
-/// Rows summed at a time: bounds the work memory whatever a segment holds, at the price of a
-/// few more rows for the server when a segment is larger.
-const CHUNK_ROWS: usize = 2048;
+/// Groups a chunk holds before it is written: with the next bound, what bounds the rollup's
+/// memory whatever a segment holds (in the load harness, twice these bounds took the
+/// collector's peak to 63 MiB, at the edge of its goal, against 47 MiB with these). A chunk is
+/// as many rows as fit, so rows that group well (a few large sites) are summed over
+/// thousands of rows and the server gets few rows, and rows that do not (thousands of small
+/// sites, long-tail pages) cost no more memory than rows that do.
+const CHUNK_GROUPS: usize = 16_384;
+/// (group, visitor) pairs a chunk holds before it is written (8 bytes each): a row adds one per
+/// dimension, so this bounds a chunk to about 7 700 rows.
+const CHUNK_VISITS: usize = 131_072;
 /// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
 const CHUNK_DAYS: usize = 32;
+/// Rows summed between two yields to the runtime, so that a long segment does not hold a worker
+/// thread that requests need.
+const STEP_ROWS: usize = 2048;
 
 /// What joins a value's two parts (`None`: the value is `a` alone). A version is always
 /// "browser version", even " " when both are unknown; a region only when there is one.
@@ -136,15 +146,15 @@ pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
 }
 
 /// Sends the rollup of `data` (rows of `format`) as one INSERT of `sql`, a chunk at a time: the
-/// collector's memory holds one chunk's rows, not a segment's, which with thousands of sites
-/// barely group and outweigh the segment. Other tasks run between chunks. Nothing is sent when
-/// no row counts.
+/// collector's memory holds one chunk's groups, not a segment's, which with thousands of sites
+/// barely group and outweigh the segment. Other tasks run every [`STEP_ROWS`] rows. Nothing is
+/// sent when no row counts. Returns the number of rows sent.
 pub(crate) async fn insert(
     client: &clickhouse::Client,
     sql: &str,
     data: &[u8],
     format: u32,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     let mut d = Daily::new(data, format);
     let mut insert = None;
     loop {
@@ -154,11 +164,8 @@ pub(crate) async fn insert(
         })?;
         let rows = d.take();
         if !rows.is_empty() {
-            insert
-                .get_or_insert_with(|| client.insert_formatted_with(sql.to_owned()))
-                .send(rows.into())
-                .await
-                .map_err(classify)?;
+            let insert = insert.get_or_insert_with(|| client.insert_formatted_with(sql.to_owned()));
+            super::insert::send(insert, rows.into()).await?;
         }
         if !more {
             break;
@@ -166,8 +173,8 @@ pub(crate) async fn insert(
         tokio::task::yield_now().await;
     }
     match insert {
-        Some(i) => i.end().await.map_err(classify),
-        None => Ok(()),
+        Some(i) => i.end().await.map_err(classify).map(|()| d.written),
+        None => Ok(0),
     }
 }
 
@@ -176,36 +183,35 @@ struct Daily<'a> {
     heads: Heads<'a>,
     chunk: Chunk<'a>,
     out: Vec<u8>,
+    /// Rows written so far.
+    written: u64,
 }
 
 impl<'a> Daily<'a> {
     fn new(data: &'a [u8], format: u32) -> Daily<'a> {
         Daily {
             heads: heads(data, format),
-            chunk: Chunk {
-                visits: Vec::with_capacity(CHUNK_ROWS * DIMENSIONS.len()),
-                ..Chunk::default()
-            },
+            chunk: Chunk::default(),
             out: Vec::new(),
+            written: 0,
         }
     }
 
-    /// Sums the next chunk of rows into the rows [`Daily::take`] returns; false once every row
-    /// is summed.
+    /// Sums the next [`STEP_ROWS`] rows; the chunks they filled are in what [`Daily::take`]
+    /// returns. False once every row is summed and written.
     fn step(&mut self) -> Result<bool, Unreadable> {
-        for h in self.heads.by_ref() {
+        for _ in 0..STEP_ROWS {
+            let Some(h) = self.heads.next() else {
+                self.written += self.chunk.write(&mut self.out);
+                return Ok(false);
+            };
             let h = h?;
             if !self.chunk.add(&h) {
-                self.chunk.write(&mut self.out);
+                self.written += self.chunk.write(&mut self.out);
                 self.chunk.add(&h);
             }
-            if self.chunk.rows == CHUNK_ROWS {
-                self.chunk.write(&mut self.out);
-                return Ok(true);
-            }
         }
-        self.chunk.write(&mut self.out);
-        Ok(false)
+        Ok(true)
     }
 
     /// The rollup rows summed since the last call.
@@ -226,13 +232,12 @@ struct Group<'a> {
     /// Entries in `Chunk::visits`, and the last visitor added (a visitor's events in a row
     /// are added once; the server's sketch ignores any other repeat).
     visits: u32,
-    last: Option<u64>,
+    last: Option<u32>,
 }
 
-/// The groups of up to [`CHUNK_ROWS`] rows.
+/// The groups of as many rows as fit [`CHUNK_GROUPS`], [`CHUNK_VISITS`] and [`CHUNK_DAYS`].
 #[derive(Default)]
 struct Chunk<'a> {
-    rows: usize,
     /// Every distinct text of the chunk, numbered: a group is found by numbers, and each text
     /// is hashed once per row rather than once per group it counts in.
     texts: HashMap<&'a str, u32>,
@@ -240,8 +245,11 @@ struct Chunk<'a> {
     /// A group's numbers (site, value parts, dimension, day), packed and mixed → its index.
     index: crate::prehashed::HashMap<u32>,
     groups: Vec<Group<'a>>,
-    /// (group, visitor id) of each row in each group it counts in.
-    visits: Vec<(u32, u64)>,
+    /// (group, visitor number) of each row in each group it counts in.
+    visits: Vec<(u32, u32)>,
+    /// The chunk's distinct visitor ids, numbered in order of arrival.
+    visitors: Vec<u64>,
+    visitor_no: crate::prehashed::HashMap<u32>,
 }
 
 impl<'a> Chunk<'a> {
@@ -254,8 +262,13 @@ impl<'a> Chunk<'a> {
         u64::from(*self.texts.entry(s).or_insert(next))
     }
 
-    /// Adds a row's groups; false (and nothing added) when its day does not fit the chunk.
+    /// Adds a row's groups; false (and nothing added) when they or its day might not fit the
+    /// chunk.
     fn add(&mut self, h: &Head<'a>) -> bool {
+        let n = DIMENSIONS.len();
+        if self.groups.len() + n > CHUNK_GROUPS || self.visits.len() + n > CHUNK_VISITS {
+            return false;
+        }
         // Days since 1970 fit a Date (UInt16) until 2149.
         let day = (h.timestamp / 86_400) as u16;
         let day_no = match self.days.iter().position(|d| *d == day) {
@@ -266,12 +279,18 @@ impl<'a> Chunk<'a> {
                 self.days.len() - 1
             }
         };
-        self.rows += 1;
         let Some(values) = values(h) else {
             return true;
         };
         let pageview = h.name == "pageview";
-        // At most 18 new texts a row: a chunk's numbers fit 18 bits.
+        let next = self.visitors.len() as u32;
+        // Mixed like the group keys: test rows' ids are small numbers, not hashes.
+        let visitor = *self.visitor_no.entry(mix(h.visitor_id)).or_insert(next);
+        if visitor == next {
+            self.visitors.push(h.visitor_id);
+        }
+        // Every text is part of a group, at most three a group: a chunk's text numbers fit 18
+        // bits.
         let site = self.text(h.site);
         for (dim, value) in values.into_iter().enumerate() {
             let Some((a, b)) = value else { continue };
@@ -301,59 +320,79 @@ impl<'a> Chunk<'a> {
             } else {
                 group.events += 1;
             }
-            if group.last != Some(h.visitor_id) {
-                group.last = Some(h.visitor_id);
+            if group.last != Some(visitor) {
+                group.last = Some(visitor);
                 group.visits += 1;
-                self.visits.push((g, h.visitor_id));
+                self.visits.push((g, visitor));
             }
         }
         true
     }
 
-    /// Appends the chunk's rows to `out` and empties it.
-    fn write(&mut self, out: &mut Vec<u8>) {
-        // The visitors, grouped by a counting sort (arrival order within a group).
-        let mut at = Vec::with_capacity(self.groups.len() + 1);
-        let mut total = 0usize;
+    /// Appends the chunk's rows to `out`, empties it and says how many rows it wrote.
+    fn write(&mut self, out: &mut Vec<u8>) -> u64 {
+        // The visitors by group, in arrival order within a group (a stable sort, in place).
+        self.visits.sort_by_key(|&(g, _)| g);
+        let value_len = |g: &Group<'_>| match separator(g.dim, g.b) {
+            Some(sep) => g.a.len() + sep.len() + g.b.len(),
+            None => g.a.len(),
+        };
+        // Reserved exactly: a chunk's rows can be megabytes, and doubling would hold twice that.
+        let bytes: usize = self
+            .groups
+            .iter()
+            .map(|g| {
+                let dim = DIMENSIONS[usize::from(g.dim)].len();
+                let value = value_len(g);
+                let visits = g.visits as usize;
+                varint_len(g.site.len())
+                    + g.site.len()
+                    + 2
+                    + varint_len(dim)
+                    + dim
+                    + varint_len(value)
+                    + value
+                    + 16
+                    + varint_len(visits)
+                    + 8 * visits
+            })
+            .sum();
+        out.reserve_exact(bytes);
+        let start = out.len();
+        let mut visits = self.visits.iter();
         for g in &self.groups {
-            at.push(total);
-            total += g.visits as usize;
-        }
-        at.push(total);
-        let mut visitors = vec![0u64; total];
-        let mut fill = at.clone();
-        for &(g, v) in &self.visits {
-            visitors[fill[g as usize]] = v;
-            fill[g as usize] += 1;
-        }
-        for (i, g) in self.groups.iter().enumerate() {
             put_str(out, g.site);
             out.extend_from_slice(&g.day.to_le_bytes());
             put_str(out, DIMENSIONS[usize::from(g.dim)]);
-            match separator(g.dim, g.b) {
-                Some(sep) => {
-                    put_varint(out, (g.a.len() + sep.len() + g.b.len()) as u64);
-                    out.extend_from_slice(g.a.as_bytes());
-                    out.extend_from_slice(sep.as_bytes());
-                    out.extend_from_slice(g.b.as_bytes());
-                }
-                None => put_str(out, g.a),
+            put_varint(out, value_len(g) as u64);
+            out.extend_from_slice(g.a.as_bytes());
+            if let Some(sep) = separator(g.dim, g.b) {
+                out.extend_from_slice(sep.as_bytes());
+                out.extend_from_slice(g.b.as_bytes());
             }
             out.extend_from_slice(&g.pageviews.to_le_bytes());
             out.extend_from_slice(&g.events.to_le_bytes());
-            let mine = &visitors[at[i]..at[i + 1]];
-            put_varint(out, mine.len() as u64);
-            for v in mine {
-                out.extend_from_slice(&v.to_le_bytes());
+            put_varint(out, u64::from(g.visits));
+            for &(_, v) in visits.by_ref().take(g.visits as usize) {
+                out.extend_from_slice(&self.visitors[v as usize].to_le_bytes());
             }
         }
-        self.rows = 0;
+        debug_assert_eq!(out.len() - start, bytes);
+        let written = self.groups.len() as u64;
         self.texts.clear();
         self.days.clear();
         self.index.clear();
         self.groups.clear();
         self.visits.clear();
+        self.visitors.clear();
+        self.visitor_no.clear();
+        written
     }
+}
+
+/// The bytes of `n` as a RowBinary length (LEB128).
+fn varint_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 /// A bijection of 64 bits that spreads packed numbers over the whole range, so that a map can
@@ -484,18 +523,38 @@ mod tests {
 
     #[test]
     fn a_large_segment_is_summed_in_chunks_that_add_up() {
-        let n = CHUNK_ROWS as u64 * 2 + 100;
+        // Rows that group into the same seventeen groups fill a chunk with visitor pairs: each
+        // row adds one per dimension (its visitor differs from the row before).
+        let per_chunk = (CHUNK_VISITS / DIMENSIONS.len()) as u64;
+        let n = per_chunk * 2 + 100;
         let data: Vec<u8> = (0..n)
             .flat_map(|i| row("pageview", "/a", i % 1000, 86_400 * 20_000))
             .collect();
         let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
         let a = find(&rows, "page", "/a");
         assert_eq!(a.len(), 3, "one row per chunk");
+        assert_eq!(a[0].4, per_chunk);
         assert_eq!(a.iter().map(|r| r.4).sum::<u64>(), n);
         let mut visitors: Vec<u64> = a.iter().flat_map(|r| r.6.clone()).collect();
         visitors.sort_unstable();
         visitors.dedup();
         assert_eq!(visitors.len(), 1000);
+    }
+
+    #[test]
+    fn rows_that_do_not_group_fill_a_chunk_with_groups() {
+        // A new page on every row: each adds a group of its own, and a chunk holds as many rows
+        // as fit its groups. The device, the same on every row, has one row per chunk.
+        let n = 40_000u64;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| row("pageview", &format!("/p{i}"), 7, 86_400 * 20_000))
+            .collect();
+        let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
+        let device = find(&rows, "device", "desktop");
+        let chunks = n.div_ceil((CHUNK_GROUPS - DIMENSIONS.len()) as u64);
+        assert_eq!(device.len() as u64, chunks);
+        assert_eq!(device.iter().map(|r| r.4).sum::<u64>(), n);
+        assert_eq!(rows.len() as u64, n + 16 * chunks);
     }
 
     #[test]
@@ -526,6 +585,15 @@ mod tests {
             .collect();
         assert_eq!(daily(&data, ROW_FORMAT), daily(&data, ROW_FORMAT));
         assert!(daily(b"", ROW_FORMAT).unwrap().is_empty());
+    }
+
+    #[test]
+    fn lengths_are_counted_as_written() {
+        for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 40] {
+            let mut out = Vec::new();
+            put_varint(&mut out, n as u64);
+            assert_eq!(varint_len(n), out.len(), "{n}");
+        }
     }
 
     #[test]

