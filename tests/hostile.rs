@@ -463,19 +463,9 @@ async fn metrics_cover_the_pipeline_and_name_no_visitor() {
         assert!(!text.contains(secret), "metrics contain {secret:?}");
     }
     // The daily stats went as grouped rows: at least one per dimension.
-    let rollup: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("glimpse_insert_rollup_rows_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rollup >= 17, "{rollup}");
-    let salt_age: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("glimpse_salt_age_seconds "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rollup = support::metric(&text, "glimpse_insert_rollup_rows_total");
+    assert!(rollup >= 17.0, "{rollup}");
+    let salt_age = support::metric(&text, "glimpse_salt_age_seconds");
     assert!((0.0..86_400.0 + 120.0).contains(&salt_age), "{salt_age}");
     g.stop().await;
 }

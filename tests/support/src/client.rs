@@ -185,6 +185,15 @@ impl Endpoint {
     }
 }
 
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// What the collector answered.
 #[derive(Debug)]
 pub struct Reply {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
 pub use client::{
-    Endpoint, Reply, Send, browser_client, browser_client_builder, http, post_in_pieces,
+    Endpoint, Reply, Send, browser_client, browser_client_builder, http, metric, post_in_pieces,
 };
 pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
 pub use disk::{Tmpfs, spool_record};
