@@ -16,22 +16,32 @@ merged into one part (`OPTIMIZE ... FINAL`), also measured. Raw events are kept 
 Usage: GLIMPSE_BIN=target/release/glimpse scripts/rollup-cost-modern.py [EVENTS] [ROUNDS]
 Requires chdb (pip install chdb-core).
 """
+import atexit
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+
+def scratch(prefix):
+    """A temporary directory, removed when the script exits (a run leaves hundreds of MB)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 20_000
 # Rows the collector sums at a time, at most, for this data (src/deliver/rollup.rs): a chunk
-# holds 131 072 (group, visitor) pairs (CHUNK_VISITS), a row adds one per dimension it counts in
-# (all 17 for a page view), so a chunk of an insert is at most 7 710 rows when its visitors
-# change from row to row, fewer when its 16 384 groups fill first (not with 5 sites).
-ROLLUP_ROWS = 7_710
+# holds 262 144 (group, visitor) pairs (CHUNK_VISITS), a row adds one per dimension it counts in
+# (all 17 for a page view), so a chunk of an insert is at most 15 420 rows when its visitors
+# change from row to row, fewer when its 32 768 groups fill first (not with 5 sites).
+ROLLUP_ROWS = 15_420
 
 # stats_daily's dimensions as the fan-out view computes them (schema/0010, 0011).
 DIMENSIONS = [
@@ -63,7 +73,7 @@ def main():
         body = "\n".join(l for l in stmt.splitlines() if not l.strip().startswith("--")).strip()
         if body:
             statements.append(body)
-    s = chs.Session(tempfile.mkdtemp(prefix="glimpse-rollup-"))
+    s = chs.Session(scratch("glimpse-rollup-"))
     s.query("CREATE DATABASE staging")
     s.query("CREATE DATABASE glimpse")
     s.query("USE glimpse")
@@ -108,7 +118,7 @@ def main():
             "WHERE name != 'engagement' GROUP BY chunk, part, site, day, dimension, value")
     chunks = int(str(s.query("SELECT max(chunk) + 1 FROM staging.src", "TSV")).strip())
     # Each insert's bytes in RowBinary, as the collector sends them, parsed by every insert.
-    files = Path(tempfile.mkdtemp(prefix="glimpse-rollup-files-"))
+    files = Path(scratch("glimpse-rollup-files-"))
     types = dict(r.split("\t") for r in str(s.query(
         "SELECT name, type FROM system.columns WHERE database = 'glimpse' "
         "AND table = 'events_in'", "TSV")).splitlines())

@@ -51,20 +51,22 @@ pub(crate) fn insert_sql(table: &str) -> String {
 }
 
 /// Groups a chunk holds before it is written: with the next bound, what bounds the rollup's
-/// memory whatever a segment holds (in the load harness, twice these bounds took the
-/// collector's peak to 63 MiB, at the edge of its goal, against 47 MiB with these). A chunk is
-/// as many rows as fit, so rows that group well (a few large sites) are summed over
+/// memory whatever a segment holds (about 32 bytes a group, plus its index entry and texts). A
+/// chunk is as many rows as fit, so rows that group well (a few large sites) are summed over
 /// thousands of rows and the server gets few rows, and rows that do not (thousands of small
 /// sites, long-tail pages) cost no more memory than rows that do.
-const CHUNK_GROUPS: usize = 16_384;
+const CHUNK_GROUPS: usize = 32_768;
 /// (group, visitor) pairs a chunk holds before it is written (8 bytes each): a row adds one per
-/// dimension, so this bounds a chunk to about 7 700 rows.
-const CHUNK_VISITS: usize = 131_072;
+/// dimension, so this bounds a chunk to about 15 400 rows.
+const CHUNK_VISITS: usize = 262_144;
 /// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
 const CHUNK_DAYS: usize = 32;
 /// Rows summed between two yields to the runtime, so that a long segment does not hold a worker
 /// thread that requests need.
 const STEP_ROWS: usize = 2048;
+/// Bytes of a full chunk's rows written between two yields (one group more at most): the
+/// collector holds a piece of a chunk's rows, never the whole.
+const PIECE_BYTES: usize = 256 * 1024;
 
 /// What joins a value's two parts (`None`: the value is `a` alone). A version is always
 /// "browser version", even " " when both are unknown; a region only when there is one.
@@ -131,8 +133,8 @@ fn values<'a>(h: &Head<'a>) -> Option<[Option<(&'a str, &'a str)>; 17]> {
 
 /// The rollup rows (RowBinary, [`COLUMNS`]) of `data`, rows of `format`; empty when no row
 /// counts. The same rows always give the same bytes (groups in the order they first appear,
-/// visitors in the order they came), so that a retried insert is recognised as one where the
-/// server deduplicates by content.
+/// a group's visitors in the order of their first row in the chunk), so that a retried insert
+/// is recognised as one where the server deduplicates by content.
 pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
     let mut d = Daily::new(data, format);
     let mut out = Vec::new();
@@ -145,10 +147,11 @@ pub fn daily(data: &[u8], format: u32) -> Result<Vec<u8>, Unreadable> {
     }
 }
 
-/// Sends the rollup of `data` (rows of `format`) as one INSERT of `sql`, a chunk at a time: the
-/// collector's memory holds one chunk's groups, not a segment's, which with thousands of sites
-/// barely group and outweigh the segment. Other tasks run every [`STEP_ROWS`] rows. Nothing is
-/// sent when no row counts. Returns the number of rows sent.
+/// Sends the rollup of `data` (rows of `format`) as one INSERT of `sql`, a piece at a time: the
+/// collector's memory holds one chunk's groups and a piece of their rows, not a segment's,
+/// which with thousands of sites barely group and outweigh the segment. Other tasks run between
+/// two steps ([`STEP_ROWS`] rows summed or [`PIECE_BYTES`] written). Nothing is sent when no
+/// row counts. Returns the number of rows sent.
 pub(crate) async fn insert(
     client: &clickhouse::Client,
     sql: &str,
@@ -178,10 +181,14 @@ pub(crate) async fn insert(
     }
 }
 
-/// [`daily`] a chunk at a time.
+/// [`daily`] a step at a time.
 struct Daily<'a> {
     heads: Heads<'a>,
     chunk: Chunk<'a>,
+    /// The row that did not fit the chunk being written; it starts the next.
+    pending: Option<Head<'a>>,
+    /// Every row has been read.
+    read: bool,
     out: Vec<u8>,
     /// Rows written so far.
     written: u64,
@@ -192,64 +199,93 @@ impl<'a> Daily<'a> {
         Daily {
             heads: heads(data, format),
             chunk: Chunk::default(),
+            pending: None,
+            read: false,
             out: Vec::new(),
             written: 0,
         }
     }
 
-    /// Sums the next [`STEP_ROWS`] rows; the chunks they filled are in what [`Daily::take`]
-    /// returns. False once every row is summed and written.
+    /// Sums the next [`STEP_ROWS`] rows, or writes the next [`PIECE_BYTES`] of a full chunk's
+    /// rows, which [`Daily::take`] returns. False once every row is summed and written.
     fn step(&mut self) -> Result<bool, Unreadable> {
+        if self.chunk.sealed {
+            let (rows, done) = self.chunk.write(&mut self.out, PIECE_BYTES);
+            self.written += rows;
+            if done {
+                match self.pending.take() {
+                    // An empty chunk holds any row.
+                    Some(h) => _ = self.chunk.add(&h),
+                    None if self.read => return Ok(false),
+                    None => {}
+                }
+            }
+            return Ok(true);
+        }
         for _ in 0..STEP_ROWS {
             let Some(h) = self.heads.next() else {
-                self.written += self.chunk.write(&mut self.out);
-                return Ok(false);
+                self.read = true;
+                self.chunk.seal();
+                return Ok(true);
             };
             let h = h?;
             if !self.chunk.add(&h) {
-                self.written += self.chunk.write(&mut self.out);
-                self.chunk.add(&h);
+                self.pending = Some(h);
+                self.chunk.seal();
+                return Ok(true);
             }
         }
         Ok(true)
     }
 
-    /// The rollup rows summed since the last call.
+    /// The rollup rows written since the last call.
     fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
     }
 }
 
-struct Group<'a> {
-    site: &'a str,
-    day: u16,
+/// A group's visitor before its first (`Group::last`).
+const NOBODY: u32 = u32::MAX;
+
+/// One row of the rollup, by numbers: 32 bytes, so that a chunk of many groups stays small.
+struct Group {
+    /// Numbers of the site's text and of the value's parts in `Chunk::texts`.
+    site: u32,
+    a: u32,
+    b: u32,
+    /// Index in `Chunk::days`.
+    day: u8,
     dim: u8,
-    /// The value: `a`, or `a`, the [`separator`] and `b`.
-    a: &'a str,
-    b: &'a str,
-    pageviews: u64,
-    events: u64,
+    /// A chunk holds at most a segment's rows, far fewer than 2^32.
+    pageviews: u32,
+    events: u32,
     /// Entries in `Chunk::visits`, and the last visitor added (a visitor's events in a row
     /// are added once; the server's sketch ignores any other repeat).
     visits: u32,
-    last: Option<u32>,
+    last: u32,
 }
 
 /// The groups of as many rows as fit [`CHUNK_GROUPS`], [`CHUNK_VISITS`] and [`CHUNK_DAYS`].
 #[derive(Default)]
 struct Chunk<'a> {
-    /// Every distinct text of the chunk, numbered: a group is found by numbers, and each text
-    /// is hashed once per row rather than once per group it counts in.
-    texts: HashMap<&'a str, u32>,
+    /// Every distinct non-empty text of the chunk, numbered from 1: a group is found by
+    /// numbers, and each text is hashed once per row rather than once per group it counts in.
+    numbers: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+    /// The texts by number; 0 is the empty text.
+    texts: Vec<&'a str>,
     days: Vec<u16>,
     /// A group's numbers (site, value parts, dimension, day), packed and mixed → its index.
     index: crate::prehashed::HashMap<u32>,
-    groups: Vec<Group<'a>>,
+    groups: Vec<Group>,
     /// (group, visitor number) of each row in each group it counts in.
     visits: Vec<(u32, u32)>,
     /// The chunk's distinct visitor ids, numbered in order of arrival.
     visitors: Vec<u64>,
     visitor_no: crate::prehashed::HashMap<u32>,
+    /// Full: its rows are being written, from `groups[cursor]` and `visits[visit_cursor]`.
+    sealed: bool,
+    cursor: usize,
+    visit_cursor: usize,
 }
 
 impl<'a> Chunk<'a> {
@@ -258,8 +294,15 @@ impl<'a> Chunk<'a> {
         if s.is_empty() {
             return 0;
         }
-        let next = self.texts.len() as u32 + 1;
-        u64::from(*self.texts.entry(s).or_insert(next))
+        if self.texts.is_empty() {
+            self.texts.push("");
+        }
+        let next = self.texts.len() as u32;
+        let n = *self.numbers.entry(s).or_insert(next);
+        if n == next {
+            self.texts.push(s);
+        }
+        u64::from(n)
     }
 
     /// Adds a row's groups; false (and nothing added) when they or its day might not fit the
@@ -294,24 +337,21 @@ impl<'a> Chunk<'a> {
         let site = self.text(h.site);
         for (dim, value) in values.into_iter().enumerate() {
             let Some((a, b)) = value else { continue };
-            let packed = site
-                | self.text(a) << 18
-                | self.text(b) << 36
-                | (dim as u64) << 54
-                | (day_no as u64) << 59;
+            let (a, b) = (self.text(a), self.text(b));
+            let packed = site | a << 18 | b << 36 | (dim as u64) << 54 | (day_no as u64) << 59;
             let next = self.groups.len() as u32;
             let g = *self.index.entry(mix(packed)).or_insert(next);
             if g == next {
                 self.groups.push(Group {
-                    site: h.site,
-                    day,
+                    site: site as u32,
+                    a: a as u32,
+                    b: b as u32,
+                    day: day_no as u8,
                     dim: dim as u8,
-                    a,
-                    b,
                     pageviews: 0,
                     events: 0,
                     visits: 0,
-                    last: None,
+                    last: NOBODY,
                 });
             }
             let group = &mut self.groups[g as usize];
@@ -320,8 +360,8 @@ impl<'a> Chunk<'a> {
             } else {
                 group.events += 1;
             }
-            if group.last != Some(visitor) {
-                group.last = Some(visitor);
+            if group.last != visitor {
+                group.last = visitor;
                 group.visits += 1;
                 self.visits.push((g, visitor));
             }
@@ -329,56 +369,53 @@ impl<'a> Chunk<'a> {
         true
     }
 
-    /// Appends the chunk's rows to `out`, empties it and says how many rows it wrote.
-    fn write(&mut self, out: &mut Vec<u8>) -> u64 {
-        // The visitors by group, in arrival order within a group (a stable sort, in place).
-        self.visits.sort_by_key(|&(g, _)| g);
-        let value_len = |g: &Group<'_>| match separator(g.dim, g.b) {
-            Some(sep) => g.a.len() + sep.len() + g.b.len(),
-            None => g.a.len(),
-        };
-        // Reserved exactly: a chunk's rows can be megabytes, and doubling would hold twice that.
-        let bytes: usize = self
-            .groups
-            .iter()
-            .map(|g| {
-                let dim = DIMENSIONS[usize::from(g.dim)].len();
-                let value = value_len(g);
-                let visits = g.visits as usize;
-                varint_len(g.site.len())
-                    + g.site.len()
-                    + 2
-                    + varint_len(dim)
-                    + dim
-                    + varint_len(value)
-                    + value
-                    + 16
-                    + varint_len(visits)
-                    + 8 * visits
-            })
-            .sum();
-        out.reserve_exact(bytes);
+    /// Stops adding rows: what the chunk holds is written next.
+    fn seal(&mut self) {
+        // The visitors by group; within a group by number, which is the order of their first
+        // row in the chunk. In place: a stable sort would take a buffer as large again.
+        self.visits.sort_unstable();
+        self.sealed = true;
+    }
+
+    /// Appends the sealed chunk's next rows to `out`, until it has grown by `budget` bytes or
+    /// more; says how many rows it wrote and whether that was the last (the chunk is then
+    /// empty and takes rows again).
+    fn write(&mut self, out: &mut Vec<u8>, budget: usize) -> (u64, bool) {
         let start = out.len();
-        let mut visits = self.visits.iter();
-        for g in &self.groups {
-            put_str(out, g.site);
-            out.extend_from_slice(&g.day.to_le_bytes());
-            put_str(out, DIMENSIONS[usize::from(g.dim)]);
-            put_varint(out, value_len(g) as u64);
-            out.extend_from_slice(g.a.as_bytes());
-            if let Some(sep) = separator(g.dim, g.b) {
-                out.extend_from_slice(sep.as_bytes());
-                out.extend_from_slice(g.b.as_bytes());
+        let first = self.cursor;
+        while out.len() - start < budget {
+            let Some(g) = self.groups.get(self.cursor) else {
+                break;
+            };
+            let dim = g.dim;
+            let (a, b) = (self.texts[g.a as usize], self.texts[g.b as usize]);
+            put_str(out, self.texts[g.site as usize]);
+            out.extend_from_slice(&self.days[usize::from(g.day)].to_le_bytes());
+            put_str(out, DIMENSIONS[usize::from(dim)]);
+            match separator(dim, b) {
+                Some(sep) => {
+                    put_varint(out, (a.len() + sep.len() + b.len()) as u64);
+                    out.extend_from_slice(a.as_bytes());
+                    out.extend_from_slice(sep.as_bytes());
+                    out.extend_from_slice(b.as_bytes());
+                }
+                None => put_str(out, a),
             }
-            out.extend_from_slice(&g.pageviews.to_le_bytes());
-            out.extend_from_slice(&g.events.to_le_bytes());
+            out.extend_from_slice(&u64::from(g.pageviews).to_le_bytes());
+            out.extend_from_slice(&u64::from(g.events).to_le_bytes());
             put_varint(out, u64::from(g.visits));
-            for &(_, v) in visits.by_ref().take(g.visits as usize) {
+            let end = self.visit_cursor + g.visits as usize;
+            for &(_, v) in &self.visits[self.visit_cursor..end] {
                 out.extend_from_slice(&self.visitors[v as usize].to_le_bytes());
             }
+            self.visit_cursor = end;
+            self.cursor += 1;
         }
-        debug_assert_eq!(out.len() - start, bytes);
-        let written = self.groups.len() as u64;
+        let written = (self.cursor - first) as u64;
+        if self.cursor < self.groups.len() {
+            return (written, false);
+        }
+        self.numbers.clear();
         self.texts.clear();
         self.days.clear();
         self.index.clear();
@@ -386,13 +423,11 @@ impl<'a> Chunk<'a> {
         self.visits.clear();
         self.visitors.clear();
         self.visitor_no.clear();
-        written
+        self.sealed = false;
+        self.cursor = 0;
+        self.visit_cursor = 0;
+        (written, true)
     }
-}
-
-/// The bytes of `n` as a RowBinary length (LEB128).
-fn varint_len(n: usize) -> usize {
-    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 /// A bijection of 64 bits that spreads packed numbers over the whole range, so that a map can
@@ -467,6 +502,10 @@ mod tests {
 
     fn find<'a>(rows: &'a [Row], dim: &str, value: &str) -> Vec<&'a Row> {
         rows.iter().filter(|r| r.2 == dim && r.3 == value).collect()
+    }
+
+    fn find_dim<'a>(rows: &'a [Row], dim: &str) -> Vec<&'a Row> {
+        rows.iter().filter(|r| r.2 == dim).collect()
     }
 
     #[test]
@@ -558,6 +597,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_chunk_is_written_in_pieces() {
+        // A new page on every row, one visitor: megabytes of small rows, which leave a step a
+        // piece at a time.
+        let n = 40_000u64;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| row("pageview", &format!("/page/{i:08}"), 7, 86_400 * 20_000))
+            .collect();
+        let mut d = Daily::new(&data, ROW_FORMAT);
+        let (mut all, mut largest, mut steps) = (Vec::new(), 0, 0);
+        loop {
+            let more = d.step().unwrap();
+            let piece = d.take();
+            largest = largest.max(piece.len());
+            all.extend_from_slice(&piece);
+            steps += 1;
+            if !more {
+                break;
+            }
+        }
+        // One group more than a piece at most; each of these holds one visitor.
+        assert!(largest <= PIECE_BYTES + 200, "{largest}");
+        assert!(all.len() > 6 * PIECE_BYTES, "{}", all.len());
+        assert!(steps > all.len() / PIECE_BYTES);
+        let rows = rows_of(&all);
+        assert_eq!(rows.len() as u64, d.written);
+        let pages = find_dim(&rows, "page");
+        assert_eq!(pages.len() as u64, n);
+        assert!(pages.iter().all(|r| r.4 == 1 && r.6.len() == 1));
+    }
+
+    #[test]
     fn a_segment_spanning_many_days_is_summed_whole() {
         // Replayed segments can hold rows of many days; a chunk holds 32 of them.
         let data: Vec<u8> = (0..100u32)
@@ -585,15 +655,6 @@ mod tests {
             .collect();
         assert_eq!(daily(&data, ROW_FORMAT), daily(&data, ROW_FORMAT));
         assert!(daily(b"", ROW_FORMAT).unwrap().is_empty());
-    }
-
-    #[test]
-    fn lengths_are_counted_as_written() {
-        for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 40] {
-            let mut out = Vec::new();
-            put_varint(&mut out, n as u64);
-            assert_eq!(varint_len(n), out.len(), "{n}");
-        }
     }
 
     #[test]
