@@ -73,8 +73,16 @@ impl Deliverer {
     }
 
     async fn deliver(&self, seq: u64) {
-        let segment = match tokio::fs::read(self.spool.path(seq)).await {
-            Ok(raw) => crate::spool::decode_records(raw),
+        // Read and checked off the request threads: checking a segment of megabytes would hold
+        // a worker, and the requests queued behind it, for milliseconds.
+        let path = self.spool.path(seq);
+        let read = tokio::task::spawn_blocking(move || {
+            std::fs::read(path).map(crate::spool::decode_records)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let segment = match read {
+            Ok(segment) => segment,
             Err(e) => {
                 self.quarantine(seq, &format!("segment unreadable: {e}"));
                 return;

@@ -61,9 +61,9 @@ const CHUNK_GROUPS: usize = 32_768;
 const CHUNK_VISITS: usize = 262_144;
 /// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
 const CHUNK_DAYS: usize = 32;
-/// Rows summed between two yields to the runtime, so that a long segment does not hold a worker
-/// thread that requests need.
-const STEP_ROWS: usize = 2048;
+/// Rows summed between two yields to the runtime (about half a millisecond), so that a segment
+/// does not hold a worker thread, and the requests queued on it, for long.
+const STEP_ROWS: usize = 256;
 /// Bytes of a full chunk's rows written between two yields (one group more at most): the
 /// collector holds a piece of a chunk's rows, never the whole.
 const PIECE_BYTES: usize = 256 * 1024;
