@@ -9,16 +9,26 @@ Usage: GLIMPSE_BIN=target/release/glimpse scripts/dashboard-speed-modern.py [EVE
 (RUNS per query, default 20 as in the bench; timing starts once background merges are done)
 Requires chdb (pip install chdb-core).
 """
+import atexit
 import datetime as dt
 import importlib.util
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def scratch(prefix):
+    """A temporary directory, removed when the script exits (a run leaves hundreds of MB)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +49,7 @@ def main():
     binary = os.environ.get("GLIMPSE_BIN", str(REPO / "target" / "debug" / "glimpse"))
     ddl = subprocess.run([binary, "schema", "--server-version", "26.3"], check=True,
                          capture_output=True, text=True, env={"GLIMPSE_RETENTION_EVENTS_DAYS": "30"}).stdout
-    s = chs.Session(tempfile.mkdtemp(prefix="glimpse-speed-"))
+    s = chs.Session(scratch("glimpse-speed-"))
     s.query("CREATE DATABASE glimpse")
     s.query("USE glimpse")
     for stmt in [x.strip() for x in re.split(r";\s*\n", ddl) if x.strip()]:
@@ -88,7 +98,7 @@ def main():
             sql = sql.replace(k, v)
         queries.append((name + (f" {dim}" if dim else ""), sql))
     # The bench's filtered questions, as the planner writes them for the raw events.
-    config = os.path.join(tempfile.mkdtemp(prefix="glimpse-speed-cfg-"), "glimpse.toml")
+    config = os.path.join(scratch("glimpse-speed-cfg-"), "glimpse.toml")
     with open(config, "w") as f:
         f.write('[[sites]]\ndomain = "site0.example"\n[[sites.goals]]\nevent = "Signup"\n'
                 '[[sites.goals]]\npage = "/pricing/**"\n')
