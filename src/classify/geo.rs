@@ -5,8 +5,11 @@
 //! `state1`). Only those fields are decoded; city, postcode and coordinates are never read.
 //! A missing database or a miss gives empty values, never an error.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 
 use maxminddb::{MaxMindDbError, Reader};
 use serde::Deserialize;
@@ -46,16 +49,23 @@ pub struct GeoError {
     pub source: MaxMindDbError,
 }
 
-/// One or more databases (DB-IP Lite ships IPv4 and IPv6 as separate files).
+/// One or more databases (DB-IP Lite ships IPv4 and IPv6 as separate files), and the
+/// locations of recent addresses.
 pub struct Geo {
     readers: Vec<Reader<maxminddb::Mmap>>,
+    cache: Cache,
 }
 
 impl Geo {
     /// No database: every lookup is empty.
     pub fn empty() -> Geo {
+        Geo::with(Vec::new())
+    }
+
+    fn with(readers: Vec<Reader<maxminddb::Mmap>>) -> Geo {
         Geo {
-            readers: Vec::new(),
+            readers,
+            cache: Cache::default(),
         }
     }
 
@@ -64,7 +74,7 @@ impl Geo {
             .iter()
             .map(|p| open_one(p))
             .collect::<Result<_, _>>()?;
-        Ok(Geo { readers })
+        Ok(Geo::with(readers))
     }
 
     /// Opens what it can: a missing or unreadable file only costs locations, never events, so
@@ -77,7 +87,7 @@ impl Geo {
                 Err(e) => errors.push(e),
             }
         }
-        (Geo { readers }, errors)
+        (Geo::with(readers), errors)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,6 +95,31 @@ impl Geo {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Location<'_> {
+        if self.readers.is_empty() {
+            return Location::default();
+        }
+        let hash = self.cache.key.hash_one(ip);
+        let shard = &self.cache.shards[hash as usize % CACHE_SHARDS];
+        let slot = (hash >> 32) as usize % CACHE_SLOTS_PER_SHARD;
+        // The tag is never 0, which marks an empty slot. The shard is chosen by the hash
+        // itself: by the tag, whose lowest bit is always set, half the shards would stay empty.
+        let tag = hash | 1;
+        if let Ok(slots) = shard.lock()
+            && slots[slot].0 == tag
+        {
+            return slots[slot].1;
+        }
+        let location = self.find(ip);
+        if let Some(kept) = interned(location)
+            && let Ok(mut slots) = shard.lock()
+        {
+            slots[slot] = (tag, kept);
+        }
+        location
+    }
+
+    /// The location of `ip` in the first database that knows it.
+    fn find(&self, ip: IpAddr) -> Location<'_> {
         for reader in &self.readers {
             // An IPv4-only tree cannot answer IPv6 lookups.
             if ip.is_ipv6() && reader.metadata().ip_version == 4 {
@@ -102,6 +137,85 @@ impl Geo {
             }
         }
         Location::default()
+    }
+}
+
+const CACHE_SHARDS: usize = 64;
+const CACHE_SLOTS_PER_SHARD: usize = 1024;
+
+/// A cached location and the hash of its address (0: an empty slot).
+type Slot = (u64, Location<'static>);
+
+/// The locations of recent addresses, keyed by a keyed hash of the address. Finding an
+/// address walks some thirty nodes of a tree of a hundred megabytes, a cache miss at nearly
+/// every step, and a visitor's events mostly come from one address within minutes.
+/// Direct-mapped slots in 64 independently locked shards, as in the user-agent cache: memory is
+/// fixed (65 536 entries of 40 bytes), and a lock is held for one slot's read or write. The
+/// addresses themselves are not kept, only their hashes, under a key that is random per
+/// process.
+struct Cache {
+    key: RandomState,
+    shards: Vec<Mutex<Vec<Slot>>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            key: RandomState::new(),
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(vec![(0, Location::default()); CACHE_SLOTS_PER_SHARD]))
+                .collect(),
+        }
+    }
+}
+
+/// Distinct names a cached location may use. A database holds a few hundred countries and a
+/// few thousand regions; a location with a name past this bound is looked up each time
+/// instead of cached.
+const MAX_NAMES: usize = 1 << 16;
+
+/// The names of cached locations. A name is kept for the life of the process, as the
+/// databases are, so that a cached location can hand it out; there are at most
+/// [`MAX_NAMES`].
+static NAMES: LazyLock<Mutex<Interner>> = LazyLock::new(|| Mutex::new(Interner::new(MAX_NAMES)));
+
+/// `location` with names that live as long as the process, if [`NAMES`] holds them or has room.
+fn interned(location: Location<'_>) -> Option<Location<'static>> {
+    let mut names = NAMES.lock().ok()?;
+    Some(Location {
+        country_code: names.get(location.country_code)?,
+        region: names.get(location.region)?,
+    })
+}
+
+/// A bounded set of names that are never freed.
+struct Interner {
+    set: HashSet<&'static str>,
+    max: usize,
+}
+
+impl Interner {
+    fn new(max: usize) -> Interner {
+        Interner {
+            set: HashSet::new(),
+            max,
+        }
+    }
+
+    /// `name`, kept; `None` when it is new and the set is full.
+    fn get(&mut self, name: &str) -> Option<&'static str> {
+        if name.is_empty() {
+            return Some("");
+        }
+        if let Some(kept) = self.set.get(name) {
+            return Some(kept);
+        }
+        if self.set.len() >= self.max {
+            return None;
+        }
+        let kept: &'static str = Box::leak(name.into());
+        self.set.insert(kept);
+        Some(kept)
     }
 }
 
@@ -262,6 +376,54 @@ mod tests {
             }
         );
         assert_eq!(at(&geo, "2001:db8:2::1"), Location::default());
+    }
+
+    #[test]
+    fn a_remembered_location_is_the_databases() {
+        let geo = fixture("geoip2-city-test.mmdb");
+        let listed = [
+            "81.2.69.10",
+            "203.0.113.5",
+            "198.51.100.7",
+            "192.0.2.1",
+            "10.0.0.1",
+        ];
+        let mut ips: Vec<IpAddr> = listed.iter().map(|ip| ip.parse().unwrap()).collect();
+        ips.push("2001:db8:1::1".parse().unwrap());
+        // Addresses all over the space, most of them misses, some in the fixture's networks.
+        let mut x = 0x9e37_79b9_u32;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ips.push(IpAddr::from(x.to_be_bytes()));
+            ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
+        }
+        for round in 0..2 {
+            for ip in &ips {
+                assert_eq!(geo.lookup(*ip), geo.find(*ip), "{ip}, round {round}");
+            }
+        }
+        // About 20 000 distinct addresses, spread over every shard (some 300 each).
+        let kept: Vec<usize> = geo
+            .cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().iter().filter(|slot| slot.0 != 0).count())
+            .collect();
+        assert!(kept.iter().all(|n| *n > 100), "{kept:?}");
+        assert!(kept.iter().sum::<usize>() > 15_000, "{kept:?}");
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let mut names = Interner::new(2);
+        assert_eq!(names.get("GB"), Some("GB"));
+        assert_eq!(names.get("England"), Some("England"));
+        assert_eq!(names.get("Tokyo"), None, "full");
+        assert_eq!(names.get("GB"), Some("GB"));
+        assert_eq!(names.get(""), Some(""));
+        assert_eq!(names.set.len(), 2);
     }
 
     #[test]
