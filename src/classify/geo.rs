@@ -63,9 +63,15 @@ impl Geo {
     }
 
     fn with(readers: Vec<Reader<maxminddb::Mmap>>) -> Geo {
+        // Without a database every lookup is empty at once: no cache to fill.
+        let slots = if readers.is_empty() {
+            0
+        } else {
+            CACHE_SLOTS_PER_SHARD
+        };
         Geo {
             readers,
-            cache: Cache::default(),
+            cache: Cache::new(slots),
         }
     }
 
@@ -105,15 +111,17 @@ impl Geo {
         // itself: by the tag, whose lowest bit is always set, half the shards would stay empty.
         let tag = hash | 1;
         if let Ok(slots) = shard.lock()
-            && slots[slot].0 == tag
+            && let Some((t, location)) = slots.get(slot)
+            && *t == tag
         {
-            return slots[slot].1;
+            return *location;
         }
         let location = self.find(ip);
         if let Some(kept) = interned(location)
             && let Ok(mut slots) = shard.lock()
+            && let Some(entry) = slots.get_mut(slot)
         {
-            slots[slot] = (tag, kept);
+            *entry = (tag, kept);
         }
         location
     }
@@ -158,12 +166,12 @@ struct Cache {
     shards: Vec<Mutex<Vec<Slot>>>,
 }
 
-impl Default for Cache {
-    fn default() -> Self {
+impl Cache {
+    fn new(slots_per_shard: usize) -> Cache {
         Cache {
             key: RandomState::new(),
             shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(vec![(0, Location::default()); CACHE_SLOTS_PER_SHARD]))
+                .map(|_| Mutex::new(vec![(0, Location::default()); slots_per_shard]))
                 .collect(),
         }
     }
@@ -429,6 +437,13 @@ mod tests {
     #[test]
     fn no_database_and_bad_path() {
         assert_eq!(at(&Geo::empty(), "81.2.69.10"), Location::default());
+        assert!(
+            Geo::empty()
+                .cache
+                .shards
+                .iter()
+                .all(|s| s.lock().unwrap().is_empty())
+        );
         let err = Geo::open(&[PathBuf::from("/nonexistent/geo.mmdb")])
             .err()
             .unwrap();
