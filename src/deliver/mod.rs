@@ -163,7 +163,6 @@ impl Deliverer {
 
     /// Sends one insert of the segment `seq` until the server has it, retrying transient
     /// failures with backoff; a deterministic one returns its code (after logging its message).
-    /// The daily stats' rows are counted once stored.
     async fn insert_until_stored(
         &self,
         seq: u64,
@@ -182,12 +181,7 @@ impl Deliverer {
         let mut backoff = BACKOFF_START;
         loop {
             match self.attempt(&client, sql, body).await {
-                Ok(sent) => {
-                    if let Body::Daily(..) = body {
-                        self.metrics.rollup_rows.add(sent);
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(Failure::Deterministic { code, message }) => {
                     self.metrics.insert_rejected.inc();
                     tracing::error!(segment = seq, rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
@@ -208,7 +202,7 @@ impl Deliverer {
         client: &clickhouse::Client,
         sql: &str,
         body: &Body<'_>,
-    ) -> Result<u64, Failure> {
+    ) -> Result<(), Failure> {
         if let Some(probe) = &self.shards_up {
             let check = client.query(probe).fetch_one::<u64>();
             match tokio::time::timeout(PROBE_TIMEOUT, check).await {
@@ -225,10 +219,11 @@ impl Deliverer {
             }
         }
         match body {
-            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data))
+            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data)).await,
+            // The daily stats' rows are counted once stored.
+            Body::Daily(data, format) => rollup::insert(client, sql, data, *format)
                 .await
-                .map(|()| 0),
-            Body::Daily(data, format) => rollup::insert(client, sql, data, *format).await,
+                .map(|sent| self.metrics.rollup_rows.add(sent)),
         }
     }
 

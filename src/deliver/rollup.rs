@@ -504,6 +504,13 @@ mod tests {
         rows.iter().filter(|r| r.2 == dim && r.3 == value).collect()
     }
 
+    /// `n` page views of one visitor on one day, each of a page of its own.
+    fn a_new_page_on_every_row(n: u64) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| row("pageview", &format!("/page/{i:08}"), 7, 86_400 * 20_000))
+            .collect()
+    }
+
     fn find_dim<'a>(rows: &'a [Row], dim: &str) -> Vec<&'a Row> {
         rows.iter().filter(|r| r.2 == dim).collect()
     }
@@ -585,9 +592,7 @@ mod tests {
         // A new page on every row: each adds a group of its own, and a chunk holds as many rows
         // as fit its groups. The device, the same on every row, has one row per chunk.
         let n = 40_000u64;
-        let data: Vec<u8> = (0..n)
-            .flat_map(|i| row("pageview", &format!("/p{i}"), 7, 86_400 * 20_000))
-            .collect();
+        let data = a_new_page_on_every_row(n);
         let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
         let device = find(&rows, "device", "desktop");
         let chunks = n.div_ceil((CHUNK_GROUPS - DIMENSIONS.len()) as u64);
@@ -601,9 +606,7 @@ mod tests {
         // A new page on every row, one visitor: megabytes of small rows, which leave a step a
         // piece at a time.
         let n = 40_000u64;
-        let data: Vec<u8> = (0..n)
-            .flat_map(|i| row("pageview", &format!("/page/{i:08}"), 7, 86_400 * 20_000))
-            .collect();
+        let data = a_new_page_on_every_row(n);
         let mut d = Daily::new(&data, ROW_FORMAT);
         let (mut all, mut largest, mut steps) = (Vec::new(), 0, 0);
         loop {
