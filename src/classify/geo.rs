@@ -155,8 +155,8 @@ const CACHE_SLOTS_PER_SHARD: usize = 1024;
 type Slot = (u64, Location<'static>);
 
 /// The locations of recent addresses, keyed by a keyed hash of the address. Finding an
-/// address walks some thirty nodes of a tree spread over tens of megabytes, a cache miss at
-/// nearly every step, and a visitor's events mostly come from one address within minutes.
+/// address walks some thirty nodes of a tree spread over tens of megabytes, a likely cache miss
+/// at every step; a visitor whose next event comes from the same address soon finds it here.
 /// Direct-mapped slots in 64 independently locked shards, as in the user-agent cache: memory is
 /// fixed (65 536 entries of 40 bytes), and a lock is held for one slot's read or write. The
 /// addresses themselves are not kept, only their hashes, under a key that is random per
