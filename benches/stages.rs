@@ -73,6 +73,19 @@ fn stages(c: &mut Criterion) {
             geo.lookup(black_box(ips[i]))
         })
     });
+    // 20 000 addresses in turn, as many as the load mix's: a cache that keeps them all answers
+    // every lookup; one that lets addresses sharing a slot evict each other walks the tree for
+    // those.
+    let many: Vec<IpAddr> = (0..20_000u32)
+        .map(|i| IpAddr::from((i.wrapping_mul(2_654_435_761) ^ 0x5bd1_e995).to_be_bytes()))
+        .collect();
+    let mut j = 0;
+    c.bench_function("geo/lookup_20000", |b| {
+        b.iter(|| {
+            j = (j + 1) % many.len();
+            geo.lookup(black_box(many[j]))
+        })
+    });
     // Every address new, spread over the space: the tree walk through a database far larger
     // than the CPU's caches, what a visitor's first event costs.
     let mut n = 0u32;
