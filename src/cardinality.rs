@@ -76,7 +76,7 @@ pub struct Settings {
     /// Distinct values per site, day and dimension.
     pub values_per_day: usize,
     /// Distinct values tracked in memory over all sites and dimensions (32 bits of a keyed
-    /// hash each in a hash set: 6 to 12 bytes).
+    /// hash each in an open-addressed array: 5.3 to 10.7 bytes).
     pub tracked_values: usize,
 }
 
@@ -321,7 +321,7 @@ impl RowBound<'_> {
         let shard = &mut *self.shard;
         // Any 32 bits of a keyed hash are as uniform as the whole.
         let tag = hash as u32;
-        if shard.seen.contains(&tag) {
+        if shard.seen.contains(tag) {
             return true;
         }
         let count = shard.counts.entry((self.site as u32, dim)).or_default();
