@@ -495,6 +495,39 @@ mod tests {
         assert!(kept.iter().sum::<usize>() > 19_900, "{kept:?}");
     }
 
+    /// Threads that look up, fill and evict the same buckets at once, and number names while
+    /// others read them, each get the database's answer every time.
+    #[test]
+    fn concurrent_lookups_get_the_databases_answer() {
+        let geo = fixture("geoip2-city-test.mmdb");
+        let mut ips: Vec<IpAddr> = ["81.2.69.10", "2001:db8:1::1", "10.0.0.1"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let mut x = 0x2545_f491_u32;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ips.push(IpAddr::from(x.to_be_bytes()));
+            ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
+            ips.push(IpAddr::from([175, 16, 199, (x >> 16) as u8]));
+        }
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (geo, ips) = (&geo, &ips);
+                s.spawn(move || {
+                    for round in 0..3 {
+                        // Each thread walks the addresses from its own starting point.
+                        for ip in ips.iter().cycle().skip(t * ips.len() / 4).take(ips.len()) {
+                            assert_eq!(geo.lookup(*ip), geo.find(*ip), "{ip}, round {round}");
+                        }
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn names_are_bounded() {
         let names = NameTable::new(2);
