@@ -214,7 +214,7 @@ fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
     let ch0 = ch_cpu();
     let g = GlimpseProcess::start(&env, ch.temp_path(&format!("sweep-{serial}.log")));
     // Counted once the collector has created the database.
-    let stored0 = ch.count("glimpse", "SELECT count() FROM events");
+    let stored0 = stored_events(ch, &env);
     let pid = g.pid();
     let (mut all, took) = drive_for(&g, Duration::from_secs(if run.full { 2 } else { 1 }));
     let sent = all.responses();
@@ -235,7 +235,7 @@ fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
         all.merge(t);
     }
     let exit = g.terminate();
-    let stored = ch.count("glimpse", "SELECT count() FROM events") - stored0;
+    let stored = stored_events(ch, &env) - stored0;
     // The merges this point's inserts started are its cost too, and must not run into the next
     // point's measurement.
     super::wait_for_merges(ch);
