@@ -476,8 +476,8 @@ mod tests {
             }
         }
         // About 20 000 distinct addresses, spread over every shard (some 300 each), and in four
-        // ways to a bucket almost all of them are kept (one way per bucket would keep some 18 500
-        // in 131 072 slots).
+        // ways to a bucket almost all of them are kept (one way per bucket would keep some 18 500,
+        // by calculation, in 131 072 slots).
         let kept: Vec<usize> = geo
             .cache
             .shards
