@@ -24,7 +24,9 @@
 //!
 //! `GLIMPSE_LOAD_OUTAGE_SECONDS=N` adds spool replay: ClickHouse stops for N seconds while events
 //! arrive at half load, then continues with the traffic still arriving; the report says when the
-//! backlog was delivered and at how many rows per second.
+//! backlog was delivered and at how many rows per second, and how many bytes of spool each
+//! backlog event took. `GLIMPSE_LOAD_SPOOL_MAX_BYTES` sets `spool.max_bytes` for outages longer
+//! than the default 1 GiB holds.
 //!
 //! `GLIMPSE_LOAD_CLUSTER=2x2` runs the same against a cluster of 2 shards × 2 replicas (with
 //! ZooKeeper) instead of one server: the collector inserts through the `Distributed` table, and
@@ -563,6 +565,10 @@ fn main() {
     if let Ok(ms) = std::env::var("GLIMPSE_LOAD_BATCH_MAX_DELAY_MS") {
         env.push(("GLIMPSE_BATCH_MAX_DELAY_MS", ms));
     }
+    // A spool sized for a long outage (`spool.max_bytes`), as an operator expecting one would.
+    if let Ok(bytes) = std::env::var("GLIMPSE_LOAD_SPOOL_MAX_BYTES") {
+        env.push(("GLIMPSE_SPOOL_MAX_BYTES", bytes));
+    }
     // Aggregates-only mode (0): ClickHouse's cost without the raw copy.
     if let Ok(days) = std::env::var("GLIMPSE_LOAD_EVENTS_DAYS") {
         env.push(("GLIMPSE_RETENTION_EVENTS_DAYS", days));
@@ -751,6 +757,7 @@ fn main() {
             Visitors::Fresh(fresh()),
         );
         let backlog_segments = metric(g.addr, "glimpse_spool_segments");
+        let backlog_bytes = metric(g.addr, "glimpse_spool_bytes");
         let rows0 = metric(g.addr, "glimpse_insert_rows_total");
         signal(&ch_pids, "-CONT");
         let resumed = Instant::now();
@@ -785,6 +792,8 @@ fn main() {
             "arrival_per_second": events_per_s / 2.0,
             "accepted_during_outage": during.accepted,
             "backlog_segments": backlog_segments,
+            "backlog_bytes": backlog_bytes,
+            "spool_bytes_per_backlog_event": backlog_bytes / during.accepted.max(1) as f64,
             "drained_after_seconds": drained.map(|(t, _)| t.as_secs_f64()),
             "delivered_rows_per_second_while_draining":
                 drained.map(|(t, rows)| (rows - rows0) / t.as_secs_f64()),
@@ -972,6 +981,14 @@ fn main() {
         row(
             "outage: seconds / events accepted meanwhile",
             format!("{} / {}", r["outage_seconds"], r["accepted_during_outage"]),
+        );
+        row(
+            "spool after the outage: MiB / bytes per event",
+            format!(
+                "{:.1} / {:.0}",
+                f(&r["backlog_bytes"]) / (1 << 20) as f64,
+                f(&r["spool_bytes_per_backlog_event"])
+            ),
         );
         row(
             "backlog drained after (traffic still arriving)",
