@@ -64,14 +64,14 @@ impl Geo {
 
     fn with(readers: Vec<Reader<maxminddb::Mmap>>) -> Geo {
         // Without a database every lookup is empty at once: no cache to fill.
-        let slots = if readers.is_empty() {
+        let buckets = if readers.is_empty() {
             0
         } else {
             BUCKETS_PER_SHARD
         };
         Geo {
             readers,
-            cache: Cache::new(slots),
+            cache: Cache::new(buckets),
         }
     }
 
@@ -369,6 +369,17 @@ mod tests {
         .unwrap()
     }
 
+    /// Uniform 32-bit numbers from `seed` (xorshift), for addresses all over the space.
+    fn scattered(seed: u32) -> impl Iterator<Item = u32> {
+        let mut x = seed;
+        std::iter::repeat_with(move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        })
+    }
+
     fn at<'a>(geo: &'a Geo, ip: &str) -> Location<'a> {
         geo.lookup(ip.parse().unwrap())
     }
@@ -462,11 +473,7 @@ mod tests {
         let mut ips: Vec<IpAddr> = listed.iter().map(|ip| ip.parse().unwrap()).collect();
         ips.push("2001:db8:1::1".parse().unwrap());
         // Addresses all over the space, most of them misses, some in the fixture's networks.
-        let mut x = 0x9e37_79b9_u32;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+        for x in scattered(0x9e37_79b9).take(20_000) {
             ips.push(IpAddr::from(x.to_be_bytes()));
             ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
         }
@@ -504,11 +511,7 @@ mod tests {
             .iter()
             .map(|ip| ip.parse().unwrap())
             .collect();
-        let mut x = 0x2545_f491_u32;
-        for _ in 0..5_000 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+        for x in scattered(0x2545_f491).take(5_000) {
             ips.push(IpAddr::from(x.to_be_bytes()));
             ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
             ips.push(IpAddr::from([175, 16, 199, (x >> 16) as u8]));
