@@ -38,10 +38,11 @@ def scratch(prefix):
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 20_000
 # Rows the collector sums at a time, at most, for this data (src/deliver/rollup.rs): a chunk
-# holds 262 144 (group, visitor) pairs (CHUNK_VISITS), a row adds one per dimension it counts in
-# (all 17 for a page view), so a chunk of an insert is at most 15 420 rows when its visitors
-# change from row to row, fewer when its 32 768 groups fill first (not with 5 sites).
-ROLLUP_ROWS = 15_420
+# holds 1 048 576 (group, visitor) pairs (CHUNK_VISITS), a row adds one per dimension it counts
+# in (all 17 for a page view), so a chunk is at most 61 680 rows when its visitors change from
+# row to row, fewer when its 65 536 groups fill first (not with 5 sites): an insert of CHUNK
+# rows is summed whole.
+ROLLUP_ROWS = min(CHUNK, 61_680)
 
 # stats_daily's dimensions as the fan-out view computes them (schema/0010, 0011).
 DIMENSIONS = [

@@ -8,7 +8,10 @@
 //! (`schema/0011_daily_rollup.sql`).
 //! The groups and the values are exactly the old view's, so no answer changes.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use super::insert::{Failure, classify};
 use crate::encode::{Head, Heads, Unreadable, heads, put_str, put_varint};
@@ -51,14 +54,19 @@ pub(crate) fn insert_sql(table: &str) -> String {
 }
 
 /// Groups a chunk holds before it is written: with the next bound, what bounds the rollup's
-/// memory whatever a segment holds (about 32 bytes a group, plus its index entry and texts). A
-/// chunk is as many rows as fit, so rows that group well (a few large sites) are summed over
-/// thousands of rows and the server gets few rows, and rows that do not (thousands of small
-/// sites, long-tail pages) cost no more memory than rows that do.
-const CHUNK_GROUPS: usize = 32_768;
+/// memory whatever a segment holds (32 bytes a group, a 4-byte slot of its index, and at most
+/// two new texts). A chunk is as many rows as fit, so rows that group well are summed over a
+/// whole segment and the server gets few rows, and rows that do not (thousands of small sites,
+/// long-tail pages) cost no more memory than rows that do. Long-tailed traffic of a few hundred
+/// sites makes about two thirds of a group per row over a whole segment of 50 000 rows, so such
+/// a segment fits one chunk; over chunks of 15 000 rows it made two groups per row.
+const CHUNK_GROUPS: usize = 65_536;
 /// (group, visitor) pairs a chunk holds before it is written (8 bytes each): a row adds one per
-/// dimension, so this bounds a chunk to about 15 400 rows.
-const CHUNK_VISITS: usize = 262_144;
+/// dimension, so this bounds a chunk to about 61 700 rows, more than a segment of the default
+/// `batch.max_rows` (50 000).
+const CHUNK_VISITS: usize = 1_048_576;
+// A group's texts (site and value parts) are numbered in 18 bits of its packed key.
+const _: () = assert!(3 * CHUNK_GROUPS + 1 < 1 << 18);
 /// Distinct UTC days in a chunk (a key holds 5 bits of day); a chunk with more is written early.
 const CHUNK_DAYS: usize = 32;
 /// Rows summed between two yields to the runtime (about half a millisecond), so that a segment
@@ -265,23 +273,38 @@ struct Group {
     last: u32,
 }
 
+impl Group {
+    /// The numbers that make the group, in one word: a chunk's text numbers fit 18 bits (every
+    /// text is part of a group, at most three a group), its day numbers 5.
+    fn packed(&self) -> u64 {
+        u64::from(self.site)
+            | u64::from(self.a) << 18
+            | u64::from(self.b) << 36
+            | u64::from(self.dim) << 54
+            | u64::from(self.day) << 59
+    }
+}
+
 /// The groups of as many rows as fit [`CHUNK_GROUPS`], [`CHUNK_VISITS`] and [`CHUNK_DAYS`].
 #[derive(Default)]
 struct Chunk<'a> {
     /// Every distinct non-empty text of the chunk, numbered from 1: a group is found by
     /// numbers, and each text is hashed once per row rather than once per group it counts in.
-    numbers: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+    /// The three tables below hold only numbers (4 bytes a slot) and find the key they stand
+    /// for in the vectors, so that a chunk of a whole segment stays small.
+    numbers: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// The texts by number; 0 is the empty text.
     texts: Vec<&'a str>,
     days: Vec<u16>,
-    /// A group's numbers (site, value parts, dimension, day), packed and mixed → its index.
-    index: crate::prehashed::HashMap<u32>,
+    /// The groups by their numbers (site, value parts, dimension, day), packed and mixed.
+    index: HashTable<u32>,
     groups: Vec<Group>,
     /// (group, visitor number) of each row in each group it counts in.
     visits: Vec<(u32, u32)>,
     /// The chunk's distinct visitor ids, numbered in order of arrival.
     visitors: Vec<u64>,
-    visitor_no: crate::prehashed::HashMap<u32>,
+    visitor_no: HashTable<u32>,
     /// Full: its rows are being written, from `groups[cursor]` and `visits[visit_cursor]`.
     sealed: bool,
     cursor: usize,
@@ -297,11 +320,21 @@ impl<'a> Chunk<'a> {
         if self.texts.is_empty() {
             self.texts.push("");
         }
-        let next = self.texts.len() as u32;
-        let n = *self.numbers.entry(s).or_insert(next);
-        if n == next {
-            self.texts.push(s);
-        }
+        let texts = &mut self.texts;
+        let hasher = &self.hasher;
+        let n = match self.numbers.entry(
+            hasher.hash_one(s),
+            |&n| texts[n as usize] == s,
+            |&n| hasher.hash_one(texts[n as usize]),
+        ) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let n = texts.len() as u32;
+                e.insert(n);
+                texts.push(s);
+                n
+            }
+        };
         u64::from(n)
     }
 
@@ -326,34 +359,51 @@ impl<'a> Chunk<'a> {
             return true;
         };
         let pageview = h.name == "pageview";
-        let next = self.visitors.len() as u32;
+        let visitors = &mut self.visitors;
         // Mixed like the group keys: test rows' ids are small numbers, not hashes.
-        let visitor = *self.visitor_no.entry(mix(h.visitor_id)).or_insert(next);
-        if visitor == next {
-            self.visitors.push(h.visitor_id);
-        }
-        // Every text is part of a group, at most three a group: a chunk's text numbers fit 18
-        // bits.
+        let visitor = match self.visitor_no.entry(
+            mix(h.visitor_id),
+            |&v| visitors[v as usize] == h.visitor_id,
+            |&v| mix(visitors[v as usize]),
+        ) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let v = visitors.len() as u32;
+                e.insert(v);
+                visitors.push(h.visitor_id);
+                v
+            }
+        };
         let site = self.text(h.site);
         for (dim, value) in values.into_iter().enumerate() {
             let Some((a, b)) = value else { continue };
             let (a, b) = (self.text(a), self.text(b));
-            let packed = site | a << 18 | b << 36 | (dim as u64) << 54 | (day_no as u64) << 59;
-            let next = self.groups.len() as u32;
-            let g = *self.index.entry(mix(packed)).or_insert(next);
-            if g == next {
-                self.groups.push(Group {
-                    site: site as u32,
-                    a: a as u32,
-                    b: b as u32,
-                    day: day_no as u8,
-                    dim: dim as u8,
-                    pageviews: 0,
-                    events: 0,
-                    visits: 0,
-                    last: NOBODY,
-                });
-            }
+            let new = Group {
+                site: site as u32,
+                a: a as u32,
+                b: b as u32,
+                day: day_no as u8,
+                dim: dim as u8,
+                pageviews: 0,
+                events: 0,
+                visits: 0,
+                last: NOBODY,
+            };
+            let packed = new.packed();
+            let groups = &mut self.groups;
+            let g = match self.index.entry(
+                mix(packed),
+                |&g| groups[g as usize].packed() == packed,
+                |&g| mix(groups[g as usize].packed()),
+            ) {
+                Entry::Occupied(e) => *e.get(),
+                Entry::Vacant(e) => {
+                    let g = groups.len() as u32;
+                    e.insert(g);
+                    groups.push(new);
+                    g
+                }
+            };
             let group = &mut self.groups[g as usize];
             if pageview {
                 group.pageviews += 1;
@@ -427,6 +477,22 @@ impl<'a> Chunk<'a> {
         self.cursor = 0;
         self.visit_cursor = 0;
         (written, true)
+    }
+}
+
+#[cfg(test)]
+impl Chunk<'_> {
+    /// Bytes the chunk holds on the heap: what its bounds bound.
+    fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        self.numbers.allocation_size()
+            + self.index.allocation_size()
+            + self.visitor_no.allocation_size()
+            + self.texts.capacity() * size_of::<&str>()
+            + self.days.capacity() * size_of::<u16>()
+            + self.groups.capacity() * size_of::<Group>()
+            + self.visits.capacity() * size_of::<(u32, u32)>()
+            + self.visitors.capacity() * size_of::<u64>()
     }
 }
 
@@ -591,7 +657,7 @@ mod tests {
     fn rows_that_do_not_group_fill_a_chunk_with_groups() {
         // A new page on every row: each adds a group of its own, and a chunk holds as many rows
         // as fit its groups. The device, the same on every row, has one row per chunk.
-        let n = 40_000u64;
+        let n = 150_000u64;
         let data = a_new_page_on_every_row(n);
         let rows = rows_of(&daily(&data, ROW_FORMAT).unwrap());
         let device = find(&rows, "device", "desktop");
@@ -628,6 +694,67 @@ mod tests {
         let pages = find_dim(&rows, "page");
         assert_eq!(pages.len() as u64, n);
         assert!(pages.iter().all(|r| r.4 == 1 && r.6.len() == 1));
+    }
+
+    /// The largest a chunk gets over all of `data`'s steps.
+    fn peak_footprint(data: &[u8]) -> usize {
+        let mut d = Daily::new(data, ROW_FORMAT);
+        let mut peak = 0;
+        while d.step().unwrap() {
+            peak = peak.max(d.chunk.footprint());
+            d.take();
+        }
+        peak
+    }
+
+    #[test]
+    fn a_chunk_stays_small_however_rows_group() {
+        // Rows that group nowhere: every text of every row new, each row from a new visitor,
+        // so that groups and texts fill first.
+        let nowhere: Vec<u8> = (0..20_000u64)
+            .flat_map(|i| {
+                let t = |k: &str| format!("{k}{i}");
+                let (h, p, r, s) = (t("h"), t("/p"), t("https://r/"), t("s"));
+                let u: Vec<String> = (0..5).map(|k| t(&format!("u{k}-"))).collect();
+                let (c, g, b, bv, o, ov, d) =
+                    (t("c"), t("g"), t("b"), t("v"), t("o"), t("w"), t("d"));
+                let mut out = Vec::new();
+                Event {
+                    timestamp: 86_400 * 20_000,
+                    site: "a.com",
+                    name: "pageview",
+                    hostname: &h,
+                    pathname: &p,
+                    referrer: &r,
+                    referrer_source: &s,
+                    utm_source: &u[0],
+                    utm_medium: &u[1],
+                    utm_campaign: &u[2],
+                    utm_content: &u[3],
+                    utm_term: &u[4],
+                    country_code: &c,
+                    region: &g,
+                    browser: &b,
+                    browser_version: &bv,
+                    os: &o,
+                    os_version: &ov,
+                    device: &d,
+                    visitor_id: i,
+                    ..Default::default()
+                }
+                .encode(&mut out);
+                out
+            })
+            .collect();
+        // Rows that each add one group and a visitor pair per dimension: the pairs fill first.
+        let pairs: Vec<u8> = (0..150_000u64)
+            .flat_map(|i| row("pageview", &format!("/page/{i:08}"), i, 86_400 * 20_000))
+            .collect();
+        for data in [nowhere, pairs] {
+            let peak = peak_footprint(&data);
+            assert!(peak > 4 << 20, "the bounds were reached: {peak}");
+            assert!(peak < 16 << 20, "{peak}");
+        }
     }
 
     #[test]
