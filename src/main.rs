@@ -92,7 +92,20 @@ fn compact(config: Config) -> Config {
     copy
 }
 
+/// Keeps large buffers (segments, the rollup's chunks) in their own mappings, returned to the
+/// system when freed and grown without a copy. glibc otherwise raises this threshold to the
+/// size of each such buffer freed, and the next ones come from the heap, where a growing vector
+/// is copied and freed pages stay with the process.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any other thread exists; mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> Result<()> {
+    fixed_mmap_threshold();
     let cli = Cli::parse();
     // The config path comes from clap, so GLIMPSE_CONFIG is not a setting.
     // SAFETY: single-threaded at this point; no other thread reads the environment.
