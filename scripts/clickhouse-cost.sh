@@ -10,7 +10,8 @@
 # /proc/<pid>/stat (user + system): clickhouse-server's CPU from the collector's start until the
 # spool is empty ("delivery"), then while every table is merged into one part with
 # `OPTIMIZE TABLE ... FINAL` ("merges"), and the collector's own CPU until the spool is empty.
-# Each is divided by the rows delivered. Other environment variables reach the collector, so
+# Each is divided by the rows delivered. The collector's peak anonymous memory while it delivers
+# is read from /proc/<pid>/status every 50 ms. Other environment variables reach the collector, so
 # `GLIMPSE_RETENTION_EVENTS_DAYS=0` measures aggregates-only mode.
 #
 #   scripts/clickhouse-cost.sh [ROUNDS] [SECONDS] [BINARY...]   (default: 3 rounds, 20 s,
@@ -91,18 +92,27 @@ cp -a "$work/spool" "$work/recorded"
 echo ">> $(segments "$work/recorded") segments, $(du -sh "$work/recorded" | cut -f1)"
 
 echo
-echo "| round | binary | rows | ClickHouse delivery µs/row | merges µs/row | collector µs/row | daily stats rows per row |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| round | binary | rows | ClickHouse delivery µs/row | merges µs/row | collector µs/row | daily stats rows per row | collector peak anon MiB |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+run=0
 for round in $(seq 1 "$ROUNDS"); do
     for bin in "${BINARIES[@]}"; do
-        fresh_clickhouse "$round-$(basename "$bin")"
+        # A directory of its own per run: binaries may share a file name, and a server started
+        # in a used directory would hold the previous run's tables.
+        run=$((run + 1))
+        fresh_clickhouse "$run"
         GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" "$bin" migrate >>"$work/glimpse.log" 2>&1
         rm -rf "$work/spool"
         cp -a "$work/recorded" "$work/spool"
         ch0=$(cpu "$ch_pid")
         port=$(free_port)
         serve "$bin" "$work/spool" "$port"
-        while [[ $(segments "$work/spool") -gt 0 ]]; do sleep 0.1; done
+        peak=0
+        while [[ $(segments "$work/spool") -gt 0 ]]; do
+            anon=$(awk '/^RssAnon:/ {print $2}' "/proc/$glimpse_pid/status" 2>/dev/null || echo 0)
+            [[ ${anon:-0} -gt $peak ]] && peak=$anon
+            sleep 0.05
+        done
         ch1=$(cpu "$ch_pid")
         mine=$(cpu "$glimpse_pid")
         curl -fsS "http://127.0.0.1:$port/metrics" >"$work/metrics"
@@ -116,12 +126,12 @@ for round in $(seq 1 "$ROUNDS"); do
             curl -fsS "http://127.0.0.1:$ch_http/" --data-binary "OPTIMIZE TABLE glimpse.$t FINAL" >/dev/null
         done
         ch2=$(cpu "$ch_pid")
-        python3 - "$round" "$bin" "$rows" "${rollup:--}" "$ch0" "$ch1" "$ch2" "$mine" <<'EOF'
+        python3 - "$round" "$bin" "$rows" "${rollup:--}" "$peak" "$ch0" "$ch1" "$ch2" "$mine" <<'EOF'
 import sys
-r, b, rows, rollup = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-c0, c1, c2, mine = map(float, sys.argv[5:])
+r, b, rows, rollup, peak = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+c0, c1, c2, mine = map(float, sys.argv[6:])
 us = lambda s: f"{s / rows * 1e6:.2f}"
-print(f"| {r} | {b} | {rows} | {us(c1 - c0)} | {us(c2 - c1)} | {us(mine)} | {rollup} |")
+print(f"| {r} | {b} | {rows} | {us(c1 - c0)} | {us(c2 - c1)} | {us(mine)} | {rollup} | {peak / 1024:.1f} |")
 EOF
     done
 done
