@@ -102,21 +102,26 @@ impl TagSet {
     }
 }
 
+/// Uniform 32-bit numbers from a nonzero `seed` (xorshift), a fixed sequence: what a keyed
+/// hash gives, for tests of the tables such values fill.
+#[cfg(test)]
+pub(crate) fn scattered(seed: u32) -> impl Iterator<Item = u32> {
+    let mut x = seed;
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Uniform 32-bit tags, as a keyed hash gives them; a fixed sequence.
     fn tags(n: usize) -> Vec<u32> {
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u32
-            })
-            .collect()
+        scattered(0x2545_f491).take(n).collect()
     }
 
     #[test]

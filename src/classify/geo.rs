@@ -369,17 +369,6 @@ mod tests {
         .unwrap()
     }
 
-    /// Uniform 32-bit numbers from `seed` (xorshift), for addresses all over the space.
-    fn scattered(seed: u32) -> impl Iterator<Item = u32> {
-        let mut x = seed;
-        std::iter::repeat_with(move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        })
-    }
-
     fn at<'a>(geo: &'a Geo, ip: &str) -> Location<'a> {
         geo.lookup(ip.parse().unwrap())
     }
@@ -473,7 +462,7 @@ mod tests {
         let mut ips: Vec<IpAddr> = listed.iter().map(|ip| ip.parse().unwrap()).collect();
         ips.push("2001:db8:1::1".parse().unwrap());
         // Addresses all over the space, most of them misses, some in the fixture's networks.
-        for x in scattered(0x9e37_79b9).take(20_000) {
+        for x in crate::prehashed::scattered(0x9e37_79b9).take(20_000) {
             ips.push(IpAddr::from(x.to_be_bytes()));
             ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
         }
@@ -511,7 +500,7 @@ mod tests {
             .iter()
             .map(|ip| ip.parse().unwrap())
             .collect();
-        for x in scattered(0x2545_f491).take(5_000) {
+        for x in crate::prehashed::scattered(0x2545_f491).take(5_000) {
             ips.push(IpAddr::from(x.to_be_bytes()));
             ips.push(IpAddr::from([81, 2, 69, (x >> 24) as u8]));
             ips.push(IpAddr::from([175, 16, 199, (x >> 16) as u8]));
