@@ -245,36 +245,49 @@ fn stages(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
-    // The deliverer's daily rollup of a segment: 8 192 rows over 200 sites, 5 000 pages each,
-    // a visitor sending four events; reported per segment (divide by 8 192 for a row).
-    c.bench_function("rollup/segment_8192_rows", |b| {
-        let mut segment = Vec::new();
-        for i in 0..8192u32 {
-            let site = format!("site{}.example", i % 200);
-            let page = format!("/p/{}", (i.wrapping_mul(2_654_435_761) >> 8) % 5_000);
-            glimpse::encode::Event {
-                timestamp: 1_790_000_000 + i / 10,
-                site: &site,
-                name: if i % 10 == 0 { "Signup" } else { "pageview" },
-                hostname: &site,
-                pathname: &page,
-                referrer_source: ["", "Google", "Hacker News"][i as usize % 3],
-                country_code: ["DE", "US", "GB", "FR"][i as usize % 4],
-                region: ["Berlin", "California", "England", ""][i as usize % 4],
-                browser: ["Chrome", "Firefox", "Safari"][i as usize % 3],
-                browser_version: "125",
-                os: ["Windows", "Mac OS X", "Android"][i as usize % 3],
-                os_version: "10",
-                device: ["desktop", "mobile"][i as usize % 2],
-                visitor_id: u64::from(i / 4).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ..Default::default()
-            }
-            .encode(&mut segment);
+    // A segment of 8 192 rows over 200 sites, 5 000 pages each, a visitor sending four events,
+    // for the deliverer's benches; each reports per segment (divide by 8 192 for a row).
+    let mut segment = Vec::new();
+    for i in 0..8192u32 {
+        let site = format!("site{}.example", i % 200);
+        let page = format!("/p/{}", (i.wrapping_mul(2_654_435_761) >> 8) % 5_000);
+        glimpse::encode::Event {
+            timestamp: 1_790_000_000 + i / 10,
+            site: &site,
+            name: if i % 10 == 0 { "Signup" } else { "pageview" },
+            hostname: &site,
+            pathname: &page,
+            referrer_source: ["", "Google", "Hacker News"][i as usize % 3],
+            country_code: ["DE", "US", "GB", "FR"][i as usize % 4],
+            region: ["Berlin", "California", "England", ""][i as usize % 4],
+            browser: ["Chrome", "Firefox", "Safari"][i as usize % 3],
+            browser_version: "125",
+            os: ["Windows", "Mac OS X", "Android"][i as usize % 3],
+            os_version: "10",
+            device: ["desktop", "mobile"][i as usize % 2],
+            visitor_id: u64::from(i / 4).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ..Default::default()
         }
+        .encode(&mut segment);
+    }
+    // Its daily rollup.
+    c.bench_function("rollup/segment_8192_rows", |b| {
         b.iter(|| {
             glimpse::deliver::rollup::daily(black_box(&segment), glimpse::encode::ROW_FORMAT)
                 .unwrap()
                 .len()
+        })
+    });
+    // Its rows turned into the Native blocks that are sent.
+    c.bench_function("native/segment_8192_rows", |b| {
+        b.iter(|| {
+            glimpse::deliver::native::blocks(
+                black_box(&segment),
+                glimpse::encode::COLUMNS,
+                glimpse::deliver::native::BLOCK_BYTES,
+            )
+            .map(|b| b.unwrap().len())
+            .sum::<usize>()
         })
     });
     c.bench_function("pipeline/prepare", |b| {

@@ -53,7 +53,7 @@ pub const ROW_FORMAT: u32 = 4;
 
 /// How many of [`COLUMNS`] each row format holds (format 1: before visits; 2: before
 /// engagement; 3: before the collector summed the daily stats itself).
-pub(crate) fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
+pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
     match format {
         1 => &COLUMNS[..25],
         2 => &COLUMNS[..29],
@@ -69,10 +69,11 @@ pub(crate) fn rolled_up(format: u32) -> bool {
     format >= 4
 }
 
-/// The insert statement for rows of `format`.
+/// The insert statement for rows of `format`, which the deliverer sends as Native blocks
+/// (`deliver::native`).
 pub(crate) fn insert_sql(table: &str, format: u32) -> String {
     let cols: Vec<&str> = columns_of(format).iter().map(|(n, _)| *n).collect();
-    format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
+    format!("INSERT INTO {table} ({}) FORMAT Native", cols.join(", "))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -365,7 +366,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Unsigned LEB128, as RowBinary uses for lengths.
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -471,15 +472,15 @@ mod tests {
     fn insert_sql_lists_the_columns_of_each_format() {
         let sql = insert_sql("events_in", ROW_FORMAT);
         assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
-        assert!(sql.ends_with("engaged_first, rolled_up) FORMAT RowBinary"));
+        assert!(sql.ends_with("engaged_first, rolled_up) FORMAT Native"));
         let engagement = insert_sql("events_in", 3);
-        assert!(engagement.ends_with("engaged_first) FORMAT RowBinary"));
+        assert!(engagement.ends_with("engaged_first) FORMAT Native"));
         let visits = insert_sql("events_in", 2);
         assert!(
-            visits.ends_with("visit_exit_prev) FORMAT RowBinary"),
+            visits.ends_with("visit_exit_prev) FORMAT Native"),
             "{visits}"
         );
         let old = insert_sql("events_in", 1);
-        assert!(old.ends_with("prop_values) FORMAT RowBinary"), "{old}");
+        assert!(old.ends_with("prop_values) FORMAT Native"), "{old}");
     }
 }

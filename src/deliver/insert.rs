@@ -2,6 +2,9 @@
 
 use bytes::Bytes;
 
+use super::native;
+use crate::encode::Unreadable;
+
 /// How a failed insert should be handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -9,6 +12,9 @@ pub enum Failure {
     Transient(String),
     /// The server rejected the data itself; the same bytes will always fail.
     Deterministic { code: u32, message: String },
+    /// The spooled rows cannot be read back (damage the record checksums did not catch), so
+    /// nothing was sent; nothing ever will be.
+    Unreadable(Unreadable),
 }
 
 /// ClickHouse error codes that mean "this data can never be inserted".
@@ -20,28 +26,53 @@ pub enum Failure {
 pub(crate) const DETERMINISTIC_CODES: &[u32] =
     &[6, 10, 16, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131];
 
-pub async fn insert(client: &clickhouse::Client, sql: &str, data: Bytes) -> Result<(), Failure> {
-    let mut insert = client.insert_formatted_with(sql.to_owned());
-    send(&mut insert, data).await?;
-    insert.end().await.map_err(classify)
-}
-
-/// Bytes compressed and queued at a time.
-const PIECE_BYTES: usize = 256 * 1024;
-
-/// Sends `data` on `insert` a piece at a time: the client compresses what it is given whole, and
-/// a segment of megabytes compressed at once would hold a second copy of it.
-pub(crate) async fn send(
-    insert: &mut clickhouse::insert_formatted::InsertFormatted,
+/// Sends `data` as it is, in the format `sql` names, as one INSERT.
+pub async fn insert(
+    client: &clickhouse::Client,
+    sql: &str,
     mut data: Bytes,
 ) -> Result<(), Failure> {
+    let mut insert = client.insert_formatted_with(sql.to_owned());
     while !data.is_empty() {
         let piece = data.split_to(data.len().min(PIECE_BYTES));
         insert.send(piece).await.map_err(classify)?;
         // Compressing a piece takes a fraction of a millisecond; requests run in between.
         tokio::task::yield_now().await;
     }
+    insert.end().await.map_err(classify)
+}
+
+/// Bytes of rows compressed and queued at a time: the client compresses what it is given
+/// whole, and a segment of megabytes compressed at once would hold a second copy of it.
+pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// Sends `rows`, RowBinary rows of `columns`, as Native blocks on `insert` (whose statement
+/// names `FORMAT Native`).
+pub(crate) async fn send_rows(
+    insert: &mut clickhouse::insert_formatted::InsertFormatted,
+    rows: &[u8],
+    columns: &'static [(&'static str, &'static str)],
+) -> Result<(), Failure> {
+    for block in native::blocks(rows, columns, native::BLOCK_BYTES) {
+        let block = block.map_err(Failure::Unreadable)?;
+        insert.send(block.into()).await.map_err(classify)?;
+        // Building and compressing a block takes a fraction of a millisecond; requests run in
+        // between.
+        tokio::task::yield_now().await;
+    }
     Ok(())
+}
+
+/// Sends `rows` (RowBinary rows of `columns`) as one INSERT of `sql`, in Native blocks.
+pub async fn insert_rows(
+    client: &clickhouse::Client,
+    sql: &str,
+    rows: &[u8],
+    columns: &'static [(&'static str, &'static str)],
+) -> Result<(), Failure> {
+    let mut insert = client.insert_formatted_with(sql.to_owned());
+    send_rows(&mut insert, rows, columns).await?;
+    insert.end().await.map_err(classify)
 }
 
 pub fn classify(e: clickhouse::error::Error) -> Failure {

@@ -11,8 +11,9 @@
 //!
 //! A segment is two inserts: its rows, then their daily stats summed here (`rollup`). A retry
 //! repeats only the one that failed; a replay after a crash repeats both, each with its own
-//! token.
+//! token. Both are sent as Native blocks (`native`), made from the RowBinary rows as they go.
 
+pub mod native;
 pub mod insert;
 pub mod rollup;
 
@@ -105,18 +106,31 @@ impl Deliverer {
             };
             let rows = crate::encode::insert_sql(table, segment.format);
             let started = Instant::now();
-            if let Err(code) = self
-                .insert_until_stored(seq, &token, &rows, &Body::Rows(&segment.data), segment.rows)
+            if let Err(refusal) = self
+                .insert_until_stored(
+                    seq,
+                    &token,
+                    &rows,
+                    &Body::Rows(&segment.data, segment.format),
+                    segment.rows,
+                )
                 .await
             {
                 // The server's message can quote row data: it went to the log, and only the
                 // code sits next to the rows.
                 self.quarantine(
                     seq,
-                    &format!(
-                        "Code: {code}: ClickHouse rejected the rows as invalid; its message is \
-                         in the collector's log"
-                    ),
+                    &match refusal {
+                        Refusal::Server(code) => format!(
+                            "Code: {code}: ClickHouse rejected the rows as invalid; its message \
+                             is in the collector's log"
+                        ),
+                        Refusal::Unreadable(e) => format!(
+                            "the rows cannot be read back ({e}): damage that the record \
+                             checksums did not catch; the insert was abandoned, so none of \
+                             them were stored"
+                        ),
+                    },
                 );
                 return;
             }
@@ -126,17 +140,22 @@ impl Deliverer {
                 let sql = rollup::insert_sql(&self.daily_table);
                 let token = format!("{token}-daily");
                 let body = Body::Daily(&segment.data, segment.format);
-                if let Err(code) = self
+                if let Err(refusal) = self
                     .insert_until_stored(seq, &token, &sql, &body, segment.rows)
                     .await
                 {
+                    let why = match refusal {
+                        Refusal::Server(code) => format!(
+                            "Code: {code}: the rows were stored, but their daily stats were \
+                             rejected; the reason is in the collector's log"
+                        ),
+                        Refusal::Unreadable(e) => format!(
+                            "the rows were stored, but their daily stats cannot be summed ({e})"
+                        ),
+                    };
                     self.quarantine(
                         seq,
-                        &format!(
-                            "Code: {code}: the rows were stored, but their daily stats were \
-                             rejected; the reason is in the collector's log. Inserting this \
-                             segment again would store its rows twice"
-                        ),
+                        &format!("{why}. Inserting this segment again would store its rows twice"),
                     );
                     return;
                 }
@@ -162,7 +181,8 @@ impl Deliverer {
     }
 
     /// Sends one insert of the segment `seq` until the server has it, retrying transient
-    /// failures with backoff; a deterministic one returns its code (after logging its message).
+    /// failures with backoff; a deterministic one returns why (after logging the server's
+    /// message).
     async fn insert_until_stored(
         &self,
         seq: u64,
@@ -170,7 +190,7 @@ impl Deliverer {
         sql: &str,
         body: &Body<'_>,
         rows: u64,
-    ) -> Result<(), u32> {
+    ) -> Result<(), Refusal> {
         let client = if self.dedup_token {
             self.client
                 .clone()
@@ -185,7 +205,12 @@ impl Deliverer {
                 Err(Failure::Deterministic { code, message }) => {
                     self.metrics.insert_rejected.inc();
                     tracing::error!(segment = seq, rows, code, %message, "ClickHouse rejected a segment; moving it to the dead-letter directory");
-                    return Err(code);
+                    return Err(Refusal::Server(code));
+                }
+                Err(Failure::Unreadable(e)) => {
+                    self.metrics.insert_rejected.inc();
+                    tracing::error!(segment = seq, rows, error = %e, "a segment's rows cannot be read back; moving it to the dead-letter directory");
+                    return Err(Refusal::Unreadable(e));
                 }
                 Err(Failure::Transient(message)) => {
                     self.metrics.insert_errors.inc();
@@ -219,7 +244,9 @@ impl Deliverer {
             }
         }
         match body {
-            Body::Rows(data) => insert::insert(client, sql, Bytes::clone(data)).await,
+            Body::Rows(data, format) => {
+                insert::insert_rows(client, sql, data, crate::encode::columns_of(*format)).await
+            }
             // The daily stats' rows are counted once stored.
             Body::Daily(data, format) => rollup::insert(client, sql, data, *format)
                 .await
@@ -237,10 +264,18 @@ impl Deliverer {
     }
 }
 
+/// Why an insert of a segment can never succeed.
+enum Refusal {
+    /// ClickHouse rejected the data, with this error code.
+    Server(u32),
+    /// The rows could not be read out of the segment.
+    Unreadable(crate::encode::Unreadable),
+}
+
 /// What one insert of a segment sends.
 enum Body<'a> {
-    /// The segment's rows as they are.
-    Rows(&'a Bytes),
+    /// The segment's rows (of this row format), sent as Native blocks.
+    Rows(&'a Bytes, u32),
     /// The daily stats of the segment's rows (of this row format), summed as they are sent.
     Daily(&'a Bytes, u32),
 }

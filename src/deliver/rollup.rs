@@ -48,9 +48,11 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("visitors", "Array(UInt64)"),
 ];
 
+/// The insert statement of the rollup's rows, which are sent as Native blocks
+/// (`super::native`).
 pub(crate) fn insert_sql(table: &str) -> String {
     let cols: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
-    format!("INSERT INTO {table} ({}) FORMAT RowBinary", cols.join(", "))
+    format!("INSERT INTO {table} ({}) FORMAT Native", cols.join(", "))
 }
 
 /// Groups a chunk holds before it is written: with the next bound, what bounds the rollup's
@@ -169,14 +171,11 @@ pub(crate) async fn insert(
     let mut d = Daily::new(data, format);
     let mut insert = None;
     loop {
-        let more = d.step().map_err(|e| Failure::Deterministic {
-            code: 0,
-            message: format!("the rows cannot be read back: {e}"),
-        })?;
+        let more = d.step().map_err(Failure::Unreadable)?;
         let rows = d.take();
         if !rows.is_empty() {
             let insert = insert.get_or_insert_with(|| client.insert_formatted_with(sql.to_owned()));
-            super::insert::send(insert, rows.into()).await?;
+            super::insert::send_rows(insert, &rows, COLUMNS).await?;
         }
         if !more {
             break;

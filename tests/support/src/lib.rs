@@ -9,6 +9,7 @@
 //! - [`disk`]: a small tmpfs to fill up;
 //! - [`browser`]: headless Chromium and a loopback test site;
 //! - [`load`]: steady load from many visitors, and how it landed;
+//! - [`modern`]: the modern ClickHouse engine, in-process (chdb);
 //! - [`proxy`]: an event proxy that forwards only what server-side integrations send.
 //!
 //! Missing components fail the test with an install hint; nothing is skipped.
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod disk;
 pub mod inprocess;
 pub mod load;
+pub mod modern;
 pub mod process;
 pub mod proxy;
 
@@ -35,6 +37,7 @@ pub use cluster::{ClickHouseCluster, Nginx, ZooKeeper};
 pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
+pub use modern::chdb;
 pub use process::{GlimpseProcess, binary_env, cpu_seconds};
 pub use proxy::EventProxy;
 
