@@ -22,7 +22,8 @@ What it does:
      filled for the test data, and compares each answer with the same question
      asked of the raw events.
   6. Checks that rows inserted into `events_intake`, the collector's insert
-     table, give every table but `stats_daily` exactly as through `events_in`.
+     table, give every table but `stats_daily` the same answers as through
+     `events_in` (each key's states merged: views may split a key over rows).
   7. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
 
 Usage (from anywhere):
@@ -438,13 +439,21 @@ INTAKE_TARGETS = ["events", "stats_hourly", "visits_hourly", "visit_pages_daily"
 
 
 def snapshot(engine, table):
-    """A table's rows, each aggregate state finalized, in a fixed order."""
+    """What a table answers: its rows in a fixed order, or for an aggregating table each key's
+    states merged (views may split a key's counts over several rows, as merges would join
+    them)."""
     columns = engine.rows(
         f"SELECT name, type FROM system.columns WHERE database = '{DATABASE}' "
         f"AND table = '{table}' ORDER BY position")
-    exprs = [f"finalizeAggregation({c['name']})" if c["type"].startswith("AggregateFunction")
-             else c["name"] for c in columns]
-    return engine.rows(f"SELECT {', '.join(exprs)} FROM {table} ORDER BY {', '.join(exprs)}")
+    keys = [c["name"] for c in columns if not c["type"].startswith("AggregateFunction")]
+    function = re.compile(r"AggregateFunction\((\w+)")
+    states = [function.match(c["type"]).group(1) + f"Merge({c['name']})"
+              for c in columns if c["type"].startswith("AggregateFunction")]
+    if not states:
+        return engine.rows(f"SELECT {', '.join(keys)} FROM {table} ORDER BY {', '.join(keys)}")
+    exprs = keys + states
+    return engine.rows(f"SELECT {', '.join(exprs)} FROM {table} GROUP BY {', '.join(keys)} "
+                       f"ORDER BY {', '.join(exprs)}")
 
 
 def check_intake(engine, rows):

@@ -901,6 +901,7 @@ async fn upgrade_to_closed_days_keeps_the_aggregates() {
             "0011_daily_rollup.sql",
             "0012_intake.sql",
             "0013_visitor_days.sql",
+            "0014_visit_pages_views.sql",
         ]
     );
     assert_eq!(snapshot(&ch), old, "every aggregate survives the rebuild");
@@ -946,6 +947,67 @@ async fn insert_table_matches_the_row_encoder() {
             .collect();
         assert_eq!(live, want, "{table}");
     }
+}
+
+/// Entry and exit pages counted by the three plain views over the insert table (migration
+/// 0014) are exactly what the single view they replaced counted of the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_pages_of_the_plain_views_equal_the_array_join_view() {
+    let ch = ClickHouse::start();
+    support::seed_known_traffic(&ch).await;
+    let migration = std::fs::read_to_string(support::repo_path("schema/0012_intake.sql")).unwrap();
+    let head = "CREATE MATERIALIZED VIEW IF NOT EXISTS visit_pages_daily_intake_mv TO \
+                visit_pages_daily AS";
+    let from = migration.find(head).unwrap();
+    let view = &migration[from..from + migration[from..].find(';').unwrap()];
+    assert!(view.contains("FROM events_intake\n") && view.contains("ARRAY JOIN"));
+    assert_eq!(
+        ch.count(
+            DB,
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+             AND name = 'visit_pages_daily_intake_mv'"
+        ),
+        0,
+        "the migration dropped the old view"
+    );
+    ch.sql(DB, "CREATE TABLE check_in AS events_intake ENGINE = Null");
+    ch.sql(DB, "CREATE TABLE check_pages AS visit_pages_daily");
+    ch.sql(
+        DB,
+        &view
+            .replace(head, "CREATE MATERIALIZED VIEW check_mv TO check_pages AS")
+            .replace("FROM events_intake\n", "FROM check_in\n"),
+    );
+    let columns: Vec<&str> = glimpse::encode::COLUMNS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "rolled_up")
+        .collect();
+    let columns = columns.join(", ");
+    ch.sql(
+        DB,
+        &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
+    );
+    let pages = |table: &str| {
+        ch.rows(
+            DB,
+            &format!(
+                "SELECT site, day, kind, page, sumMerge(visits) AS n FROM {table} \
+                 GROUP BY site, day, kind, page HAVING n != 0 ORDER BY site, day, kind, page"
+            ),
+        )
+    };
+    let (plain, joined) = (pages("visit_pages_daily"), pages("check_pages"));
+    assert_eq!(plain, joined);
+    // Entries and exits both, and exits that moved on to a later page.
+    assert!(plain.iter().any(|r| r[2] == "entry"), "{plain:?}");
+    assert!(plain.iter().any(|r| r[2] == "exit"), "{plain:?}");
+    let exits = ch.count(
+        DB,
+        "SELECT sumMerge(visits) FROM visit_pages_daily WHERE kind = 'exit'",
+    );
+    let views = ch.count(DB, "SELECT count() FROM events WHERE name = 'pageview'");
+    assert!(exits < views, "{exits} exits, {views} page views");
 }
 
 /// The daily stats the deliverer sums itself (`deliver::rollup`) are exactly what the server's

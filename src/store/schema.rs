@@ -60,6 +60,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_visitor_days.sql",
         include_str!("../../schema/0013_visitor_days.sql"),
     ),
+    (
+        "0014_visit_pages_views.sql",
+        include_str!("../../schema/0014_visit_pages_views.sql"),
+    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
