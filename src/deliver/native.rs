@@ -11,9 +11,9 @@
 //! array as the running end offsets of its rows (UInt64) followed by all of its elements. This
 //! is the layout without the block header of the native TCP protocol, which is what every
 //! server version reads over HTTP. The server joins the blocks of one insert into one before
-//! it writes them (`min_insert_block_size_rows`), so blocks of a few hundred KiB cost no more
-//! parts than one block of the whole segment would, and the collector never holds a second
-//! copy of the segment.
+//! it writes them (`min_insert_block_size_rows`), so blocks of [`BLOCK_BYTES`] cost no more parts
+//! than one block of the whole segment would, and the collector never holds a second copy of
+//! the segment.
 
 use crate::encode::{Unreadable, put_str, put_varint};
 
