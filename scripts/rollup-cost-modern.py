@@ -7,10 +7,11 @@ whose views do not fan out, plus one row per site, day, dimension and value in
 
 The events are those of `cargo bench --bench dashboard` (one day of them), generated once into a
 staging table, and their rollup rows are summed there once, per ROLLUP_ROWS rows of each
-insert of CHUNK rows (a chunk never spans two inserts), as the collector sums a segment; both are written as RowBinary files, one per insert, and none of
-that is measured. What is measured is the engine's CPU (this process, every thread) while the
-files are inserted (parsed from RowBinary, as the server parses the collector's inserts), one
-way and then the other, into fresh tables, alternating for ROUNDS rounds; then every table is
+insert of CHUNK rows (a chunk never spans two inserts), as the collector sums a segment; both are
+written as files, one per insert, in the format each kind of collector sends (RowBinary before
+the rollup, Native blocks with it), and none of that is measured. What is measured is the
+engine's CPU (this process, every thread) while the files are inserted, one way and then the
+other, into fresh tables, alternating for ROUNDS rounds; then every table is
 merged into one part (`OPTIMIZE ... FINAL`), also measured. Raw events are kept (30 days).
 
 Usage: GLIMPSE_BIN=target/release/glimpse scripts/rollup-cost-modern.py [EVENTS] [ROUNDS]
@@ -43,6 +44,9 @@ CHUNK = 20_000
 # row to row, fewer when its 65 536 groups fill first (not with 5 sites): an insert of CHUNK
 # rows is summed whole.
 ROLLUP_ROWS = min(CHUNK, 61_680)
+# Rows of a Native block: about what the collector's blocks of 128 KiB of rows hold of these
+# events (src/deliver/native.rs).
+BLOCK_ROWS = 1_000
 
 # stats_daily's dimensions as the fan-out view computes them (schema/0010, 0011).
 DIMENSIONS = [
@@ -118,7 +122,8 @@ def main():
             f"ARRAY JOIN arrayFilter(d -> d.1 != 'page' OR name = 'pageview', [{dims}]) AS dim "
             "WHERE name != 'engagement' GROUP BY chunk, part, site, day, dimension, value")
     chunks = int(str(s.query("SELECT max(chunk) + 1 FROM staging.src", "TSV")).strip())
-    # Each insert's bytes in RowBinary, as the collector sends them, parsed by every insert.
+    # Each insert's bytes as each kind of collector sends them, parsed by every insert: RowBinary
+    # before the rollup, Native blocks (of at most BLOCK_ROWS rows) with it.
     files = Path(scratch("glimpse-rollup-files-"))
     types = dict(r.split("\t") for r in str(s.query(
         "SELECT name, type FROM system.columns WHERE database = 'glimpse' "
@@ -130,11 +135,11 @@ def main():
         (files / f"rows-{k}.bin").write_bytes(s.query(
             f"SELECT {', '.join(rows)} FROM staging.src WHERE chunk = {k}", "RowBinary").bytes())
         (files / f"marked-{k}.bin").write_bytes(s.query(
-            f"SELECT {', '.join(rows)}, toUInt8(1) FROM staging.src WHERE chunk = {k}",
-            "RowBinary").bytes())
+            f"SELECT {', '.join(rows)}, toUInt8(1) AS rolled_up FROM staging.src "
+            f"WHERE chunk = {k} SETTINGS max_block_size = {BLOCK_ROWS}", "Native").bytes())
         (files / f"daily-{k}.bin").write_bytes(s.query(
             "SELECT site, day, dimension, value, pageviews, events, visitors FROM staging.roll "
-            f"WHERE chunk = {k}", "RowBinary").bytes())
+            f"WHERE chunk = {k} SETTINGS max_block_size = {BLOCK_ROWS}", "Native").bytes())
     tables = [r for r in str(s.query(
         "SELECT name FROM system.tables WHERE database = 'glimpse' AND engine LIKE '%MergeTree' "
         "AND name NOT IN ('glimpse_salts', 'glimpse_migrations')", "TSV")).split()]
@@ -149,10 +154,10 @@ def main():
                         f"file('{files}/rows-{k}.bin', RowBinary, '{row_structure}')")
             else:
                 s.query(f"INSERT INTO glimpse.events_intake ({', '.join(rows)}, rolled_up) "
-                        f"SELECT * FROM file('{files}/marked-{k}.bin', RowBinary, "
+                        f"SELECT * FROM file('{files}/marked-{k}.bin', Native, "
                         f"'{row_structure}, rolled_up UInt8')")
                 s.query("INSERT INTO glimpse.stats_daily_in SELECT * FROM "
-                        f"file('{files}/daily-{k}.bin', RowBinary, '{roll_structure}')")
+                        f"file('{files}/daily-{k}.bin', Native, '{roll_structure}')")
         c1 = cpu()
         for t in tables:
             s.query(f"OPTIMIZE TABLE glimpse.{t} FINAL")
