@@ -12,8 +12,8 @@ pub enum Failure {
     Transient(String),
     /// The server rejected the data itself; the same bytes will always fail.
     Deterministic { code: u32, message: String },
-    /// The spooled rows cannot be read back (damage the record checksums did not catch), so
-    /// nothing was sent; nothing ever will be.
+    /// The spooled rows cannot be read back (damage the record checksums did not catch): the
+    /// insert is abandoned, so nothing of it is stored, and no retry can do better.
     Unreadable(Unreadable),
 }
 

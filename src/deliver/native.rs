@@ -124,7 +124,8 @@ impl Blocks<'_> {
                 Kind::Text => c.data.extend_from_slice(text(data, &mut at)?),
                 Kind::Array(item) => {
                     let n = varint(data, &mut at)?;
-                    c.items += n;
+                    // A damaged count can be anything; the elements it claims must be there.
+                    c.items = c.items.checked_add(n)?;
                     c.offsets.extend_from_slice(&c.items.to_le_bytes());
                     for _ in 0..n {
                         match item {
@@ -325,7 +326,19 @@ mod tests {
         let mut b = blocks(&data, COLUMNS, 1 << 20);
         assert_eq!(b.next(), Some(Err(Unreadable { row: 1, at: whole })));
         assert_eq!(b.next(), None);
-        // A length beyond the data, and a varint that never ends.
+        // An array count beyond any data, a length beyond the data, and a varint that never
+        // ends.
+        let mut huge = Vec::new();
+        row(&mut huge, 1, "a", &["k"], &[]);
+        let first = huge.len();
+        huge.extend_from_slice(&1u32.to_le_bytes());
+        put_str(&mut huge, "a");
+        huge.extend_from_slice(&[7, 0, 0]);
+        put_varint(&mut huge, u64::MAX);
+        assert_eq!(
+            blocks(&huge, COLUMNS, 1 << 20).next(),
+            Some(Err(Unreadable { row: 1, at: first }))
+        );
         let mut bad = Vec::new();
         bad.extend_from_slice(&1u32.to_le_bytes());
         bad.extend_from_slice(&[0xff; 12]);
