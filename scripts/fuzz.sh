@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the payload parser and the URL/referrer normalisation with libFuzzer (cargo-fuzz).
+# Fuzzes what Glimpse reads from outside with libFuzzer (cargo-fuzz): the payload parser, the
+# URL and referrer normalisation, the filters, and the deliverer's reading of spooled rows.
 #
 #   scripts/fuzz.sh            # 20 s per target: the smoke run scripts/test.sh does
 #   scripts/fuzz.sh 3600       # an hour per target
@@ -18,7 +19,7 @@ require_cargo
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -eq 0 ]] && TARGETS=(payload url filters)
+[[ ${#TARGETS[@]} -eq 0 ]] && TARGETS=(payload url filters rows)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo ">> installing cargo-fuzz (cargo install)"
