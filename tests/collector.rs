@@ -955,12 +955,6 @@ async fn insert_table_matches_the_row_encoder() {
 async fn visit_pages_of_the_plain_views_equal_the_array_join_view() {
     let ch = ClickHouse::start();
     support::seed_known_traffic(&ch).await;
-    let migration = std::fs::read_to_string(support::repo_path("schema/0012_intake.sql")).unwrap();
-    let head = "CREATE MATERIALIZED VIEW IF NOT EXISTS visit_pages_daily_intake_mv TO \
-                visit_pages_daily AS";
-    let from = migration.find(head).unwrap();
-    let view = &migration[from..from + migration[from..].find(';').unwrap()];
-    assert!(view.contains("FROM events_intake\n") && view.contains("ARRAY JOIN"));
     assert_eq!(
         ch.count(
             DB,
@@ -970,24 +964,14 @@ async fn visit_pages_of_the_plain_views_equal_the_array_join_view() {
         0,
         "the migration dropped the old view"
     );
-    ch.sql(DB, "CREATE TABLE check_in AS events_intake ENGINE = Null");
-    ch.sql(DB, "CREATE TABLE check_pages AS visit_pages_daily");
-    ch.sql(
+    let view = ch.replay_events_through_view(
         DB,
-        &view
-            .replace(head, "CREATE MATERIALIZED VIEW check_mv TO check_pages AS")
-            .replace("FROM events_intake\n", "FROM check_in\n"),
+        "0012_intake.sql",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS visit_pages_daily_intake_mv TO visit_pages_daily AS",
+        "events_intake",
+        "visit_pages_daily",
     );
-    let columns: Vec<&str> = glimpse::encode::COLUMNS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| *n != "rolled_up")
-        .collect();
-    let columns = columns.join(", ");
-    ch.sql(
-        DB,
-        &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
-    );
+    assert!(view.contains("ARRAY JOIN"), "{view}");
     let pages = |table: &str| {
         ch.rows(
             DB,
@@ -997,7 +981,7 @@ async fn visit_pages_of_the_plain_views_equal_the_array_join_view() {
             ),
         )
     };
-    let (plain, joined) = (pages("visit_pages_daily"), pages("check_pages"));
+    let (plain, joined) = (pages("visit_pages_daily"), pages("check_visit_pages_daily"));
     assert_eq!(plain, joined);
     // Entries and exits both, and exits that moved on to a later page.
     assert!(plain.iter().any(|r| r[2] == "entry"), "{plain:?}");
@@ -1017,29 +1001,14 @@ async fn daily_stats_summed_by_the_collector_equal_the_fan_out_view() {
     let ch = ClickHouse::start();
     support::seed_known_traffic(&ch).await;
     // A copy of the fan-out view, as the migration defines it, over a second insert table.
-    let migration =
-        std::fs::read_to_string(support::repo_path("schema/0011_daily_rollup.sql")).unwrap();
-    let head = "CREATE MATERIALIZED VIEW IF NOT EXISTS stats_daily_mv TO stats_daily AS";
-    let view = &migration[migration.find(head).unwrap()..];
-    assert!(view.contains("FROM events_in\n") && view.contains("rolled_up = 0"));
-    ch.sql(DB, "CREATE TABLE check_in AS events_in ENGINE = Null");
-    ch.sql(DB, "CREATE TABLE check_daily AS stats_daily");
-    ch.sql(
+    let view = ch.replay_events_through_view(
         DB,
-        &view
-            .replace(head, "CREATE MATERIALIZED VIEW check_mv TO check_daily AS")
-            .replace("FROM events_in\n", "FROM check_in\n"),
+        "0011_daily_rollup.sql",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS stats_daily_mv TO stats_daily AS",
+        "events_in",
+        "stats_daily",
     );
-    let columns: Vec<&str> = glimpse::encode::COLUMNS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| *n != "rolled_up")
-        .collect();
-    let columns = columns.join(", ");
-    ch.sql(
-        DB,
-        &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
-    );
+    assert!(view.contains("rolled_up = 0"), "{view}");
     let daily = |table: &str| {
         ch.rows(
             DB,
@@ -1050,7 +1019,7 @@ async fn daily_stats_summed_by_the_collector_equal_the_fan_out_view() {
             ),
         )
     };
-    let (summed, viewed) = (daily("stats_daily"), daily("check_daily"));
+    let (summed, viewed) = (daily("stats_daily"), daily("check_stats_daily"));
     // Every dimension of the traffic has rows, custom events and page views alike.
     assert!(summed.len() > 40, "{summed:?}");
     for dim in [

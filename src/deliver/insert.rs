@@ -44,7 +44,7 @@ pub async fn insert(
 
 /// Bytes of rows compressed and queued at a time: the client compresses what it is given
 /// whole, and a segment of megabytes compressed at once would hold a second copy of it.
-pub const PIECE_BYTES: usize = 256 * 1024;
+const PIECE_BYTES: usize = 256 * 1024;
 
 /// Sends `rows`, RowBinary rows of `columns`, as Native blocks on `insert` (whose statement
 /// names `FORMAT Native`).

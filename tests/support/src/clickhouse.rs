@@ -147,6 +147,59 @@ impl ClickHouse {
         .unwrap_or_else(|e| panic!("ClickHouse request failed: {e}"))
     }
 
+    /// What one view of a migration makes of the raw events stored in `database`: the view's
+    /// statement in `schema/<migration>` (the one that starts with `head`, up to its `;`) is
+    /// created again over a `Null` copy of its insert table `source`, writing into an empty copy
+    /// of its table `target` named `check_<target>`, and the stored rows are inserted through it.
+    /// Returns the statement as the migration has it.
+    pub fn replay_events_through_view(
+        &self,
+        database: &str,
+        migration: &str,
+        head: &str,
+        source: &str,
+        target: &str,
+    ) -> String {
+        let path = repo_path(&format!("schema/{migration}"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let from = text
+            .find(head)
+            .unwrap_or_else(|| panic!("{migration} has no `{head}`"));
+        let view = &text[from..from + text[from..].find(';').unwrap_or(text.len() - from)];
+        let from_source = format!("FROM {source}\n");
+        assert!(view.contains(&from_source), "{view}");
+        self.sql(
+            database,
+            &format!("CREATE TABLE check_in AS {source} ENGINE = Null"),
+        );
+        self.sql(
+            database,
+            &format!("CREATE TABLE check_{target} AS {target}"),
+        );
+        self.sql(
+            database,
+            &view
+                .replace(
+                    head,
+                    &format!("CREATE MATERIALIZED VIEW check_mv TO check_{target} AS"),
+                )
+                .replace(&from_source, "FROM check_in\n"),
+        );
+        // The stored columns: every inserted one but the rollup's mark.
+        let columns: Vec<&str> = glimpse::encode::COLUMNS
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "rolled_up")
+            .collect();
+        let columns = columns.join(", ");
+        self.sql(
+            database,
+            &format!("INSERT INTO check_in ({columns}) SELECT {columns} FROM events"),
+        );
+        view.to_owned()
+    }
+
     /// TSV rows as vectors of fields.
     pub fn rows(&self, database: &str, query: &str) -> Vec<Vec<String>> {
         self.sql(database, &format!("{query} FORMAT TSV"))
