@@ -25,6 +25,13 @@ use glimpse::pipeline::{Outcome, Pipeline, Requester};
 use glimpse::spool::Spool;
 
 const BODY: &[u8] = br#"{"n":"pageview","u":"https://www.example.com/blog/2026/why-privacy-matters?utm_source=newsletter&utm_medium=email&utm_campaign=november","d":"example.com","r":"https://news.ycombinator.com/item?id=123456","w":1440}"#;
+/// The dimensions of the value bound's bench row: ten values, as an event with UTM tags has.
+const BOUND_DIMS: [glimpse::cardinality::Dim; 10] = {
+    use glimpse::cardinality::Dim::*;
+    [
+        Page, Hostname, Referrer, Source, Utm, Event, Prop, Version, Region, Page,
+    ]
+};
 const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
 
 fn geo() -> Geo {
@@ -206,8 +213,10 @@ fn stages(c: &mut Criterion) {
     };
     // The per-site value bound holding many values, as a busy collector's does by midday: 200
     // sites with 2 000 values in each of ten dimensions (20 as a smoke test); each row checks
-    // ten known values. Filled inside the bench, so that the other benches' runs skip it.
-    c.bench_function("cardinality/row", |b| {
+    // ten known values, together as the pipeline does, and one at a time for comparison.
+    // Filled on first use, so that the other benches' runs skip it.
+    let filled = std::cell::OnceCell::new();
+    let fill = || {
         let per_site = if std::env::args().any(|a| a == "--bench") {
             2_000
         } else {
@@ -218,25 +227,42 @@ fn stages(c: &mut Criterion) {
             tracked_values: 10_000_000,
         });
         let values: Vec<String> = (0..per_site).map(|i| format!("/blog/post-{i}")).collect();
-        let dims = {
-            use glimpse::cardinality::Dim::*;
-            [
-                Page, Hostname, Referrer, Source, Utm, Event, Prop, Version, Region, Page,
-            ]
-        };
         for site in 0..200 {
             let mut row = bounds.row(site, 1);
             for v in &values {
-                for d in dims {
+                for d in BOUND_DIMS {
                     row.keep(d, v);
                 }
             }
         }
+        (bounds, values)
+    };
+    c.bench_function("cardinality/row", |b| {
+        let (bounds, values) = filled.get_or_init(fill);
         let mut n = 0usize;
         b.iter(|| {
             n = n.wrapping_add(7_919);
             let mut row = bounds.row(n % 200, 1);
-            dims.iter()
+            let row_values: [_; 10] = std::array::from_fn(|i| {
+                (
+                    BOUND_DIMS[i],
+                    values[(n / 200 + i * 31) % values.len()].as_str(),
+                )
+            });
+            row.keep_all(row_values)
+                .iter()
+                .map(|v| v.len())
+                .sum::<usize>()
+        })
+    });
+    c.bench_function("cardinality/row, one value at a time", |b| {
+        let (bounds, values) = filled.get_or_init(fill);
+        let mut n = 0usize;
+        b.iter(|| {
+            n = n.wrapping_add(7_919);
+            let mut row = bounds.row(n % 200, 1);
+            BOUND_DIMS
+                .iter()
                 .enumerate()
                 .map(|(i, d)| {
                     row.keep(*d, &values[(n / 200 + i * 31) % values.len()])

@@ -60,6 +60,17 @@ impl TagSet {
         false
     }
 
+    /// Reads the slot where a probe for `tag` starts and returns what it holds, so that a later
+    /// `contains` or `insert` finds it in the cache. Reading the slots of several tags one
+    /// after another lets their cache misses overlap; probing them one by one waits for each.
+    pub(crate) fn warm(&self, tag: u32) -> u32 {
+        let mask = self.slots.len().wrapping_sub(1);
+        self.slots
+            .get(tag.max(1) as usize & mask)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Adds `tag`; whether it was new.
     pub(crate) fn insert(&mut self, tag: u32) -> bool {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
@@ -142,6 +153,16 @@ mod tests {
         assert!(set.slots.len().is_power_of_two());
         assert!(set.len() * 4 <= set.slots.len() * 3);
         assert!(set.len() * 8 >= set.slots.len() * 3);
+    }
+
+    #[test]
+    fn warm_reads_the_slot_where_a_probe_starts() {
+        let mut set = TagSet::default();
+        assert_eq!(set.warm(7), 0, "no slots yet");
+        set.insert(7);
+        assert_eq!(set.warm(7), 7);
+        assert_eq!(set.warm(0), 0, "tag 0 starts where 1 does, still empty");
+        assert!(set.contains(7) && !set.contains(8));
     }
 
     #[test]
