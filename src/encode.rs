@@ -251,16 +251,20 @@ pub struct Unreadable {
 /// release's encoder), one at a time; after an unreadable row, nothing more.
 pub(crate) fn heads(data: &[u8], format: u32) -> Heads<'_> {
     Heads {
-        reader: Reader { data, at: 0 },
-        rest: &columns_of(format)[3 + TEXTS + 1..],
+        reader: Reader::new(data, 0),
+        rest: columns_of(format)[3 + TEXTS + 1..]
+            .iter()
+            .map(|(_, ty)| layout(ty))
+            .collect(),
         row: 0,
     }
 }
 
 pub(crate) struct Heads<'a> {
     reader: Reader<'a>,
-    /// The columns after `visitor_id`, which are stepped over.
-    rest: &'static [(&'static str, &'static str)],
+    /// The layouts of the columns after `visitor_id`, which are stepped over; `None` for a
+    /// type with no layout, which no row can be read past.
+    rest: Vec<Option<Layout>>,
     row: usize,
 }
 
@@ -275,8 +279,8 @@ impl<'a> Heads<'a> {
             *t = r.text()?;
         }
         let visitor_id = u64::from_le_bytes(r.fixed::<8>()?);
-        for (_, ty) in self.rest {
-            r.skip(ty)?;
+        for layout in &self.rest {
+            r.skip((*layout)?)?;
         }
         Some(Head {
             timestamp,
@@ -308,12 +312,53 @@ impl<'a> Iterator for Heads<'a> {
     }
 }
 
-struct Reader<'a> {
+/// How a value of a column type is laid out in RowBinary, for the types the insert tables use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    One(Item),
+    /// A count (LEB128), then that many items.
+    Array(Item),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Item {
+    /// Little-endian, this many bytes.
+    Fixed(usize),
+    /// A length (LEB128), then that many bytes.
+    Text,
+}
+
+/// The layout of ClickHouse type `ty`; `None` for a type the insert tables do not use.
+pub(crate) fn layout(ty: &str) -> Option<Layout> {
+    let item = |ty: &str| {
+        Some(match ty {
+            "UInt8" | "Int8" => Item::Fixed(1),
+            "UInt16" | "Int16" | "Date" => Item::Fixed(2),
+            "UInt32" | "Int32" | "DateTime" => Item::Fixed(4),
+            "UInt64" | "Int64" => Item::Fixed(8),
+            "String" => Item::Text,
+            _ => return None,
+        })
+    };
+    match ty.strip_prefix("Array(").and_then(|t| t.strip_suffix(')')) {
+        Some(inner) => item(inner).map(Layout::Array),
+        None => item(ty).map(Layout::One),
+    }
+}
+
+/// Reads RowBinary values from the front of `data`; `None` where the data ends or cannot be
+/// what was asked for.
+pub(crate) struct Reader<'a> {
     data: &'a [u8],
-    at: usize,
+    pub(crate) at: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `data` from byte `at`.
+    pub(crate) fn new(data: &'a [u8], at: usize) -> Reader<'a> {
+        Reader { data, at }
+    }
+
     fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let b = self.data.get(self.at..end)?;
@@ -325,7 +370,7 @@ impl<'a> Reader<'a> {
         self.bytes(N)?.try_into().ok()
     }
 
-    fn varint(&mut self) -> Option<u64> {
+    pub(crate) fn varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.bytes(1)?[0];
@@ -342,20 +387,33 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes(len)?).ok()
     }
 
-    /// Steps over one value of a type that [`COLUMNS`] uses.
-    fn skip(&mut self, ty: &str) -> Option<()> {
-        match ty {
-            "UInt8" | "Int8" => self.bytes(1).map(drop),
-            "UInt32" | "DateTime" => self.bytes(4).map(drop),
-            "UInt64" | "Int64" => self.bytes(8).map(drop),
-            "String" => self.text().map(drop),
-            "Array(String)" => {
+    /// One item as it is written (a text with its length), unchecked beyond its size.
+    pub(crate) fn item(&mut self, item: Item) -> Option<&'a [u8]> {
+        let start = self.at;
+        match item {
+            Item::Fixed(n) => self.bytes(n)?,
+            Item::Text => {
+                let len = usize::try_from(self.varint()?).ok()?;
+                self.bytes(len)?
+            }
+        };
+        Some(&self.data[start..self.at])
+    }
+
+    /// Steps over one value; its texts must be UTF-8, as those of the columns read are.
+    fn skip(&mut self, layout: Layout) -> Option<()> {
+        let one = |r: &mut Self, item| match item {
+            Item::Fixed(n) => r.bytes(n).map(drop),
+            Item::Text => r.text().map(drop),
+        };
+        match layout {
+            Layout::One(item) => one(self, item),
+            Layout::Array(item) => {
                 for _ in 0..self.varint()? {
-                    self.text()?;
+                    one(self, item)?;
                 }
                 Some(())
             }
-            _ => None,
         }
     }
 }

@@ -15,56 +15,18 @@
 //! than one block of the whole segment would, and the collector never holds a second copy of
 //! the segment.
 
-use crate::encode::{Unreadable, put_str, put_varint};
+use crate::encode::{Layout, Reader, Unreadable, layout, put_str, put_varint};
 
 /// Bytes of rows a block takes: below the allocator's mmap threshold (256 KiB, fixed by the
 /// binary), so that a block's buffers come from the heap, reused, instead of pages mapped and
 /// zeroed afresh for each block.
 pub const BLOCK_BYTES: usize = 128 * 1024;
 
-/// How a column's values are laid out, by the types the insert tables use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Little-endian values of this many bytes.
-    Fixed(usize),
-    /// Length-prefixed bytes.
-    Text,
-    /// An array of fixed-width values or of texts.
-    Array(Item),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Item {
-    Fixed(usize),
-    Text,
-}
-
-fn item(ty: &str) -> Option<Item> {
-    Some(match ty {
-        "UInt8" | "Int8" => Item::Fixed(1),
-        "UInt16" | "Int16" | "Date" => Item::Fixed(2),
-        "UInt32" | "Int32" | "DateTime" => Item::Fixed(4),
-        "UInt64" | "Int64" => Item::Fixed(8),
-        "String" => Item::Text,
-        _ => return None,
-    })
-}
-
-fn kind(ty: &str) -> Option<Kind> {
-    if let Some(inner) = ty.strip_prefix("Array(").and_then(|t| t.strip_suffix(')')) {
-        return item(inner).map(Kind::Array);
-    }
-    Some(match item(ty)? {
-        Item::Fixed(n) => Kind::Fixed(n),
-        Item::Text => Kind::Text,
-    })
-}
-
 /// One column of the block being built.
 struct Column {
     name: &'static str,
     ty: &'static str,
-    kind: Kind,
+    layout: Layout,
     /// The values (an array's elements).
     data: Vec<u8>,
     /// An array's end offsets, UInt64 each.
@@ -89,7 +51,7 @@ pub fn blocks<'a>(
         .map(|&(name, ty)| Column {
             name,
             ty,
-            kind: kind(ty).unwrap_or_else(|| panic!("no Native layout for {ty}")),
+            layout: layout(ty).unwrap_or_else(|| panic!("no Native layout for {ty}")),
             data: Vec::new(),
             offsets: Vec::new(),
             items: 0,
@@ -116,27 +78,23 @@ pub struct Blocks<'a> {
 impl Blocks<'_> {
     /// Moves the row at `self.at` into the columns; None when it cannot be read.
     fn row(&mut self) -> Option<()> {
-        let data = self.data;
-        let mut at = self.at;
+        let mut r = Reader::new(self.data, self.at);
         for c in &mut self.columns {
-            match c.kind {
-                Kind::Fixed(n) => c.data.extend_from_slice(take(data, &mut at, n)?),
-                Kind::Text => c.data.extend_from_slice(text(data, &mut at)?),
-                Kind::Array(item) => {
-                    let n = varint(data, &mut at)?;
+            match c.layout {
+                // Fixed-width values and texts are laid out in a column as in a row.
+                Layout::One(item) => c.data.extend_from_slice(r.item(item)?),
+                Layout::Array(item) => {
+                    let n = r.varint()?;
                     // A damaged count can be anything; the elements it claims must be there.
                     c.items = c.items.checked_add(n)?;
                     c.offsets.extend_from_slice(&c.items.to_le_bytes());
                     for _ in 0..n {
-                        match item {
-                            Item::Fixed(w) => c.data.extend_from_slice(take(data, &mut at, w)?),
-                            Item::Text => c.data.extend_from_slice(text(data, &mut at)?),
-                        }
+                        c.data.extend_from_slice(r.item(item)?);
                     }
                 }
             }
         }
-        self.at = at;
+        self.at = r.at;
         Some(())
     }
 
@@ -191,34 +149,6 @@ impl Iterator for Blocks<'_> {
         }
         (rows > 0).then(|| Ok(self.write(rows)))
     }
-}
-
-fn take<'a>(data: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
-    let end = at.checked_add(n)?;
-    let b = data.get(*at..end)?;
-    *at = end;
-    Some(b)
-}
-
-fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *data.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// A text with its length prefix, as both formats write it.
-fn text<'a>(data: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
-    let start = *at;
-    let len = usize::try_from(varint(data, at)?).ok()?;
-    take(data, at, len)?;
-    Some(&data[start..*at])
 }
 
 #[cfg(test)]
@@ -297,8 +227,8 @@ mod tests {
         let mut rows = 0;
         for b in &blocks {
             assert_eq!(b[0], 6);
-            let mut at = 1;
-            let n = varint(b, &mut at).unwrap();
+            let mut r = Reader::new(b, 1);
+            let n = r.varint().unwrap();
             rows += n;
             // A block's first array offset counts from its own first row.
             let k = b
@@ -354,7 +284,7 @@ mod tests {
             .iter()
             .chain(crate::deliver::rollup::COLUMNS)
         {
-            assert!(kind(ty).is_some(), "{ty}");
+            assert!(layout(ty).is_some(), "{ty}");
         }
     }
 }
