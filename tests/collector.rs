@@ -1185,65 +1185,6 @@ async fn readiness_follows_clickhouse() {
     drop(abort);
 }
 
-/// RowBinary rows of `columns` for the Native checks: texts of every length class of the length
-/// prefix (1, 2 and 3 bytes), multi-byte UTF-8, bytes that are not UTF-8 and empty ones; arrays
-/// empty and long.
-fn varied_rows(columns: &[(&str, &str)], n: usize) -> Vec<u8> {
-    use glimpse::encode::put_varint;
-    let text = |i: usize| -> Vec<u8> {
-        match i % 6 {
-            0 => Vec::new(),
-            1 => format!("/page/{i}").into_bytes(),
-            2 => "é😀".repeat(i % 40).into_bytes(),
-            3 => vec![b'x'; 200 + i % 50],
-            // A few long enough for a 3-byte prefix.
-            4 if i % 300 == 4 => vec![b'y'; 20_000 + i],
-            4 => vec![b'z'; 130],
-            _ => vec![0xff, 0x00, 0xfe],
-        }
-    };
-    let value = |out: &mut Vec<u8>, ty: &str, i: usize| match ty {
-        "UInt8" | "Int8" => out.push(i as u8),
-        "Date" => out.extend_from_slice(&(19_000 + i as u16).to_le_bytes()),
-        "UInt32" | "DateTime" => out.extend_from_slice(&(1_700_000_000 + i as u32).to_le_bytes()),
-        "UInt64" | "Int64" => out.extend_from_slice(&(u64::MAX - i as u64).to_le_bytes()),
-        "String" => {
-            put_varint(out, text(i).len() as u64);
-            out.extend_from_slice(&text(i));
-        }
-        _ => panic!("{ty}"),
-    };
-    let mut rows = Vec::new();
-    for i in 0..n {
-        for (c, (_, ty)) in columns.iter().enumerate() {
-            match ty.strip_prefix("Array(").and_then(|t| t.strip_suffix(')')) {
-                Some(item) => {
-                    let len = (i + c) % 5;
-                    put_varint(&mut rows, len as u64);
-                    for k in 0..len {
-                        value(&mut rows, item, i + k);
-                    }
-                }
-                None => value(&mut rows, ty, i + c),
-            }
-        }
-    }
-    rows
-}
-
-/// Every column list the deliverer sends: each row format of the spool, and the daily rollup's.
-fn insert_column_lists() -> Vec<(String, &'static [(&'static str, &'static str)])> {
-    (1..=4)
-        .map(|format| {
-            (
-                format!("format {format}"),
-                glimpse::encode::columns_of(format),
-            )
-        })
-        .chain([("daily rollup".to_owned(), glimpse::deliver::rollup::COLUMNS)])
-        .collect()
-}
-
 /// Rows are sent as Native blocks (`deliver::native`): whatever the rows hold, the server reads
 /// back exactly the RowBinary rows they were made from, for every row format of the spool and
 /// for the daily rollup's rows.
@@ -1255,33 +1196,25 @@ async fn native_blocks_are_read_back_as_the_rows_they_were_made_from() {
     ch.sql("default", &format!("CREATE DATABASE IF NOT EXISTS {DB}"));
     let cfg = test_config(&ch, DB);
     let (_, db) = store::clients(&cfg.clickhouse);
-    for (case, columns) in insert_column_lists() {
-        let rows = varied_rows(columns, 3_000);
-        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-        let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    for (case, columns) in support::insert_column_lists() {
+        let rows = support::varied_rows(columns, 3_000);
+        let (names, defs) = support::column_sql(columns);
         ch.sql(DB, "DROP TABLE IF EXISTS native_check");
         ch.sql(
             DB,
-            &format!(
-                "CREATE TABLE native_check ({}) ENGINE = Memory",
-                defs.join(", ")
-            ),
+            &format!("CREATE TABLE native_check ({defs}) ENGINE = Memory"),
         );
         let blocks =
             glimpse::deliver::native::blocks(&rows, columns, glimpse::deliver::native::BLOCK_BYTES)
                 .count();
         assert!(blocks > 3, "{case}: {blocks} blocks");
-        let sql = format!(
-            "INSERT INTO native_check ({}) FORMAT Native",
-            names.join(", ")
-        );
+        let sql = format!("INSERT INTO native_check ({names}) FORMAT Native");
         insert::insert_rows(&db, &sql, &rows, columns)
             .await
             .unwrap_or_else(|e| panic!("{case}: {e:?}"));
         let back = db
             .query(&format!(
-                "SELECT {} FROM native_check SETTINGS max_threads = 1",
-                names.join(", ")
+                "SELECT {names} FROM native_check SETTINGS max_threads = 1"
             ))
             .fetch_bytes("RowBinary")
             .unwrap()
@@ -1307,8 +1240,8 @@ s.query(f"INSERT INTO c.t ({names}) FROM INFILE '{path}' FORMAT Native")
 sys.stdout.buffer.write(s.query(f"SELECT {names} FROM c.t SETTINGS max_threads = 1", "RowBinary").bytes())
 "#;
     let dir = tempfile::tempdir().unwrap();
-    for (case, columns) in insert_column_lists() {
-        let rows = varied_rows(columns, 3_000);
+    for (case, columns) in support::insert_column_lists() {
+        let rows = support::varied_rows(columns, 3_000);
         let blocks: Vec<Vec<u8>> =
             glimpse::deliver::native::blocks(&rows, columns, glimpse::deliver::native::BLOCK_BYTES)
                 .collect::<Result<_, _>>()
@@ -1316,12 +1249,8 @@ sys.stdout.buffer.write(s.query(f"SELECT {names} FROM c.t SETTINGS max_threads =
         assert!(blocks.len() > 3, "{case}");
         let path = dir.path().join("blocks.native");
         std::fs::write(&path, blocks.concat()).unwrap();
-        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-        let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-        let back = support::chdb(
-            SCRIPT,
-            &[&defs.join(", "), &names.join(", "), path.to_str().unwrap()],
-        );
+        let (names, defs) = support::column_sql(columns);
+        let back = support::chdb(SCRIPT, &[&defs, &names, path.to_str().unwrap()]);
         assert_eq!(back.len(), rows.len(), "{case}");
         assert!(back == rows, "{case}: the rows read back differ");
     }

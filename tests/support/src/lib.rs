@@ -10,6 +10,7 @@
 //! - [`browser`]: headless Chromium and a loopback test site;
 //! - [`load`]: steady load from many visitors, and how it landed;
 //! - [`modern`]: the modern ClickHouse engine, in-process (chdb);
+//! - [`rows`]: RowBinary rows of every column list the collector inserts;
 //! - [`proxy`]: an event proxy that forwards only what server-side integrations send.
 //!
 //! Missing components fail the test with an install hint; nothing is skipped.
@@ -24,6 +25,7 @@ pub mod load;
 pub mod modern;
 pub mod process;
 pub mod proxy;
+pub mod rows;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,7 @@ pub use load::{Landed, Load, Tally, load_client_ip};
 pub use modern::chdb;
 pub use process::{GlimpseProcess, binary_env, cpu_seconds};
 pub use proxy::EventProxy;
+pub use rows::{column_sql, insert_column_lists, varied_rows};
 
 pub const UA_FIREFOX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
