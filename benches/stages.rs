@@ -44,6 +44,11 @@ fn geo() -> Geo {
     }
 }
 
+/// The daily visitor id of a bench's `i`th visitor, spread over the 64 bits as a keyed hash's are.
+fn visitor(i: u64) -> u64 {
+    (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 fn stages(c: &mut Criterion) {
     c.bench_function("parse/json", |b| {
         b.iter(|| parse::parse_json(black_box(BODY)).unwrap())
@@ -271,6 +276,30 @@ fn stages(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    // The visit table holding the default bound's 100 000 open visits, and a million, each
+    // step a page view of a visitor taken in a scattered order, as a busy collector's are.
+    for open in [100_000u64, 1_000_000] {
+        let visits = std::cell::OnceCell::new();
+        c.bench_function(&format!("visits/step, {open} open"), |b| {
+            let visits = visits.get_or_init(|| {
+                let visits = glimpse::visits::Visits::new(glimpse::visits::Settings {
+                    timeout: Duration::from_secs(1800),
+                    max_open: 2 * open as usize,
+                });
+                for i in 0..open {
+                    visits.step(visitor(i), 1_000, true, true, "/landing");
+                }
+                visits
+            });
+            let mut n = 0u64;
+            let mut now = 1_000;
+            b.iter(|| {
+                n = (n + 7_919) % open;
+                now += u32::from(n == 0);
+                visits.step(visitor(n), now, true, true, "/pricing").seconds
+            })
+        });
+    }
     // A segment of 8 192 rows over 200 sites, 5 000 pages each, a visitor sending four events,
     // for the deliverer's benches; each reports per segment (divide by 8 192 for a row).
     let mut segment = Vec::new();

@@ -143,7 +143,7 @@ impl Visits {
     }
 
     /// Records an event of `visitor` at `now` (Unix seconds) and says what it changes.
-    pub(crate) fn step(
+    pub fn step(
         &self,
         visitor: u64,
         now: u32,
