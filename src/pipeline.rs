@@ -118,11 +118,13 @@ impl Pipeline {
         let mut bytes = Vec::with_capacity(256);
         let mut count = 0;
         for &(index, site) in &accepted.sites {
+            let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
+            // The visit's slot comes into the cache while the bound works.
+            self.visits.warm(visitor);
             // Every value of the row against the site's bound for the day, under one lock.
             let mut bound = self.bounds.row(index, day);
             let values = SiteValues::of(&accepted, site, &mut bound, engagement);
             drop(bound);
-            let visitor = anonymize::visitor(salt, &site.domain, request.ip, request.user_agent);
             // An engagement report adds to its visit's page and duration, and is neither a page
             // view nor an event.
             let (step, engaged) = match payload.engagement {
