@@ -146,20 +146,12 @@ impl Table {
         if i + 1 == self.slots() { 0 } else { i + 1 }
     }
 
-    fn slot(&self, i: usize) -> &Slot {
-        &self.slots[i]
-    }
-
-    fn slot_mut(&mut self, i: usize) -> &mut Slot {
-        &mut self.slots[i]
-    }
-
     /// Needs at least one empty slot, which the load bound keeps.
     fn probe(&self, id: u64, ended: impl Fn(&Slot) -> bool) -> Probe {
         let mut i = self.home(id);
         let mut first_ended = None;
         loop {
-            let slot = self.slot(i);
+            let slot = &self.slots[i];
             if slot.visitor == id {
                 return Probe::Found(i);
             }
@@ -179,10 +171,10 @@ impl Table {
     /// Puts `slot` in the first empty slot of its probe; the visitor must not be in the table.
     fn place(&mut self, slot: Slot) {
         let mut i = self.home(slot.visitor);
-        while self.slot(i).visitor != 0 {
+        while self.slots[i].visitor != 0 {
             i = self.next(i);
         }
-        *self.slot_mut(i) = slot;
+        self.slots[i] = slot;
     }
 
     /// The slots of a table grown for one more visit: half as many again, within what `bound`
@@ -215,7 +207,7 @@ impl Table {
 
     /// Makes `slot` a new visit's, dropping the engagement window of the visit it held.
     fn reset(&mut self, i: usize, visit: Slot) {
-        let old = std::mem::replace(self.slot_mut(i), visit);
+        let old = std::mem::replace(&mut self.slots[i], visit);
         if old.engaged {
             self.pages.remove(&old.visitor);
         }
@@ -301,8 +293,8 @@ impl Visits {
         }
         // The line of the slot where the probe starts, and the line where the next slot ends.
         let at = table.home(id);
-        prefetch(table.slot(at));
-        prefetch(&table.slot(table.next(at)).exit);
+        prefetch(&table.slots[at]);
+        prefetch(&table.slots[table.next(at)].exit);
     }
 
     /// Records an event of `visitor` at `now` (Unix seconds) and says what it changes.
@@ -335,8 +327,8 @@ impl Visits {
         };
         let mut probe = table.probe(id, ended);
         match probe {
-            Probe::Found(i) if !ended(table.slot(i)) => {
-                let v = table.slot_mut(i);
+            Probe::Found(i) if !ended(&table.slots[i]) => {
+                let v = &mut table.slots[i];
                 let seconds = now.saturating_sub(v.last);
                 v.last = v.last.max(now);
                 let mut bounce = 0;
@@ -380,7 +372,7 @@ impl Visits {
         }
         if let Probe::Absent { empty, .. } = probe {
             table.len += 1;
-            *table.slot_mut(empty) = visit();
+            table.slots[empty] = visit();
         }
         step
     }
