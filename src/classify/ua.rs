@@ -4,10 +4,10 @@
 //! `parse()`'s category plus our own rules that run first. The raw string is never kept: the
 //! result holds only short class names and major versions.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 
+use siphasher::sip128::{Hasher128, SipHasher13};
 use woothee::parser::Parser;
 
 use crate::model::text::truncate;
@@ -244,16 +244,20 @@ const CACHE_SLOTS_PER_SHARD: usize = 256;
 /// looking it up. Direct-mapped slots in 64 independently locked shards: memory is fixed
 /// (16 384 entries, whatever the number of distinct user agents), a lock is held for a
 /// lookup or a store only, and two requests rarely meet on one shard. The user agent itself is
-/// not kept, only its hash, under keys that are random per process.
+/// not kept, only its hash, under a key that is random per process.
+///
+/// The hash is SipHash's 128-bit form: a keyed function whose outputs cannot be steered
+/// without the key, so a client cannot craft a user agent whose entry another one would find
+/// (and be classified, or dropped as a bot, by). One pass gives all 128 bits.
 pub struct UaCache {
-    keys: (RandomState, RandomState),
+    key: [u8; 16],
     shards: Vec<Mutex<Vec<Slot>>>,
 }
 
 impl Default for UaCache {
     fn default() -> Self {
         UaCache {
-            keys: (RandomState::new(), RandomState::new()),
+            key: random_key(),
             shards: (0..CACHE_SHARDS)
                 .map(|_| Mutex::new(vec![None; CACHE_SLOTS_PER_SHARD]))
                 .collect(),
@@ -274,8 +278,9 @@ impl UaCache {
     pub fn classify(&self, ua: &str) -> Classified {
         // Classification only looks at this much, so neither does the key.
         let ua = truncate(ua, MAX_UA_LEN + 64);
-        let key =
-            (u128::from(self.keys.0.hash_one(ua)) << 64) | u128::from(self.keys.1.hash_one(ua));
+        let mut hasher = SipHasher13::new_with_key(&self.key);
+        hasher.write(ua.as_bytes());
+        let key = hasher.finish128().as_u128();
         let shard = &self.shards[(key as usize) % CACHE_SHARDS];
         let slot = ((key >> 64) as usize) % CACHE_SLOTS_PER_SHARD;
         if let Ok(slots) = shard.lock()
@@ -290,6 +295,14 @@ impl UaCache {
         }
         value
     }
+}
+
+/// 16 random bytes from the operating system, as the salts are; the collector cannot run
+/// without them.
+fn random_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).expect("operating system random source unavailable");
+    key
 }
 
 /// The WebKit view that macOS apps (mail, chat, RSS readers) embed: a Mac, WebKit, and no
