@@ -33,6 +33,9 @@ async fn pause(secs: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_counts_every_accepted_event_once_through_node_and_collector_failures() {
+    // The single server is fed the accepted events after the cluster, and compared with it
+    // visitor by visitor: both must see them on one day. The test takes 1-2 minutes.
+    blocking(|| support::clear_of_midnight(Duration::from_secs(300)));
     let started = Instant::now();
     let mut cluster = ClickHouseCluster::start(2, 2);
     let dir = tempfile::tempdir().unwrap();

@@ -40,7 +40,7 @@ pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use modern::chdb;
-pub use process::{GlimpseProcess, binary_env, cpu_seconds};
+pub use process::{GlimpseProcess, binary_env, clear_of_midnight, cpu_seconds};
 pub use proxy::EventProxy;
 pub use rows::{column_sql, insert_column_lists, varied_rows};
 
