@@ -488,6 +488,13 @@ mod tests {
     }
 
     #[test]
+    fn each_cache_hashes_under_its_own_random_key() {
+        let (a, b) = (UaCache::default(), UaCache::default());
+        assert_ne!(a.key, b.key);
+        assert_ne!(a.key, [0; 16]);
+    }
+
+    #[test]
     fn overlong_ua_is_cut_not_rejected() {
         let ua = format!("{CHROME_WIN} {}", "x".repeat(10_000));
         assert_eq!(classify(&ua).unwrap().browser, "Chrome");
