@@ -28,7 +28,7 @@ glimpse('Signup',{{props:{{plan:'pro'}},revenue:{{amount:9.99,currency:'EUR'}}}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beacon_records_pageviews_spa_navigation_events_and_outbound_clicks() {
     // The browser's page views must fall on one UTC day to share one visitor id (below).
-    tokio::task::block_in_place(|| support::clear_of_midnight(Duration::from_secs(120)));
+    tokio::time::sleep(support::wait_clear_of_midnight(Duration::from_secs(120))).await;
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
     let other = TestSite::start(|_| "<!doctype html><p>elsewhere</p>".to_owned()).await;

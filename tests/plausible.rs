@@ -220,6 +220,8 @@ async fn every_plausible_script_name_is_served() {
 /// own script with `data-engagement`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engagement_becomes_scroll_depth_and_time_on_page() {
+    // Midnight ends a visit, and this one's pages are counted per visit.
+    tokio::time::sleep(support::wait_clear_of_midnight(Duration::from_secs(60))).await;
     let ch = ClickHouse::start();
     let g = Glimpse::start(test_config(&ch, DB)).await;
     let collector = format!("http://collector.test:{}", g.addr.port());

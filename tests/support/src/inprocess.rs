@@ -51,6 +51,8 @@ pub fn test_config(ch: &ClickHouse, database: &str) -> Config {
 /// Known traffic for site a.com in database `glimpse`: pages, referrers, UTM tags, countries,
 /// browsers, custom events with properties, purchases, and one bot. Returns today's date.
 pub async fn seed_known_traffic(ch: &ClickHouse) -> String {
+    // All of it on one day, the one returned.
+    tokio::time::sleep(crate::wait_clear_of_midnight(Duration::from_secs(60))).await;
     let g = Glimpse::start(test_config(ch, "glimpse")).await;
     let today = glimpse::clock::date_string(glimpse::clock::day_of(g.clock.now()));
     let uas = [UA_FIREFOX, UA_IPHONE, UA_CHROME_WIN];

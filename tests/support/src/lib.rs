@@ -29,6 +29,7 @@ pub mod rows;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use browser::{BROWSER_UA, Chromium, TestSite, plausible_tracker_js};
 pub use clickhouse::{ClickHouse, DASHBOARDS_USER};
@@ -40,7 +41,7 @@ pub use disk::{Tmpfs, spool_record};
 pub use inprocess::{Front, Glimpse, StatsApi, front_config, seed_known_traffic, test_config};
 pub use load::{Landed, Load, Tally, load_client_ip};
 pub use modern::chdb;
-pub use process::{GlimpseProcess, binary_env, clear_of_midnight, cpu_seconds};
+pub use process::{GlimpseProcess, binary_env, cpu_seconds};
 pub use proxy::EventProxy;
 pub use rows::{column_sql, insert_column_lists, varied_rows};
 
@@ -76,6 +77,24 @@ pub fn wait_listening(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// How long to wait until more than `span` is left of the UTC day (zero if it already is).
+/// The collector runs on the real clock, and at midnight the salt changes and with it every
+/// visitor id: a test whose visitors' events must fall on one day, or that compares visitors
+/// counted at different times, sleeps this long first.
+pub fn wait_clear_of_midnight(span: Duration) -> Duration {
+    const DAY: u64 = 86_400;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let left = DAY - now % DAY;
+    if left > span.as_secs() {
+        return Duration::ZERO;
+    }
+    eprintln!("waiting {left} s for UTC midnight to pass");
+    Duration::from_secs(left + 1)
 }
 
 pub fn free_port() -> u16 {

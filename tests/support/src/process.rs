@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::clickhouse::ClickHouse;
 use crate::client::http;
@@ -24,22 +24,6 @@ pub fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// Waits, if need be, until more than `span` is left of the UTC day. The binary runs on the
-/// real clock, and at midnight the salt changes and with it every visitor id: a test that
-/// compares visitors counted by processes at different times must not straddle it.
-pub fn clear_of_midnight(span: Duration) {
-    const DAY: u64 = 86_400;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let left = DAY - now % DAY;
-    if left <= span.as_secs() {
-        eprintln!("waiting {left} s for UTC midnight to pass");
-        std::thread::sleep(Duration::from_secs(left + 1));
-    }
 }
 
 /// Runs the binary once with `args` and only the environment `env`.
