@@ -84,12 +84,12 @@ pub fn wait_listening(
 /// visitor id: a test whose visitors' events must fall on one day, or that compares visitors
 /// counted at different times, sleeps this long first.
 pub fn wait_clear_of_midnight(span: Duration) -> Duration {
-    const DAY: u64 = 86_400;
+    use glimpse::clock::SECS_PER_DAY;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
-    let left = DAY - now % DAY;
+    let left = SECS_PER_DAY - now % SECS_PER_DAY;
     if left > span.as_secs() {
         return Duration::ZERO;
     }
