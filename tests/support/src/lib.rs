@@ -81,19 +81,28 @@ pub fn wait_listening(
 
 /// How long to wait until more than `span` is left of the UTC day (zero if it already is).
 /// The collector runs on the real clock, and at midnight the salt changes and with it every
-/// visitor id: a test whose visitors' events must fall on one day, or that compares visitors
-/// counted at different times, sleeps this long first.
+/// visitor id: a test whose visitors' events must fall on one day sleeps this long first.
 pub fn wait_clear_of_midnight(span: Duration) -> Duration {
-    use glimpse::clock::SECS_PER_DAY;
+    wait_clear_of_boundary(glimpse::clock::SECS_PER_DAY, "UTC midnight", span)
+}
+
+/// How long to wait until more than `span` is left of the UTC hour (zero if it already is): for
+/// a test that compares hourly counts of events sent at different times (the hour ends the day
+/// too, so this is also clear of midnight).
+pub fn wait_clear_of_the_hour(span: Duration) -> Duration {
+    wait_clear_of_boundary(3600, "the hour", span)
+}
+
+fn wait_clear_of_boundary(every_secs: u64, name: &str, span: Duration) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
-    let left = SECS_PER_DAY - now % SECS_PER_DAY;
+    let left = every_secs - now % every_secs;
     if left > span.as_secs() {
         return Duration::ZERO;
     }
-    eprintln!("waiting {left} s for UTC midnight to pass");
+    eprintln!("waiting {left} s for {name} to pass");
     Duration::from_secs(left + 1)
 }
 
