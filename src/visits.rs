@@ -118,7 +118,7 @@ enum Probe {
 /// until a new visit reuses it or a sweep clears it.
 #[derive(Default)]
 struct Table {
-    /// None before the first visit. (Allocated with the allocator's own alignment: tables of
+    /// Empty before the first visit. (Allocated with the allocator's own alignment: tables of
     /// a cache line's alignment, grown one after another, left more than their size in
     /// unusable gaps in the heap.)
     slots: Vec<Slot>,
