@@ -10,7 +10,10 @@
 # /proc/<pid>/stat (user + system): clickhouse-server's CPU from the collector's start until the
 # spool is empty ("delivery"), then while every table is merged into one part with
 # `OPTIMIZE TABLE ... FINAL` ("merges"), and the collector's own CPU until the spool is empty.
-# Each is divided by the rows delivered. The collector's peak anonymous memory while it delivers
+# Each is divided by the rows delivered. `COST_MIX=harness` records the load harness's event mix
+# instead of wrk's (benches/load: 2 227 real browser user agents and bots, UTM tags, custom events
+# with a property, and every visitor new after four events, where wrk's mix cycles through 20 000
+# requests of seven browsers, so the same visitors return all along). The collector's peak anonymous memory while it delivers
 # is read from /proc/<pid>/status every 50 ms. Other environment variables reach the collector, so
 # `GLIMPSE_RETENTION_EVENTS_DAYS=0` measures aggregates-only mode.
 #
@@ -30,6 +33,17 @@ if [[ ${#BINARIES[@]} -eq 0 ]]; then
     cargo build --release --quiet
     BINARIES=(target/release/glimpse)
 fi
+MIX=${COST_MIX:-wrk}
+case $MIX in
+wrk) ;;
+harness)
+    require_cargo
+    npm_test_deps
+    harness=$(cargo bench --bench load --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
+    [[ -x $harness ]] || { echo "error: load harness binary not found" >&2; exit 1; }
+    ;;
+*) echo "error: COST_MIX=$MIX: expected wrk or harness" >&2; exit 2 ;;
+esac
 apt_install wrk curl
 geo_db
 
@@ -73,7 +87,7 @@ stop_glimpse() {
     glimpse_pid=""
 }
 
-echo ">> recording a spool: ${BINARIES[0]}, ${RECORD_SECONDS} s of wrk with ClickHouse paused"
+echo ">> recording a spool: ${BINARIES[0]}, ${RECORD_SECONDS} s of the $MIX mix with ClickHouse paused"
 fresh_clickhouse record
 port=$(free_port)
 serve "${BINARIES[0]}" "$work/spool" "$port"
@@ -82,8 +96,13 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 kill -STOP "$ch_pid"
-WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
-    "http://127.0.0.1:$port" >"$work/record.wrk"
+if [[ $MIX == harness ]]; then
+    GLIMPSE_LOAD_DRIVE="127.0.0.1:$port" GLIMPSE_LOAD_SECONDS="$RECORD_SECONDS" \
+        GLIMPSE_LOAD_CONNECTIONS=64 "$harness" >"$work/record.wrk"
+else
+    WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
+        "http://127.0.0.1:$port" >"$work/record.wrk"
+fi
 # Stop the collector while ClickHouse cannot take the rows: they all stay in the spool.
 kill -9 "$glimpse_pid"
 wait "$glimpse_pid" 2>/dev/null || true

@@ -15,8 +15,9 @@
 //! A last phase sends events open-loop at half the measured event throughput for the latency at
 //! moderate load. Prints a table and writes `target/load-report.json`.
 //!
-//! Client addresses: each simulated visitor (address) sends four events and is not seen again,
-//! so neither the rate limiter nor any cache gets more repetition than real traffic gives.
+//! Client addresses: each simulated visitor (address) sends one visit of four events to one site
+//! with one user agent, in turn on one connection, and is not seen again, so neither the rate
+//! limiter nor any cache gets more repetition than real traffic gives.
 //!
 //! `GLIMPSE_LOAD_CLICKHOUSE_PAUSED=1` stops ClickHouse (SIGSTOP) during every measured phase (the
 //! collector's, the anchor's and the bare `GET`'s), and lets it continue after each phase: the collector
@@ -133,7 +134,10 @@ const MIX: Mix = Mix {
 };
 
 /// Pre-rendered HTTP/1.1 requests: many sites, long-tailed pages, weighted browser user
-/// agents, some bots, client addresses spread over the IPv4 space via X-Forwarded-For.
+/// agents, some bots, client addresses spread over the IPv4 space via X-Forwarded-For. They
+/// come in visits of [`EVENTS_PER_VISITOR`] consecutive requests: one site and one user agent,
+/// the external referrer and any UTM tags on the landing page, each later page referred by the
+/// one before, as a browser sends them.
 fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
     let (browsers, bots) = corpora();
     let total: f64 = browsers.iter().map(|b| b.1).sum();
@@ -156,9 +160,28 @@ fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
     ];
     let sections = ["blog", "docs", "pricing", "products", "about", "changelog"];
     let mut distinct_uas = std::collections::HashSet::new();
-    let requests = (0..DISTINCT_REQUESTS)
-        .map(|_| {
-            let site = site(rng.zipf(mix.sites));
+    let mut requests = Vec::with_capacity(DISTINCT_REQUESTS);
+    for _ in 0..DISTINCT_REQUESTS / EVENTS_PER_VISITOR as usize {
+        let site = site(rng.zipf(mix.sites));
+        let ua = if mix.one_agent {
+            browsers[0].0.as_str()
+        } else if rng.unit() < BOT_SHARE {
+            bots[(rng.next() % bots.len() as u64) as usize].as_str()
+        } else {
+            let u = rng.unit();
+            let i = cumulative
+                .partition_point(|c| *c < u)
+                .min(browsers.len() - 1);
+            browsers[i].0.as_str()
+        };
+        distinct_uas.insert(ua.to_string());
+        let mut referrer = referrers[(rng.next() % referrers.len() as u64) as usize].to_string();
+        let mut utm = if rng.unit() < 0.1 {
+            "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
+        } else {
+            ""
+        };
+        for _ in 0..EVENTS_PER_VISITOR {
             let page = rng.zipf(mix.pages);
             let section = sections[page % sections.len()];
             let page = if mix.uniform_pages {
@@ -166,38 +189,26 @@ fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
             } else {
                 page.to_string()
             };
-            let utm = if rng.unit() < 0.1 {
-                "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
-            } else {
-                ""
-            };
-            let referrer = referrers[(rng.next() % referrers.len() as u64) as usize];
-            let ua = if mix.one_agent {
-                browsers[0].0.as_str()
-            } else if rng.unit() < BOT_SHARE {
-                bots[(rng.next() % bots.len() as u64) as usize].as_str()
-            } else {
-                let u = rng.unit();
-                let i = cumulative.partition_point(|c| *c < u).min(browsers.len() - 1);
-                browsers[i].0.as_str()
-            };
-            distinct_uas.insert(ua.to_string());
+            let url = format!("https://{site}/{section}/{page}");
             let body = if rng.unit() < 0.1 {
-                format!(
-                    r#"{{"n":"Signup","u":"https://{site}/{section}/{page}","r":"{referrer}","p":{{"plan":"pro"}}}}"#
-                )
+                format!(r#"{{"n":"Signup","u":"{url}","r":"{referrer}","p":{{"plan":"pro"}}}}"#)
             } else {
-                format!(r#"{{"n":"pageview","u":"https://{site}/{section}/{page}{utm}","r":"{referrer}"}}"#)
+                format!(r#"{{"n":"pageview","u":"{url}{utm}","r":"{referrer}"}}"#)
             };
+            // Pages drawn at send time are not known here: their visit's later pages are
+            // referred by the site's front page instead.
+            referrer = if mix.uniform_pages {
+                format!("https://{site}/")
+            } else {
+                url
+            };
+            utm = "";
             let head = format!(
                 "POST /api/event HTTP/1.1\r\nHost: collector\r\nContent-Type: text/plain\r\n\
                  User-Agent: {ua}\r\nAccept-Language: en-US,en;q=0.9\r\nX-Forwarded-For: "
             );
             let ip_at = head.len();
-            let rest = format!(
-                "{IP_FIELD}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let rest = format!("{IP_FIELD}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
             let bytes = format!("{head}{rest}").into_bytes();
             let page_at = mix.uniform_pages.then(|| {
                 let at = bytes
@@ -206,13 +217,13 @@ fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
                     .unwrap();
                 (at, mix.pages as u64)
             });
-            Request {
+            requests.push(Request {
                 bytes,
                 ip_at: Some(ip_at),
                 page_at,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     (requests, distinct_uas.len())
 }
 
@@ -240,7 +251,8 @@ const PAGE_FIELD: &str = "#######";
 /// Which visitor (client address) sends each event.
 #[derive(Debug, Clone, Copy)]
 enum Visitors {
-    /// Every visitor new, each sending [`EVENTS_PER_VISITOR`] events; numbered from here.
+    /// Every visitor new: each sends one visit, [`EVENTS_PER_VISITOR`] consecutive requests on
+    /// one connection, and is not seen again; numbered from here.
     Fresh(u64),
     /// A fixed pool of this many addresses, taking turns: all of them stay in the collector's
     /// caches and open visits.
@@ -364,7 +376,9 @@ fn drive(
                     s.set_nodelay(true).unwrap();
                     let mut buf = Vec::with_capacity(1024);
                     let mut out = Vec::with_capacity(1024);
-                    let mut i = c * 7919;
+                    // Each connection starts at a visit's first request and goes through
+                    // whole visits.
+                    let mut i = c * 7919 * EVENTS_PER_VISITOR as usize;
                     let mut sent_count: u64 = 0;
                     let interval = pace.map(|r| Duration::from_secs_f64(connections as f64 / r));
                     let mut next = tokio::time::Instant::now()
@@ -383,7 +397,11 @@ fn drive(
                         let n = sent_count * connections as u64 + c as u64;
                         if let Some(at) = req.ip_at {
                             let visitor = match visitors {
-                                Visitors::Fresh(first) => (n + first) / EVENTS_PER_VISITOR,
+                                Visitors::Fresh(first) => {
+                                    first
+                                        + sent_count / EVENTS_PER_VISITOR * connections as u64
+                                        + c as u64
+                                }
                                 Visitors::Pool(size) => n % size,
                             };
                             patch_ip(&mut out, at, visitor);
@@ -504,6 +522,32 @@ fn main() {
     // The anchor server, when this binary is started as one (see `BareServer`).
     if let Ok(addr) = std::env::var(BARE_POST_ENV) {
         serve_bare_post(&addr);
+        return;
+    }
+    // The event mix alone, sent to a collector started elsewhere (`scripts/clickhouse-cost.sh`
+    // records a spool of it): every visitor new, for `GLIMPSE_LOAD_SECONDS`.
+    if let Ok(addr) = std::env::var(DRIVE_ENV) {
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("{DRIVE_ENV}={addr}: not an address: {e}"));
+        let (events, _) = event_requests(&mut Rng(0x9e37_79b9_7f4a_7c15), MIX);
+        let seconds = Duration::from_secs(env_or("GLIMPSE_LOAD_SECONDS", 5));
+        let connections = env_or("GLIMPSE_LOAD_CONNECTIONS", 64) as usize;
+        let (sent, took) = drive(
+            addr,
+            Arc::new(events),
+            connections,
+            seconds,
+            None,
+            Visitors::Fresh(1 << 40),
+        );
+        println!(
+            "{} accepted, {} dropped, other answers {:?}, {:.0} requests/s",
+            sent.accepted,
+            sent.dropped,
+            sent.other,
+            sent.responses() as f64 / took.as_secs_f64()
+        );
         return;
     }
     let Some(full) = support::bench_mode("load_smoke") else {
@@ -1109,6 +1153,8 @@ impl Backend {
 
 /// Set in the environment of this binary's child to make it the anchor server on that address.
 const BARE_POST_ENV: &str = "GLIMPSE_LOAD_BARE_POST";
+/// Set to a collector's address: send it the event mix and exit (see `main`).
+const DRIVE_ENV: &str = "GLIMPSE_LOAD_DRIVE";
 
 /// The anchor: this bench binary started again as a bare HTTP server with the collector's setup
 /// (hyper 1 HTTP/1.1 with keep-alive on a multi-thread tokio runtime, one task per connection)
