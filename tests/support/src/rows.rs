@@ -50,16 +50,20 @@ pub fn varied_rows(columns: &[(&str, &str)], n: usize) -> Vec<u8> {
     rows
 }
 
-/// Every column list the deliverer sends: each row format of the spool, and the daily rollup's.
+/// Every column list the deliverer sends: each row format of the spool, the daily rollup's and
+/// the entry and exit pages'.
 pub fn insert_column_lists() -> Vec<(String, Columns)> {
-    (1..=4)
+    (1..=glimpse::encode::ROW_FORMAT)
         .map(|format| {
             (
                 format!("format {format}"),
                 glimpse::encode::columns_of(format),
             )
         })
-        .chain([("daily rollup".to_owned(), glimpse::deliver::rollup::COLUMNS)])
+        .chain([
+            ("daily rollup".to_owned(), glimpse::deliver::rollup::COLUMNS),
+            ("visit pages".to_owned(), glimpse::deliver::pages::COLUMNS),
+        ])
         .collect()
 }
 
