@@ -21,14 +21,10 @@ What it does:
   5. Runs every dashboard query in `schema/queries/` with its placeholders
      filled for the test data, and compares each answer with the same question
      asked of the raw events.
-  6. Checks that the entry and exit pages the collector sums itself, inserted
-     twice with one token into `visit_pages_daily_in`, give `visit_pages_daily`
-     what the views of `events_intake` give of the same rows, and that those
-     views skip rows marked as summed.
-  7. Checks that rows inserted into `events_intake`, the collector's insert
+  6. Checks that rows inserted into `events_intake`, the collector's insert
      table, give every table but `stats_daily` the same answers as through
      `events_in` (each key's states merged: views may split a key over rows).
-  8. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
+  7. Prints a summary; exits 0 on success, 1 (with a message) on any failure.
 
 Usage (from anywhere):
 
@@ -283,10 +279,10 @@ def make_rows():
     return rows
 
 
-def insert_rows(engine, rows, settings="", table="events_in", columns=COLUMNS):
+def insert_rows(engine, rows, settings="", table="events_in"):
     values = ",\n".join(
-        "(" + ", ".join(sql_literal(r[c]) for c in columns) + ")" for r in rows)
-    engine.exec(f"INSERT INTO {table} ({', '.join(columns)}) {settings} VALUES\n{values}",
+        "(" + ", ".join(sql_literal(r[c]) for c in COLUMNS) + ")" for r in rows)
+    engine.exec(f"INSERT INTO {table} ({', '.join(COLUMNS)}) {settings} VALUES\n{values}",
                 f"INSERT into {table}")
 
 
@@ -435,51 +431,6 @@ def check_rollup(engine):
             f"visitors) {dedup_settings('glimpse-check-rollup-daily')} VALUES\n{values}",
             "INSERT into stats_daily_in")
     return len(groups), check_daily(engine)
-
-
-def check_pages_rollup(engine, rows):
-    """The collector sums each segment's entry and exit pages itself and inserts one row per
-    site, day, kind and page whose sum is not zero into `visit_pages_daily_in`, marking its rows
-    so that the views of `events_intake` skip them. Its view must build the states the views
-    build of the same rows, and an insert retried with its token must count once."""
-    engine.exec("TRUNCATE TABLE visit_pages_daily")
-    insert_rows(engine, rows, table="events_intake")
-    views = snapshot(engine, "visit_pages_daily")
-    engine.exec("TRUNCATE TABLE visit_pages_daily")
-    marked = [dict(r, pages_rolled_up=1) for r in rows]
-    insert_rows(engine, marked, table="events_intake", columns=COLUMNS + ["pages_rolled_up"])
-    if engine.scalar("SELECT count() FROM visit_pages_daily") != "0":
-        fail("the views of events_intake counted rows marked as rolled up")
-    # The rows' sums, as the collector makes them (src/deliver/pages.rs).
-    sums = {}
-    for r in rows:
-        key = (r["site"], r["timestamp"][:10])
-        if r["visit_entry"]:
-            sums[key + ("entry", r["pathname"])] = sums.get(key + ("entry", r["pathname"]), 0) + 1
-        if r["name"] == "pageview":
-            sums[key + ("exit", r["pathname"])] = sums.get(key + ("exit", r["pathname"]), 0) + 1
-            if r["visit_exit_prev"]:
-                prev = key + ("exit", r["visit_exit_prev"])
-                sums[prev] = sums.get(prev, 0) - 1
-    groups = [k + (n,) for k, n in sums.items() if n != 0]
-    values = ",\n".join(
-        "(" + ", ".join([sql_literal(site), sql_literal(day), sql_literal(kind),
-                         sql_literal(page), str(n)]) + ")"
-        for site, day, kind, page, n in groups)
-    for _ in range(2):
-        engine.exec(
-            "INSERT INTO visit_pages_daily_in (site, day, kind, page, visits) "
-            f"{dedup_settings('glimpse-check-rollup-pages')} VALUES\n{values}",
-            "INSERT into visit_pages_daily_in")
-    # A page whose exits cancel within the rows has a key in the views' states that sums to
-    # zero, and no row of the collector's: the answers are the same.
-    def counting(rows):
-        return [r for r in rows if int(r["sumMerge(visits)"]) != 0]
-    views = counting(views)
-    rolled = counting(snapshot(engine, "visit_pages_daily"))
-    if rolled != views:
-        fail("visit_pages_daily from the collector's rows differs from the views'")
-    return len(groups), len(views)
 
 
 # Tables the insert tables' views write, with `events` (the raw copy).
@@ -855,9 +806,6 @@ def main():
         print(f"daily rollup: {rolled} rows inserted twice with one token into stats_daily_in "
               f"give the same {rolled_checked} groups")
         check_features(engine)
-        pages_rows, pages_keys = check_pages_rollup(engine, rows)
-        print(f"entry and exit pages: {pages_rows} rows inserted twice with one token into "
-              f"visit_pages_daily_in give the views' {pages_keys} keys; marked rows skip the views")
         targets = check_intake(engine, rows)
         print(f"events_intake: the same rows give the same {targets} tables as events_in, "
               f"and no daily fan-out")

@@ -350,7 +350,6 @@ fn deliverer(store: &Store, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Deliver
         table: schema::INSERT_TABLE.to_string(),
         legacy_table: schema::LEGACY_INSERT_TABLE.to_string(),
         daily_table: schema::DAILY_INSERT_TABLE.to_string(),
-        pages_table: schema::PAGES_INSERT_TABLE.to_string(),
         spool,
         dedup_token,
         shards_up,

@@ -45,22 +45,19 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("engaged_ms", "UInt32"),
     ("engaged_first", "UInt8"),
     ("rolled_up", "UInt8"),
-    ("pages_rolled_up", "UInt8"),
 ];
 
 /// The row format: which of [`COLUMNS`] a row holds. Spool segments record theirs, so segments
 /// written by an older version are still inserted with their own column list after an upgrade.
-pub const ROW_FORMAT: u32 = 5;
+pub const ROW_FORMAT: u32 = 4;
 
 /// How many of [`COLUMNS`] each row format holds (format 1: before visits; 2: before
-/// engagement; 3: before the collector summed the daily stats itself; 4: before it summed the
-/// entry and exit pages).
+/// engagement; 3: before the collector summed the daily stats itself).
 pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
     match format {
         1 => &COLUMNS[..25],
         2 => &COLUMNS[..29],
         3 => &COLUMNS[..33],
-        4 => &COLUMNS[..34],
         _ => COLUMNS,
     }
 }
@@ -70,13 +67,6 @@ pub fn columns_of(format: u32) -> &'static [(&'static str, &'static str)] {
 /// them.
 pub(crate) fn rolled_up(format: u32) -> bool {
     format >= 4
-}
-
-/// Whether the deliverer sends the entry and exit pages of rows of `format` itself
-/// (`deliver::pages`). Older rows carry no `pages_rolled_up` flag, and the insert table's views
-/// count them.
-pub(crate) fn pages_rolled_up(format: u32) -> bool {
-    format >= 5
 }
 
 /// The insert statement for rows of `format`, which the deliverer sends as Native blocks
@@ -230,14 +220,12 @@ impl<'a> Event<'a> {
         out.push(u8::from(self.engaged.scroll_first));
         out.extend_from_slice(&self.engaged.engaged_ms.to_le_bytes());
         out.push(u8::from(self.engaged.engaged_first));
-        // The deliverer sends this row's daily stats (see `deliver::rollup`), and its entry
-        // and exit pages (`deliver::pages`).
-        out.push(1);
+        // The deliverer sends this row's daily stats (see `deliver::rollup`).
         out.push(1);
     }
 }
 
-/// The fields of a stored row that the deliverer's rollups read.
+/// The leading fields of a stored row: what the daily rollup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head<'a> {
     pub timestamp: u32,
@@ -246,10 +234,6 @@ pub(crate) struct Head<'a> {
     /// `hostname` to `device`, in [`COLUMNS`]'s order.
     pub texts: [&'a str; TEXTS],
     pub visitor_id: u64,
-    /// The row starts a visit (false in formats before visits).
-    pub visit_entry: bool,
-    /// The exit page this page view replaces (empty in formats before visits).
-    pub exit_prev: &'a str,
 }
 
 /// How many text columns lie between `name` and `visitor_id`.
@@ -266,13 +250,12 @@ pub struct Unreadable {
 /// The rows of `data`, RowBinary rows of `format` as written by [`Event::encode`] (or an older
 /// release's encoder), one at a time; after an unreadable row, nothing more.
 pub(crate) fn heads(data: &[u8], format: u32) -> Heads<'_> {
-    let rest = &columns_of(format)[3 + TEXTS + 1..];
-    let at = |name: &str| rest.iter().position(|(n, _)| *n == name);
     Heads {
         reader: Reader::new(data, 0),
-        rest: rest.iter().map(|(_, ty)| layout(ty)).collect(),
-        entry_at: at("visit_entry"),
-        exit_prev_at: at("visit_exit_prev"),
+        rest: columns_of(format)[3 + TEXTS + 1..]
+            .iter()
+            .map(|(_, ty)| layout(ty))
+            .collect(),
         row: 0,
     }
 }
@@ -282,9 +265,6 @@ pub(crate) struct Heads<'a> {
     /// The layouts of the columns after `visitor_id`, which are stepped over; `None` for a
     /// type with no layout, which no row can be read past.
     rest: Vec<Option<Layout>>,
-    /// Where `visit_entry` and `visit_exit_prev` are among them, in formats that have them.
-    entry_at: Option<usize>,
-    exit_prev_at: Option<usize>,
     row: usize,
 }
 
@@ -299,15 +279,8 @@ impl<'a> Heads<'a> {
             *t = r.text()?;
         }
         let visitor_id = u64::from_le_bytes(r.fixed::<8>()?);
-        let (mut visit_entry, mut exit_prev) = (false, "");
-        for (i, layout) in self.rest.iter().enumerate() {
-            if Some(i) == self.entry_at {
-                visit_entry = r.fixed::<1>()?[0] != 0;
-            } else if Some(i) == self.exit_prev_at {
-                exit_prev = r.text()?;
-            } else {
-                r.skip((*layout)?)?;
-            }
+        for layout in &self.rest {
+            r.skip((*layout)?)?;
         }
         Some(Head {
             timestamp,
@@ -315,8 +288,6 @@ impl<'a> Heads<'a> {
             name,
             texts,
             visitor_id,
-            visit_entry,
-            exit_prev,
         })
     }
 }
@@ -395,7 +366,7 @@ impl<'a> Reader<'a> {
         Some(b)
     }
 
-    pub(crate) fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
+    fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.bytes(N)?.try_into().ok()
     }
 
@@ -411,7 +382,7 @@ impl<'a> Reader<'a> {
         None
     }
 
-    pub(crate) fn text(&mut self) -> Option<&'a str> {
+    fn text(&mut self) -> Option<&'a str> {
         let len = usize::try_from(self.varint()?).ok()?;
         std::str::from_utf8(self.bytes(len)?).ok()
     }
@@ -511,8 +482,7 @@ mod tests {
         want.push(1); // bounce +1
         want.push(0); // no previous exit page
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // no engagement
-        want.push(1); // daily stats rolled up by the deliverer
-        want.push(1); // and entry and exit pages
+        want.push(1); // rolled up by the deliverer
         assert_eq!(out, want);
     }
 
@@ -546,14 +516,10 @@ mod tests {
             (h.texts[1], h.texts[15], h.visitor_id),
             ("/p", "mobile", u64::MAX)
         );
-        assert_eq!((h.visit_entry, h.exit_prev), (false, "/q"));
-        // A format-4 row is the same bytes but the last, and reads the same.
+        // A format-1 row ends after the properties: the same bytes up to there.
         let mut one = Vec::new();
         e.encode(&mut one);
-        assert_eq!(read(&one[..one.len() - 1], 4).unwrap()[0], *h);
-        // A format-1 row ends after the properties: the same bytes up to there.
-        let cut = one.len() - (1 + 4 + 1 + 3 + 7 + 2);
-        assert_eq!(read(&one[..cut], 1).unwrap()[0].exit_prev, "");
+        let cut = one.len() - (1 + 4 + 1 + 3 + 7 + 1);
         assert_eq!(read(&one[..cut], 1).unwrap().len(), 1);
         // The extra bytes of a newer row do not read as an older one.
         assert!(read(&one, 1).is_err());
@@ -564,9 +530,7 @@ mod tests {
     fn insert_sql_lists_the_columns_of_each_format() {
         let sql = insert_sql("events_in", ROW_FORMAT);
         assert!(sql.starts_with("INSERT INTO events_in (timestamp, site,"));
-        assert!(sql.ends_with("engaged_first, rolled_up, pages_rolled_up) FORMAT Native"));
-        let daily = insert_sql("events_in", 4);
-        assert!(daily.ends_with("engaged_first, rolled_up) FORMAT Native"));
+        assert!(sql.ends_with("engaged_first, rolled_up) FORMAT Native"));
         let engagement = insert_sql("events_in", 3);
         assert!(engagement.ends_with("engaged_first) FORMAT Native"));
         let visits = insert_sql("events_in", 2);

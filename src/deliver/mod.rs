@@ -9,14 +9,12 @@
 //! Every INSERT of a segment carries the same deduplication token where the server supports it,
 //! so a retry after a lost acknowledgement, or a replay after a crash, is stored once.
 //!
-//! A segment is three inserts: its rows, then their daily stats (`rollup`) and their entry and
-//! exit pages (`pages`), both summed here. A retry repeats only the one that failed; a replay
-//! after a crash repeats all three, each with its own token. All are sent as Native blocks
-//! (`native`), made from the RowBinary rows as they go.
+//! A segment is two inserts: its rows, then their daily stats summed here (`rollup`). A retry
+//! repeats only the one that failed; a replay after a crash repeats both, each with its own
+//! token. Both are sent as Native blocks (`native`), made from the RowBinary rows as they go.
 
 pub mod native;
 pub mod insert;
-pub mod pages;
 pub mod rollup;
 
 use std::sync::Arc;
@@ -46,8 +44,6 @@ pub(crate) struct Deliverer {
     pub legacy_table: String,
     /// The table the daily stats of rolled-up rows go to (`rollup`).
     pub daily_table: String,
-    /// The table the entry and exit pages of rolled-up rows go to (`pages`).
-    pub pages_table: String,
     pub spool: Arc<Spool>,
     /// Whether the server deduplicates by `insert_deduplication_token`.
     pub dedup_token: bool,
@@ -148,19 +144,19 @@ impl Deliverer {
                     .insert_until_stored(seq, &token, &sql, &body, segment.rows)
                     .await
                 {
-                    self.quarantine(seq, &stored_but("daily stats", refusal));
-                    return;
-                }
-            }
-            if crate::encode::pages_rolled_up(segment.format) {
-                let sql = pages::insert_sql(&self.pages_table);
-                let token = format!("{token}-pages");
-                let body = Body::Pages(&segment.data, segment.format);
-                if let Err(refusal) = self
-                    .insert_until_stored(seq, &token, &sql, &body, segment.rows)
-                    .await
-                {
-                    self.quarantine(seq, &stored_but("entry and exit pages", refusal));
+                    let why = match refusal {
+                        Refusal::Server(code) => format!(
+                            "Code: {code}: the rows were stored, but their daily stats were \
+                             rejected; the reason is in the collector's log"
+                        ),
+                        Refusal::Unreadable(e) => format!(
+                            "the rows were stored, but their daily stats cannot be summed ({e})"
+                        ),
+                    };
+                    self.quarantine(
+                        seq,
+                        &format!("{why}. Inserting this segment again would store its rows twice"),
+                    );
                     return;
                 }
             }
@@ -255,7 +251,6 @@ impl Deliverer {
             Body::Daily(data, format) => rollup::insert(client, sql, data, *format)
                 .await
                 .map(|sent| self.metrics.rollup_rows.add(sent)),
-            Body::Pages(data, format) => pages::insert(client, sql, data, *format).await.map(drop),
         }
     }
 
@@ -283,23 +278,6 @@ enum Body<'a> {
     Rows(&'a Bytes, u32),
     /// The daily stats of the segment's rows (of this row format), summed as they are sent.
     Daily(&'a Bytes, u32),
-    /// Their entry and exit pages, likewise.
-    Pages(&'a Bytes, u32),
-}
-
-/// Why a segment whose rows are stored is quarantined all the same: what it adds up to
-/// (`what`) was refused.
-fn stored_but(what: &str, refusal: Refusal) -> String {
-    let why = match refusal {
-        Refusal::Server(code) => format!(
-            "Code: {code}: the rows were stored, but their {what} were rejected; the reason is \
-             in the collector's log"
-        ),
-        Refusal::Unreadable(e) => {
-            format!("the rows were stored, but their {what} cannot be summed ({e})")
-        }
-    };
-    format!("{why}. Inserting this segment again would store its rows twice")
 }
 
 /// ±25 % so that several collectors do not retry in lock-step.

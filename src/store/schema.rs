@@ -64,18 +64,12 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_visit_pages_views.sql",
         include_str!("../../schema/0014_visit_pages_views.sql"),
     ),
-    (
-        "0015_visit_pages_rollup.sql",
-        include_str!("../../schema/0015_visit_pages_rollup.sql"),
-    ),
 ];
 
 /// The view that stores raw rows; present only when raw events are retained.
 pub(crate) const EVENTS_RAW_MV: &str = include_str!("../../schema/events_raw_mv.sql");
 
-pub use super::tables::{
-    DAILY_INSERT_TABLE, INSERT_TABLE, LEGACY_INSERT_TABLE, MIGRATIONS_TABLE, PAGES_INSERT_TABLE,
-};
+pub use super::tables::{DAILY_INSERT_TABLE, INSERT_TABLE, LEGACY_INSERT_TABLE, MIGRATIONS_TABLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {

@@ -15,6 +15,3 @@ pub const LEGACY_INSERT_TABLE: &str = "events_in";
 
 /// Table the deliverer inserts each segment's daily stats into (`deliver::rollup`).
 pub const DAILY_INSERT_TABLE: &str = "stats_daily_in";
-
-/// Table the deliverer inserts each segment's entry and exit pages into (`deliver::pages`).
-pub const PAGES_INSERT_TABLE: &str = "visit_pages_daily_in";

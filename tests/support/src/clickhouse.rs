@@ -186,11 +186,11 @@ impl ClickHouse {
                 )
                 .replace(&from_source, "FROM check_in\n"),
         );
-        // The stored columns: every inserted one but the rollups' marks.
+        // The stored columns: every inserted one but the rollup's mark.
         let columns: Vec<&str> = glimpse::encode::COLUMNS
             .iter()
             .map(|(n, _)| *n)
-            .filter(|n| !n.ends_with("rolled_up"))
+            .filter(|n| *n != "rolled_up")
             .collect();
         let columns = columns.join(", ");
         self.sql(

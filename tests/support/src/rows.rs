@@ -50,20 +50,16 @@ pub fn varied_rows(columns: &[(&str, &str)], n: usize) -> Vec<u8> {
     rows
 }
 
-/// Every column list the deliverer sends: each row format of the spool, the daily rollup's and
-/// the entry and exit pages'.
+/// Every column list the deliverer sends: each row format of the spool, and the daily rollup's.
 pub fn insert_column_lists() -> Vec<(String, Columns)> {
-    (1..=glimpse::encode::ROW_FORMAT)
+    (1..=4)
         .map(|format| {
             (
                 format!("format {format}"),
                 glimpse::encode::columns_of(format),
             )
         })
-        .chain([
-            ("daily rollup".to_owned(), glimpse::deliver::rollup::COLUMNS),
-            ("visit pages".to_owned(), glimpse::deliver::pages::COLUMNS),
-        ])
+        .chain([("daily rollup".to_owned(), glimpse::deliver::rollup::COLUMNS)])
         .collect()
 }
 
