@@ -10,7 +10,8 @@
 # /proc/<pid>/stat (user + system): clickhouse-server's CPU from the collector's start until the
 # spool is empty ("delivery"), then while every table is merged into one part with
 # `OPTIMIZE TABLE ... FINAL` ("merges"), and the collector's own CPU until the spool is empty.
-# Each is divided by the rows delivered. `COST_MIX=harness` records the load harness's event mix
+# Each is divided by the rows delivered. `COST_RECORD_EACH=1` records a spool per binary, for
+# builds whose spool formats differ. `COST_MIX=harness` records the load harness's event mix
 # instead of wrk's (benches/load: 2 227 real browser user agents and bots, UTM tags, custom events
 # with a property, and every visitor new after four events, where wrk's mix cycles through 20 000
 # requests of seven browsers, so the same visitors return all along). The collector's peak anonymous memory while it delivers
@@ -87,42 +88,60 @@ stop_glimpse() {
     glimpse_pid=""
 }
 
-echo ">> recording a spool: ${BINARIES[0]}, ${RECORD_SECONDS} s of the $MIX mix with ClickHouse paused"
-fresh_clickhouse record
-port=$(free_port)
-serve "${BINARIES[0]}" "$work/spool" "$port"
-for _ in $(seq 1 600); do
-    curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    sleep 0.1
+# record BINARY DIR: DIR holds the spool BINARY wrote while the mix was sent to it.
+record() {
+    echo ">> recording a spool: $1, ${RECORD_SECONDS} s of the $MIX mix with ClickHouse paused"
+    fresh_clickhouse "record-$(basename "$2")"
+    rm -rf "$work/spool"
+    port=$(free_port)
+    serve "$1" "$work/spool" "$port"
+    for _ in $(seq 1 600); do
+        curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" && break
+        sleep 0.1
+    done
+    kill -STOP "$ch_pid"
+    if [[ $MIX == harness ]]; then
+        GLIMPSE_LOAD_DRIVE="127.0.0.1:$port" GLIMPSE_LOAD_SECONDS="$RECORD_SECONDS" \
+            GLIMPSE_LOAD_CONNECTIONS=64 "$harness" >"$work/record.wrk"
+    else
+        WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
+            "http://127.0.0.1:$port" >"$work/record.wrk"
+    fi
+    # Stop the collector while ClickHouse cannot take the rows: they all stay in the spool.
+    kill -9 "$glimpse_pid"
+    wait "$glimpse_pid" 2>/dev/null || true
+    glimpse_pid=""
+    cp -a "$work/spool" "$2"
+    echo ">> $(segments "$2") segments, $(du -sh "$2" | cut -f1)"
+}
+
+# The recording each binary delivers: one for all, or with COST_RECORD_EACH=1 one of its own
+# (binaries whose spool row formats differ: a release cannot read a newer one's rows). The mix
+# is the same sequence each time; what differs is how much of it the seconds took.
+recordings=()
+for i in "${!BINARIES[@]}"; do
+    if [[ $i -eq 0 || ${COST_RECORD_EACH:-0} == 1 ]]; then
+        record "${BINARIES[$i]}" "$work/recorded-$i"
+        recordings+=("$work/recorded-$i")
+    else
+        recordings+=("$work/recorded-0")
+    fi
 done
-kill -STOP "$ch_pid"
-if [[ $MIX == harness ]]; then
-    GLIMPSE_LOAD_DRIVE="127.0.0.1:$port" GLIMPSE_LOAD_SECONDS="$RECORD_SECONDS" \
-        GLIMPSE_LOAD_CONNECTIONS=64 "$harness" >"$work/record.wrk"
-else
-    WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
-        "http://127.0.0.1:$port" >"$work/record.wrk"
-fi
-# Stop the collector while ClickHouse cannot take the rows: they all stay in the spool.
-kill -9 "$glimpse_pid"
-wait "$glimpse_pid" 2>/dev/null || true
-glimpse_pid=""
-cp -a "$work/spool" "$work/recorded"
-echo ">> $(segments "$work/recorded") segments, $(du -sh "$work/recorded" | cut -f1)"
 
 echo
 echo "| round | binary | rows | ClickHouse delivery µs/row | merges µs/row | collector µs/row | daily stats rows per row | collector peak anon MiB |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 run=0
 for round in $(seq 1 "$ROUNDS"); do
-    for bin in "${BINARIES[@]}"; do
+    for i in "${!BINARIES[@]}"; do
+        bin=${BINARIES[$i]}
         # A directory of its own per run: binaries may share a file name, and a server started
         # in a used directory would hold the previous run's tables.
         run=$((run + 1))
         fresh_clickhouse "$run"
         GLIMPSE_CLICKHOUSE_URL="http://127.0.0.1:$ch_http" "$bin" migrate >>"$work/glimpse.log" 2>&1
         rm -rf "$work/spool"
-        cp -a "$work/recorded" "$work/spool"
+        cp -a "${recordings[$i]}" "$work/spool"
         ch0=$(cpu "$ch_pid")
         port=$(free_port)
         serve "$bin" "$work/spool" "$port"
