@@ -13,8 +13,9 @@
 # Each is divided by the rows delivered. `COST_RECORD_EACH=1` records a spool per binary, for
 # builds whose spool formats differ. `COST_MIX=harness` records the load harness's event mix
 # instead of wrk's (benches/load: 2 227 real browser user agents and bots, UTM tags, custom events
-# with a property, and every visitor new after four events, where wrk's mix cycles through 20 000
-# requests of seven browsers, so the same visitors return all along). The collector's peak anonymous memory while it delivers
+# with a property, and every visitor new after a visit of four events, or COST_EVENTS_PER_VISIT,
+# where wrk's mix cycles through 20 000 requests of seven browsers, so the same visitors return
+# all along). The collector's peak anonymous memory while it delivers
 # is read from /proc/<pid>/status every 50 ms. Other environment variables reach the collector, so
 # `GLIMPSE_RETENTION_EVENTS_DAYS=0` measures aggregates-only mode.
 #
@@ -102,7 +103,8 @@ record() {
     kill -STOP "$ch_pid"
     if [[ $MIX == harness ]]; then
         GLIMPSE_LOAD_DRIVE="127.0.0.1:$port" GLIMPSE_LOAD_SECONDS="$RECORD_SECONDS" \
-            GLIMPSE_LOAD_CONNECTIONS=64 "$harness" >"$work/record.wrk"
+            GLIMPSE_LOAD_CONNECTIONS=64 GLIMPSE_LOAD_EVENTS_PER_VISIT="${COST_EVENTS_PER_VISIT:-4}" \
+            "$harness" >"$work/record.wrk"
     else
         WRK_SEED=7 wrk -t1 -c64 -d"${RECORD_SECONDS}s" -s benches/wrk/events.lua \
             "http://127.0.0.1:$port" >"$work/record.wrk"

@@ -18,6 +18,7 @@
 //! Client addresses: each simulated visitor (address) sends one visit of four events to one site
 //! with one user agent, in turn on one connection, and is not seen again, so neither the rate
 //! limiter nor any cache gets more repetition than real traffic gives.
+//! `GLIMPSE_LOAD_EVENTS_PER_VISIT` sets another length of visit.
 //!
 //! `GLIMPSE_LOAD_CLICKHOUSE_PAUSED=1` stops ClickHouse (SIGSTOP) during every measured phase (the
 //! collector's, the anchor's and the bare `GET`'s), and lets it continue after each phase: the collector
@@ -135,7 +136,7 @@ const MIX: Mix = Mix {
 
 /// Pre-rendered HTTP/1.1 requests: many sites, long-tailed pages, weighted browser user
 /// agents, some bots, client addresses spread over the IPv4 space via X-Forwarded-For. They
-/// come in visits of [`EVENTS_PER_VISITOR`] consecutive requests: one site and one user agent,
+/// come in visits of [`events_per_visit`] consecutive requests: one site and one user agent,
 /// the external referrer and any UTM tags on the landing page, each later page referred by the
 /// one before, as a browser sends them.
 fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
@@ -161,7 +162,8 @@ fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
     let sections = ["blog", "docs", "pricing", "products", "about", "changelog"];
     let mut distinct_uas = std::collections::HashSet::new();
     let mut requests = Vec::with_capacity(DISTINCT_REQUESTS);
-    for _ in 0..DISTINCT_REQUESTS / EVENTS_PER_VISITOR as usize {
+    let per_visit = events_per_visit();
+    for _ in 0..DISTINCT_REQUESTS / per_visit as usize {
         let site = site(rng.zipf(mix.sites));
         let ua = if mix.one_agent {
             browsers[0].0.as_str()
@@ -181,7 +183,7 @@ fn event_requests(rng: &mut Rng, mix: Mix) -> (Vec<Request>, usize) {
         } else {
             ""
         };
-        for _ in 0..EVENTS_PER_VISITOR {
+        for _ in 0..per_visit {
             let page = rng.zipf(mix.pages);
             let section = sections[page % sections.len()];
             let page = if mix.uniform_pages {
@@ -251,14 +253,25 @@ const PAGE_FIELD: &str = "#######";
 /// Which visitor (client address) sends each event.
 #[derive(Debug, Clone, Copy)]
 enum Visitors {
-    /// Every visitor new: each sends one visit, [`EVENTS_PER_VISITOR`] consecutive requests on
+    /// Every visitor new: each sends one visit, [`events_per_visit`] consecutive requests on
     /// one connection, and is not seen again; numbered from here.
     Fresh(u64),
     /// A fixed pool of this many addresses, taking turns: all of them stay in the collector's
     /// caches and open visits.
     Pool(u64),
 }
-const EVENTS_PER_VISITOR: u64 = 4;
+/// Events a visit sends: 4, or `GLIMPSE_LOAD_EVENTS_PER_VISIT` (1 to 64).
+fn events_per_visit() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        let n = env_or("GLIMPSE_LOAD_EVENTS_PER_VISIT", 4);
+        assert!(
+            (1..=64).contains(&n),
+            "GLIMPSE_LOAD_EVENTS_PER_VISIT={n}: expected 1 to 64"
+        );
+        n
+    })
+}
 
 /// Writes visitor `n`'s address into the placeholder: addresses spread over the public IPv4
 /// space by a multiplicative hash.
@@ -378,7 +391,8 @@ fn drive(
                     let mut out = Vec::with_capacity(1024);
                     // Each connection starts at a visit's first request and goes through
                     // whole visits.
-                    let mut i = c * 7919 * EVENTS_PER_VISITOR as usize;
+                    let per_visit = events_per_visit();
+                    let mut i = c * 7919 * per_visit as usize;
                     let mut sent_count: u64 = 0;
                     let interval = pace.map(|r| Duration::from_secs_f64(connections as f64 / r));
                     let mut next = tokio::time::Instant::now()
@@ -398,9 +412,7 @@ fn drive(
                         if let Some(at) = req.ip_at {
                             let visitor = match visitors {
                                 Visitors::Fresh(first) => {
-                                    first
-                                        + sent_count / EVENTS_PER_VISITOR * connections as u64
-                                        + c as u64
+                                    first + sent_count / per_visit * connections as u64 + c as u64
                                 }
                                 Visitors::Pool(size) => n % size,
                             };
