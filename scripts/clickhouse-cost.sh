@@ -12,7 +12,7 @@
 # `OPTIMIZE TABLE ... FINAL` ("merges"), and the collector's own CPU until the spool is empty.
 # Each is divided by the rows delivered. `COST_RECORD_EACH=1` records a spool per binary, for
 # builds whose spool formats differ. `COST_MIX=harness` records the load harness's event mix
-# instead of wrk's (benches/load: 2 227 real browser user agents and bots, UTM tags, custom events
+# instead of wrk's (benches/load: real browser user agents by traffic weight and bots, UTM tags, custom events
 # with a property, and every visitor new after a visit of four events, or COST_EVENTS_PER_VISIT,
 # where wrk's mix cycles through 20 000 requests of seven browsers, so the same visitors return
 # all along). The collector's peak anonymous memory while it delivers

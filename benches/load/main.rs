@@ -59,6 +59,9 @@ const PAGES_PER_SITE: usize = 5_000;
 const DISTINCT_REQUESTS: usize = 40_000;
 const BOT_SHARE: f64 = 0.05;
 
+/// The generator's seed: every run, and every mode of this binary, renders the same requests.
+const MIX_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// A small deterministic generator (xorshift*), so every run sends the same mix.
 struct Rng(u64);
 
@@ -542,7 +545,7 @@ fn main() {
         let addr: SocketAddr = addr
             .parse()
             .unwrap_or_else(|e| panic!("{DRIVE_ENV}={addr}: not an address: {e}"));
-        let (events, _) = event_requests(&mut Rng(0x9e37_79b9_7f4a_7c15), MIX);
+        let (events, _) = event_requests(&mut Rng(MIX_SEED), MIX);
         let seconds = Duration::from_secs(env_or("GLIMPSE_LOAD_SECONDS", 5));
         let connections = env_or("GLIMPSE_LOAD_CONNECTIONS", 64) as usize;
         let (sent, took) = drive(
@@ -578,7 +581,7 @@ fn main() {
     let connections = env_or("GLIMPSE_LOAD_CONNECTIONS", 64) as usize;
     let phase = Duration::from_secs(seconds);
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(MIX_SEED);
     let (events, distinct_uas) = event_requests(&mut rng, MIX);
     let events = Arc::new(events);
     let bare = Arc::new(vec![bare_request()]);

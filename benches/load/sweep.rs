@@ -187,7 +187,7 @@ fn measure(run: &Run, p: &Point, serial: u64) -> Measured {
     let ch = run.backend.first();
     let ch_pids = run.backend.pids();
     let ch_cpu = || ch_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(MIX_SEED);
     let requests = Arc::new(event_requests(&mut rng, p.mix).0);
     let mut env = run.env.to_vec();
     env.extend(p.env.iter().cloned());
